@@ -1,0 +1,54 @@
+// Package testutil holds helpers shared by baton's tests.
+package testutil
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/internal/natsembed"
+)
+
+// WaitFor calls check until it returns nil or timeout passes, then fails the
+// test with check's last error.
+func WaitFor(t testing.TB, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	interval := 10 * time.Millisecond
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s: %v", timeout, err)
+		}
+		time.Sleep(interval)
+		if interval < 200*time.Millisecond {
+			interval *= 2
+		}
+	}
+}
+
+// NATS starts an embedded NATS server on a free loopback port for the
+// test's lifetime and returns its URL.
+func NATS(t testing.TB) string {
+	t.Helper()
+	s, err := natsembed.Start(natsembed.Config{Host: "127.0.0.1", Port: -1})
+	if err != nil {
+		t.Fatalf("start nats: %v", err)
+	}
+	t.Cleanup(s.Shutdown)
+	return s.ClientURL()
+}
+
+// FreePort returns a TCP port on host that was free a moment ago.
+func FreePort(t testing.TB, host string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

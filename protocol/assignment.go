@@ -1,0 +1,55 @@
+package protocol
+
+import "time"
+
+// DesiredReplicas is the full set of replicas an agent should run. It is
+// level-triggered: the agent starts what is missing and stops (SIGTERM,
+// grace, SIGKILL) every replica it runs that is not in the set. The leader
+// re-sends it periodically, so a lost message is repaired by the next.
+type DesiredReplicas struct {
+	AgentID string `json:"agent_id"`
+	// Epoch is the Raft index the set was computed from; an agent ignores a
+	// set older than the one it last applied.
+	Epoch    uint64              `json:"epoch"`
+	Replicas []ReplicaAssignment `json:"replicas"`
+}
+
+// ReplicaAssignment is one replica an agent must run.
+type ReplicaAssignment struct {
+	Service   string `json:"service"`
+	ReplicaID int    `json:"replica_id"`
+	Version   int    `json:"version"`
+	// Spec is the version's task spec (setup, run, envs, workdir, probe).
+	Spec TaskSpec `json:"spec"`
+	// GPUUUIDs are the GPUs assigned, passed as CUDA_VISIBLE_DEVICES.
+	GPUUUIDs []string `json:"gpu_uuids,omitempty"`
+}
+
+// Key is the replica's unique name, "service/id".
+func (a *ReplicaAssignment) Key() string { return ReplicaKey(a.Service, a.ReplicaID) }
+
+// AgentStatus is an agent's registration, heartbeat and replica report in
+// one message. Agents send it on every change and at least every
+// heartbeat interval.
+type AgentStatus struct {
+	Agent    Agent           `json:"agent"`
+	Replicas []ReplicaReport `json:"replicas"`
+	// SentAt is the agent's clock, for logs only.
+	SentAt time.Time `json:"sent_at"`
+}
+
+// ReplicaReport is what an agent knows of one replica it runs.
+type ReplicaReport struct {
+	Service   string `json:"service"`
+	ReplicaID int    `json:"replica_id"`
+	Version   int    `json:"version"`
+	// Status is PROVISIONING, STARTING, READY, NOT_READY, SHUTTING_DOWN
+	// (stopping), or one of the FAILED states.
+	Status   ReplicaStatus `json:"status"`
+	Endpoint string        `json:"endpoint,omitempty"` // host:port once known
+	PID      int           `json:"pid,omitempty"`
+	Reason   string        `json:"reason,omitempty"`
+}
+
+// Key is the replica's unique name, "service/id".
+func (r *ReplicaReport) Key() string { return ReplicaKey(r.Service, r.ReplicaID) }

@@ -1,0 +1,65 @@
+package protocol
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Replica is one running (or wanted) copy of a service version.
+type Replica struct {
+	Service string `json:"service"`
+	// ID increases per service and is never reused.
+	ID      int    `json:"id"`
+	Version int    `json:"version"`
+	AgentID string `json:"agent_id,omitempty"`
+	// Endpoint is host:port once the agent has started the replica.
+	Endpoint   string        `json:"endpoint,omitempty"`
+	Status     ReplicaStatus `json:"status"`
+	LaunchedAt time.Time     `json:"launched_at"`
+	// StatusAt is when Status last changed (leader's clock).
+	StatusAt time.Time `json:"status_at"`
+	// Resources is what the replica was given on its agent.
+	Resources Allocation `json:"resources"`
+	Reason    string     `json:"reason,omitempty"`
+	// Retries counts how many replicas this one replaces in a row of
+	// failures, for backoff.
+	Retries int `json:"retries,omitempty"`
+}
+
+// Key is the replica's unique name, "service/id".
+func (r *Replica) Key() string { return ReplicaKey(r.Service, r.ID) }
+
+// ReplicaKey names a replica uniquely: "service/id".
+func ReplicaKey(service string, id int) string { return fmt.Sprintf("%s/%d", service, id) }
+
+// Allocation is what an agent gave one replica.
+type Allocation struct {
+	CPUs     float64  `json:"cpus"`
+	MemoryGB float64  `json:"memory_gb,omitempty"`
+	GPUName  string   `json:"gpu_name,omitempty"`
+	GPUUUIDs []string `json:"gpu_uuids,omitempty"`
+}
+
+// Describe formats the allocation as the status table shows it, like
+// `1x agent-4(vCPU=4, A100:1)`.
+func (a Allocation) Describe(agentID string) string {
+	if agentID == "" {
+		return "-"
+	}
+	parts := []string{fmt.Sprintf("vCPU=%s", formatNumber(a.CPUs))}
+	if a.MemoryGB > 0 {
+		parts = append(parts, fmt.Sprintf("mem=%sGB", formatNumber(a.MemoryGB)))
+	}
+	if len(a.GPUUUIDs) > 0 {
+		parts = append(parts, fmt.Sprintf("%s:%d", a.GPUName, len(a.GPUUUIDs)))
+	}
+	return fmt.Sprintf("1x %s(%s)", agentID, strings.Join(parts, ", "))
+}
+
+func formatNumber(f float64) string {
+	if f == float64(int64(f)) {
+		return fmt.Sprintf("%d", int64(f))
+	}
+	return fmt.Sprintf("%g", f)
+}

@@ -1,0 +1,96 @@
+package protocol
+
+// TaskSpec is a parsed and validated SkyServe-compatible task YAML. It is
+// stored in the FSM (inside Version) and sent to agents, so it is plain data
+// with JSON tags.
+type TaskSpec struct {
+	Name string `json:"name,omitempty"`
+	// Workdir is the directory setup and run execute in. The CLI resolves a
+	// relative path against its own working directory before sending the
+	// spec; empty means a fresh directory per replica on the agent.
+	Workdir   string            `json:"workdir,omitempty"`
+	Setup     string            `json:"setup,omitempty"`
+	Run       string            `json:"run"`
+	Envs      map[string]string `json:"envs,omitempty"`
+	Service   ServiceSpec       `json:"service"`
+	Resources Resources         `json:"resources"`
+	// Warnings are notes for the user (cloud-only fields that baton ignores).
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// ServiceSpec is the task's `service:` section.
+type ServiceSpec struct {
+	ReadinessProbe ReadinessProbe `json:"readiness_probe"`
+	// ReplicaPolicy is always filled: `replicas: N` becomes min = max = N.
+	ReplicaPolicy ReplicaPolicy `json:"replica_policy"`
+	// Port is the port replicas listen on (service.ports, else resources.ports,
+	// else 0 = the agent picks one). The agent passes it as $PORT.
+	Port int `json:"port,omitempty"`
+	// LoadBalancingPolicy is round_robin or least_load (the default).
+	LoadBalancingPolicy string `json:"load_balancing_policy"`
+}
+
+// ReadinessProbe says how an agent decides a replica is READY.
+type ReadinessProbe struct {
+	Path string `json:"path"`
+	// InitialDelaySeconds is how long a replica may take to pass its first
+	// probe before it is FAILED_INITIAL_DELAY. Default 1200.
+	InitialDelaySeconds int `json:"initial_delay_seconds"`
+	// TimeoutSeconds bounds one probe request. Default 15.
+	TimeoutSeconds int `json:"timeout_seconds"`
+	// PostData, when set, makes the probe a POST with this body (a mapping in
+	// the YAML is sent as its JSON encoding).
+	PostData string            `json:"post_data,omitempty"`
+	Headers  map[string]string `json:"headers,omitempty"`
+}
+
+// ReplicaPolicy is the task's replica count and autoscaling settings, with
+// SkyServe's rules already checked.
+type ReplicaPolicy struct {
+	MinReplicas int `json:"min_replicas"`
+	// MaxReplicas equals MinReplicas when autoscaling is off.
+	MaxReplicas           int     `json:"max_replicas"`
+	TargetQPSPerReplica   float64 `json:"target_qps_per_replica,omitempty"`
+	UpscaleDelaySeconds   int     `json:"upscale_delay_seconds,omitempty"`
+	DownscaleDelaySeconds int     `json:"downscale_delay_seconds,omitempty"`
+	NumOverprovision      int     `json:"num_overprovision,omitempty"`
+}
+
+// Resources is what one replica needs from an agent.
+type Resources struct {
+	CPUs Quantity `json:"cpus"`
+	// Memory is in GiB.
+	Memory       Quantity           `json:"memory"`
+	Accelerators AcceleratorRequest `json:"accelerators"`
+	// Ports are the ports the replica opens (resources.ports).
+	Ports []int `json:"ports,omitempty"`
+}
+
+// Quantity is a resource amount: `4` means exactly 4, `4+` at least 4.
+// The zero value means "not requested".
+type Quantity struct {
+	Value   float64 `json:"value,omitempty"`
+	AtLeast bool    `json:"at_least,omitempty"`
+}
+
+// IsSet reports whether the quantity was requested.
+func (q Quantity) IsSet() bool { return q.Value > 0 }
+
+// AcceleratorRequest is `A100`, `A100:2`, a set `{A100: 1, H100: 1}` (any
+// one of them) or a list (the same, in order of preference). The zero value
+// requests no accelerator.
+type AcceleratorRequest struct {
+	Options []AcceleratorOption `json:"options,omitempty"`
+	// Ordered is true for a list: try Options in order. For a set, any
+	// option that fits is fine.
+	Ordered bool `json:"ordered,omitempty"`
+}
+
+// AcceleratorOption is one accelerator name with a count, like A100:2.
+type AcceleratorOption struct {
+	Name  string `json:"name"`
+	Count int    `json:"count"`
+}
+
+// IsSet reports whether any accelerator was requested.
+func (a AcceleratorRequest) IsSet() bool { return len(a.Options) > 0 }

@@ -22,9 +22,10 @@ type Replica struct {
 	// Resources is what the replica was given on its agent.
 	Resources Allocation `json:"resources"`
 	Reason    string     `json:"reason,omitempty"`
-	// Retries counts how many replicas this one replaces in a row of
-	// failures, for backoff.
-	Retries int `json:"retries,omitempty"`
+	// EverReady is set once the replica has passed a readiness probe; a
+	// failure of a replica that never got ready counts toward its version's
+	// failure streak (backoff, and failing a new version).
+	EverReady bool `json:"ever_ready,omitempty"`
 }
 
 // Key is the replica's unique name, "service/id".

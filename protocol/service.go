@@ -32,6 +32,8 @@ type Rollout struct {
 	// Deadline is when the new version fails if it has not reached
 	// min_replicas; each new READY replica pushes it out.
 	Deadline time.Time `json:"deadline"`
+	// ProgressSeconds is the window each new READY replica grants.
+	ProgressSeconds int `json:"progress_seconds"`
 }
 
 // Version is one version of a service's spec.

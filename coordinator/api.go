@@ -1,0 +1,281 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/baton-dev/baton/protocol"
+)
+
+// maxRequestBytes bounds API request bodies (a task YAML is a few KB).
+const maxRequestBytes = 4 << 20
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/services", s.handleUp)
+	mux.HandleFunc("POST /v1/services/{name}/update", s.handleUpdate)
+	mux.HandleFunc("DELETE /v1/services/{name}", s.handleDown)
+	mux.HandleFunc("GET /v1/status", s.handleStatus)
+	mux.HandleFunc("GET /v1/services/{name}/replicas/{id}/logs", s.handleLogs)
+	mux.HandleFunc("GET /v1/agents", s.handleAgents)
+	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, errCode, msg string) {
+	writeJSON(w, code, protocol.APIError{Code: errCode, Message: msg})
+}
+
+// writeApplyError maps a command's error to an HTTP error.
+func writeApplyError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, ErrServiceNotFound):
+		writeError(w, http.StatusNotFound, protocol.CodeNotFound, err.Error())
+	case errors.Is(err, ErrServiceExists):
+		writeError(w, http.StatusConflict, protocol.CodeAlreadyExists,
+			err.Error()+"; use `baton serve update` to change it or `baton serve down` first")
+	case errors.Is(err, ErrServiceDeleting):
+		writeError(w, http.StatusConflict, protocol.CodeBadRequest, err.Error()+"; wait until it is gone")
+	case errors.Is(err, ErrNotLeader):
+		writeError(w, http.StatusServiceUnavailable, protocol.CodeNotLeader,
+			"this coordinator is not the leader ("+err.Error()+"); retry shortly")
+	default:
+		writeError(w, http.StatusInternalServerError, protocol.CodeInternal, err.Error())
+	}
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "request body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// parseSpec parses a task YAML sent by the CLI, writing the error response
+// itself on failure.
+func parseSpec(w http.ResponseWriter, filename, text, baseDir string) (*protocol.TaskSpec, bool) {
+	if filename == "" {
+		filename = "task.yaml"
+	}
+	spec, err := protocol.ParseTask(filename, []byte(text))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, protocol.CodeInvalidSpec, err.Error())
+		return nil, false
+	}
+	if baseDir != "" {
+		spec.ResolveWorkdir(baseDir)
+	}
+	return spec, true
+}
+
+func (s *Server) endpoint(port int) string {
+	return fmt.Sprintf("%s:%d", s.cfg.LBHost, port)
+}
+
+func (s *Server) handleUp(w http.ResponseWriter, r *http.Request) {
+	var req protocol.UpRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if err := protocol.ValidateServiceName(req.Name); err != nil {
+		writeError(w, http.StatusBadRequest, protocol.CodeInvalidName, err.Error())
+		return
+	}
+	spec, ok := parseSpec(w, req.Filename, req.YAML, req.BaseDir)
+	if !ok {
+		return
+	}
+	res, _, err := s.raftApply(CmdCreateService, CreateServiceCmd{
+		Name: req.Name, Spec: *spec, YAML: req.YAML, FirstPort: s.cfg.FirstLBPort, At: time.Now(),
+	})
+	if err != nil {
+		writeApplyError(w, err)
+		return
+	}
+	svc := res.(protocol.Service)
+	s.log.Info("service created", "service", svc.Name, "port", svc.Port)
+	writeJSON(w, http.StatusCreated, protocol.ServiceResponse{
+		Name: svc.Name, Version: svc.LatestVersion, Endpoint: s.endpoint(svc.Port), Warnings: spec.Warnings,
+	})
+}
+
+func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var req protocol.UpdateRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	mode := req.Mode
+	if mode == "" {
+		mode = protocol.UpdateBlueGreen
+	}
+	if mode != protocol.UpdateBlueGreen {
+		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest,
+			fmt.Sprintf("update mode %q is not supported yet; use blue_green (the default)", mode))
+		return
+	}
+	spec, ok := parseSpec(w, req.Filename, req.YAML, req.BaseDir)
+	if !ok {
+		return
+	}
+	progress := s.cfg.ProgressDeadline
+	if min := time.Duration(spec.Service.ReadinessProbe.InitialDelaySeconds)*time.Second + time.Minute; progress < min {
+		progress = min
+	}
+	res, _, err := s.raftApply(CmdAddVersion, AddVersionCmd{
+		Service: name, Spec: *spec, YAML: req.YAML, Mode: mode,
+		ProgressSeconds: int(progress / time.Second), At: time.Now(),
+	})
+	if err != nil {
+		writeApplyError(w, err)
+		return
+	}
+	svc := res.(protocol.Service)
+	s.log.Info("service update started", "service", name, "version", svc.LatestVersion, "mode", mode)
+	writeJSON(w, http.StatusOK, protocol.ServiceResponse{
+		Name: name, Version: svc.LatestVersion, Endpoint: s.endpoint(svc.Port), Warnings: spec.Warnings,
+	})
+}
+
+func (s *Server) handleDown(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	res, _, err := s.raftApply(CmdDeleteService, DeleteServiceCmd{Service: name, At: time.Now()})
+	if err != nil {
+		writeApplyError(w, err)
+		return
+	}
+	svc := res.(protocol.Service)
+	s.log.Info("service shutting down", "service", name)
+	writeJSON(w, http.StatusOK, protocol.ServiceResponse{
+		Name: name, Version: svc.LatestVersion, Endpoint: s.endpoint(svc.Port),
+	})
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	names := r.URL.Query()["service"]
+	var resp protocol.StatusResponse
+	var missing []string
+	s.fsm.Read(func(st *State) {
+		resp = statusView(st, names, s.cfg.LBHost, time.Now())
+		for _, n := range names {
+			if _, ok := st.Services[n]; !ok {
+				missing = append(missing, n)
+			}
+		}
+	})
+	if len(missing) > 0 && len(resp.Services) == 0 {
+		writeError(w, http.StatusNotFound, protocol.CodeNotFound, fmt.Sprintf("service %q not found", missing[0]))
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
+	agents := []protocol.Agent{}
+	s.fsm.Read(func(st *State) {
+		for _, id := range st.AgentIDs() {
+			agents = append(agents, *st.Agents[id])
+		}
+	})
+	writeJSON(w, http.StatusOK, agents)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	if s.raft.raft.Leader() == "" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "no raft leader\n")
+		return
+	}
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// handleLogs streams a replica's log from its agent.
+func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	id, err := strconv.Atoi(r.PathValue("id"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "replica id must be a number, like 3")
+		return
+	}
+	var agentAddr, agentID string
+	var found, svcFound bool
+	s.fsm.Read(func(st *State) {
+		_, svcFound = st.Services[name]
+		if rep, ok := st.Replicas[protocol.ReplicaKey(name, id)]; ok {
+			found = true
+			agentID = rep.AgentID
+			if a := st.Agents[rep.AgentID]; a != nil {
+				agentAddr = a.Address
+			}
+		}
+	})
+	switch {
+	case !svcFound:
+		writeError(w, http.StatusNotFound, protocol.CodeNotFound, fmt.Sprintf("service %q not found", name))
+		return
+	case !found:
+		writeError(w, http.StatusNotFound, protocol.CodeNotFound,
+			fmt.Sprintf("replica %d of service %q not found; `baton serve status %s` lists its replicas", id, name, name))
+		return
+	case agentAddr == "":
+		writeError(w, http.StatusConflict, protocol.CodeUnavailable,
+			fmt.Sprintf("replica %d has not been placed on an agent yet, so it has no logs", id))
+		return
+	}
+	u := url.URL{Scheme: "http", Host: agentAddr,
+		Path:     fmt.Sprintf("/v1/replicas/%s/%d/logs", url.PathEscape(name), id),
+		RawQuery: r.URL.RawQuery}
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u.String(), nil)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, protocol.CodeInternal, err.Error())
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		writeError(w, http.StatusBadGateway, protocol.CodeUnavailable,
+			fmt.Sprintf("cannot reach agent %s at %s for logs: %v", agentID, agentAddr, err))
+		return
+	}
+	defer resp.Body.Close()
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			w.Header().Add(k, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			_ = rc.Flush()
+		}
+		if err != nil {
+			return
+		}
+	}
+}

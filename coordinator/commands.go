@@ -1,0 +1,163 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/baton-dev/baton/protocol"
+)
+
+// CommandType is the first byte of every Raft log entry. The enum is
+// append-only: never renumber or reuse a value, or old logs replay wrongly.
+type CommandType byte
+
+// Command types.
+const (
+	CmdCreateService  CommandType = 1
+	CmdAddVersion     CommandType = 2
+	CmdDeleteService  CommandType = 3
+	CmdRemoveService  CommandType = 4
+	CmdAddReplicas    CommandType = 5
+	CmdUpdateReplicas CommandType = 6
+	CmdDeleteReplicas CommandType = 7
+	CmdFlip           CommandType = 8
+	CmdFailVersion    CommandType = 9
+	CmdUpsertAgent    CommandType = 10
+	CmdSetAgentAlive  CommandType = 11
+)
+
+func (t CommandType) String() string {
+	switch t {
+	case CmdCreateService:
+		return "create_service"
+	case CmdAddVersion:
+		return "add_version"
+	case CmdDeleteService:
+		return "delete_service"
+	case CmdRemoveService:
+		return "remove_service"
+	case CmdAddReplicas:
+		return "add_replicas"
+	case CmdUpdateReplicas:
+		return "update_replicas"
+	case CmdDeleteReplicas:
+		return "delete_replicas"
+	case CmdFlip:
+		return "flip"
+	case CmdFailVersion:
+		return "fail_version"
+	case CmdUpsertAgent:
+		return "upsert_agent"
+	case CmdSetAgentAlive:
+		return "set_agent_alive"
+	}
+	return fmt.Sprintf("command(%d)", byte(t))
+}
+
+// CreateServiceCmd creates a service with version 1. The FSM gives it the
+// lowest LB port at or above FirstPort that no other service holds.
+type CreateServiceCmd struct {
+	Name      string            `json:"name"`
+	Spec      protocol.TaskSpec `json:"spec"`
+	YAML      string            `json:"yaml"`
+	FirstPort int               `json:"first_port"`
+	At        time.Time         `json:"at"`
+}
+
+// AddVersionCmd adds version N+1 and starts a rollout to it. A rollout
+// already in progress is superseded: its target version fails.
+type AddVersionCmd struct {
+	Service string            `json:"service"`
+	Spec    protocol.TaskSpec `json:"spec"`
+	YAML    string            `json:"yaml"`
+	Mode    string            `json:"mode"`
+	// ProgressSeconds is how long the new version may go without a new
+	// READY replica before it fails.
+	ProgressSeconds int       `json:"progress_seconds"`
+	At              time.Time `json:"at"`
+}
+
+// DeleteServiceCmd starts `serve down`: every replica shuts down, then the
+// leader removes the service.
+type DeleteServiceCmd struct {
+	Service string    `json:"service"`
+	At      time.Time `json:"at"`
+}
+
+// RemoveServiceCmd forgets a deleted service once its replicas are gone.
+type RemoveServiceCmd struct {
+	Service string `json:"service"`
+}
+
+// AddReplicasCmd adds replicas; the FSM assigns their ids.
+type AddReplicasCmd struct {
+	Replicas []protocol.Replica `json:"replicas"`
+	At       time.Time          `json:"at"`
+}
+
+// ReplicaUpdate changes one replica.
+type ReplicaUpdate struct {
+	Service string                 `json:"service"`
+	ID      int                    `json:"id"`
+	Status  protocol.ReplicaStatus `json:"status"`
+	// Endpoint replaces the replica's endpoint when non-empty.
+	Endpoint string `json:"endpoint,omitempty"`
+	Reason   string `json:"reason"`
+	// AgentID, when non-empty, places the replica on that agent with
+	// Resources.
+	AgentID   string              `json:"agent_id,omitempty"`
+	Resources protocol.Allocation `json:"resources"`
+}
+
+// UpdateReplicasCmd changes several replicas at once.
+type UpdateReplicasCmd struct {
+	Updates []ReplicaUpdate `json:"updates"`
+	At      time.Time       `json:"at"`
+}
+
+// DeleteReplicasCmd forgets replicas that are gone.
+type DeleteReplicasCmd struct {
+	Keys []string `json:"keys"`
+}
+
+// FlipCmd is the blue_green flip: version To becomes the only active
+// version, older versions retire and their replicas shut down.
+type FlipCmd struct {
+	Service string    `json:"service"`
+	To      int       `json:"to"`
+	At      time.Time `json:"at"`
+}
+
+// FailVersionCmd marks a version failed and shuts its replicas down; the
+// active versions keep serving.
+type FailVersionCmd struct {
+	Service string    `json:"service"`
+	Version int       `json:"version"`
+	Reason  string    `json:"reason"`
+	At      time.Time `json:"at"`
+}
+
+// UpsertAgentCmd registers an agent or updates its address and capacity.
+type UpsertAgentCmd struct {
+	Agent protocol.Agent `json:"agent"`
+	At    time.Time      `json:"at"`
+}
+
+// SetAgentAliveCmd marks an agent alive or lost. A lost agent's replicas
+// become FAILED (the leader replaces them elsewhere).
+type SetAgentAliveCmd struct {
+	ID     string    `json:"id"`
+	Alive  bool      `json:"alive"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// encodeCommand frames a command as its type byte followed by JSON.
+func encodeCommand(t CommandType, cmd any) ([]byte, error) {
+	payload, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", t, err)
+	}
+	return append([]byte{byte(t)}, payload...), nil
+}

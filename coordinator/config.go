@@ -1,0 +1,179 @@
+package coordinator
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a coordinator. Zero fields take DefaultConfig's values
+// in New.
+type Config struct {
+	// NodeID is this coordinator's Raft server id. Default "coord-1".
+	NodeID string
+	// DataDir holds the Raft log (raft-wal) and snapshots. Required.
+	DataDir string
+	// HTTPAddr is the API listen address. Default 127.0.0.1:7400.
+	HTTPAddr string
+	// RaftAddr is the Raft transport address. Default 127.0.0.1:7401.
+	RaftAddr string
+	// Bootstrap makes a fresh node start a single-node cluster. Default true.
+	Bootstrap bool
+	// NATSURL names an external NATS server. Empty (the default) embeds one
+	// on NATSHost:NATSPort.
+	NATSURL string
+	// NATSHost and NATSPort are where the embedded NATS listens. Defaults
+	// 127.0.0.1 and 4222; -1 picks a free port.
+	NATSHost string
+	NATSPort int
+	// LBHost is the host shown in service endpoints (where clients reach
+	// the LBs). Default 127.0.0.1.
+	LBHost string
+	// FirstLBPort is the lowest LB port given to a service. Default 30001.
+	FirstLBPort int
+	// ReconcileInterval is how often the controller runs without being
+	// kicked. Default 1s.
+	ReconcileInterval time.Duration
+	// PublishInterval is how often desired sets and route tables are
+	// re-sent to repair lost messages. Default 5s.
+	PublishInterval time.Duration
+	// AgentTimeout is how long an agent may stay silent before it is lost
+	// and its replicas are replaced. Default 15s.
+	AgentTimeout time.Duration
+	// ReportGrace is how long a placed replica may go unreported by its
+	// (alive) agent before it is FAILED. Default 30s.
+	ReportGrace time.Duration
+	// DrainTimeout bounds the wait for LBs to acknowledge a table without
+	// a retired replica. Default 5s.
+	DrainTimeout time.Duration
+	// DrainDelay is how long a retired replica keeps running after the LBs
+	// stopped routing to it, so requests in flight finish. Default 5s.
+	DrainDelay time.Duration
+	// LBLiveness is how long an LB counts as live after its last ack.
+	// Default 20s.
+	LBLiveness time.Duration
+	// FailedReplicaTTL is how long a FAILED replica stays visible in
+	// status after it was replaced. Default 10m.
+	FailedReplicaTTL time.Duration
+	// ProgressDeadline is how long a new version may go without a new READY
+	// replica before it fails and the old version keeps serving; it is at
+	// least the version's initial_delay_seconds plus a minute. Default 10m.
+	ProgressDeadline time.Duration
+	// MaxConsecutiveFailures fails a rolling-out version after this many
+	// replica failures in a row. Default 3 per min_replica (at least 3).
+	MaxConsecutiveFailures int
+	// RestartBackoff is the first delay before replacing a failed replica;
+	// it doubles with each failure in a row up to MaxRestartBackoff.
+	// Defaults 1s and 1m.
+	RestartBackoff    time.Duration
+	MaxRestartBackoff time.Duration
+	// RaftTimeout scales Raft's heartbeat, election and lease timeouts.
+	// Default 1s (hashicorp/raft's defaults); tests use 50ms.
+	RaftTimeout time.Duration
+
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	// Gatherer serves /metrics; default: Registry if it is a Gatherer.
+	Gatherer prometheus.Gatherer
+}
+
+// DefaultConfig is for production coordinators.
+func DefaultConfig() Config {
+	return Config{
+		NodeID:                 "coord-1",
+		HTTPAddr:               "127.0.0.1:7400",
+		RaftAddr:               "127.0.0.1:7401",
+		Bootstrap:              true,
+		NATSHost:               "127.0.0.1",
+		NATSPort:               4222,
+		LBHost:                 "127.0.0.1",
+		FirstLBPort:            30001,
+		ReconcileInterval:      time.Second,
+		PublishInterval:        5 * time.Second,
+		AgentTimeout:           15 * time.Second,
+		ReportGrace:            30 * time.Second,
+		DrainTimeout:           5 * time.Second,
+		DrainDelay:             5 * time.Second,
+		LBLiveness:             20 * time.Second,
+		FailedReplicaTTL:       10 * time.Minute,
+		ProgressDeadline:       10 * time.Minute,
+		MaxConsecutiveFailures: 3,
+		RestartBackoff:         time.Second,
+		MaxRestartBackoff:      time.Minute,
+		RaftTimeout:            time.Second,
+	}
+}
+
+// DevConfig is for `baton dev` and tests: faster loops, shorter waits.
+func DevConfig() Config {
+	c := DefaultConfig()
+	c.ReconcileInterval = 200 * time.Millisecond
+	c.PublishInterval = 2 * time.Second
+	c.AgentTimeout = 5 * time.Second
+	c.ReportGrace = 10 * time.Second
+	c.DrainTimeout = 3 * time.Second
+	c.DrainDelay = time.Second
+	c.LBLiveness = 10 * time.Second
+	c.FailedReplicaTTL = 2 * time.Minute
+	c.RestartBackoff = 500 * time.Millisecond
+	c.MaxRestartBackoff = 10 * time.Second
+	return c
+}
+
+// withDefaults fills zero fields from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	setStr := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	setDur := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	setStr(&c.NodeID, d.NodeID)
+	setStr(&c.HTTPAddr, d.HTTPAddr)
+	setStr(&c.RaftAddr, d.RaftAddr)
+	setStr(&c.NATSHost, d.NATSHost)
+	setStr(&c.LBHost, d.LBHost)
+	if c.NATSPort == 0 {
+		c.NATSPort = d.NATSPort
+	}
+	if c.FirstLBPort == 0 {
+		c.FirstLBPort = d.FirstLBPort
+	}
+	if c.MaxConsecutiveFailures == 0 {
+		c.MaxConsecutiveFailures = d.MaxConsecutiveFailures
+	}
+	setDur(&c.ReconcileInterval, d.ReconcileInterval)
+	setDur(&c.PublishInterval, d.PublishInterval)
+	setDur(&c.AgentTimeout, d.AgentTimeout)
+	setDur(&c.ReportGrace, d.ReportGrace)
+	setDur(&c.DrainTimeout, d.DrainTimeout)
+	setDur(&c.DrainDelay, d.DrainDelay)
+	setDur(&c.LBLiveness, d.LBLiveness)
+	setDur(&c.FailedReplicaTTL, d.FailedReplicaTTL)
+	setDur(&c.ProgressDeadline, d.ProgressDeadline)
+	setDur(&c.RestartBackoff, d.RestartBackoff)
+	setDur(&c.MaxRestartBackoff, d.MaxRestartBackoff)
+	setDur(&c.RaftTimeout, d.RaftTimeout)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registry == nil {
+		reg := prometheus.NewRegistry()
+		c.Registry = reg
+		c.Gatherer = reg
+	}
+	if c.Gatherer == nil {
+		if g, ok := c.Registry.(prometheus.Gatherer); ok {
+			c.Gatherer = g
+		} else {
+			c.Gatherer = prometheus.NewRegistry()
+		}
+	}
+	return c
+}

@@ -1,0 +1,540 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/baton-dev/baton/protocol"
+)
+
+// controller is the leader's reconcile loop. All of the state it acts on
+// lives in the FSM, so a new leader resumes where the old one stopped; what
+// it keeps in memory (reports, acks, drain progress) is rebuilt from
+// messages within a few seconds.
+type controller struct {
+	s   *Server
+	cfg Config
+	log *slog.Logger
+
+	// mu guards reports, reportAt and lbs, written by NATS handlers.
+	mu       sync.Mutex
+	reports  map[string]*protocol.AgentStatus
+	reportAt map[string]time.Time
+	lbs      map[string]lbInfo
+
+	// Owned by the run goroutine.
+	leaderSince time.Time
+	published   map[string]protocol.RouteTable // last table sent per service
+	sentDesired map[string]string              // agent id -> last desired set (JSON, without epoch)
+	lastRepair  time.Time
+	drains      map[string]*drain // replica key -> drain progress
+}
+
+type lbInfo struct {
+	epochs map[string]uint64
+	seen   time.Time
+}
+
+// drain tracks one SHUTTING_DOWN replica from "LBs told to stop routing to
+// it" to "stopped on its agent".
+type drain struct {
+	epoch     uint64    // first published table epoch without the replica
+	started   time.Time // when the leader first saw it shutting down
+	ackedAt   time.Time // every live LB acknowledged epoch (or DrainTimeout passed)
+	removedAt time.Time // taken out of its agent's desired set
+}
+
+func newController(s *Server) *controller {
+	return &controller{
+		s:           s,
+		cfg:         s.cfg,
+		log:         s.log.With("component", "controller"),
+		reports:     map[string]*protocol.AgentStatus{},
+		reportAt:    map[string]time.Time{},
+		lbs:         map[string]lbInfo{},
+		published:   map[string]protocol.RouteTable{},
+		sentDesired: map[string]string{},
+		drains:      map[string]*drain{},
+	}
+}
+
+func (c *controller) run(ctx context.Context) {
+	c.leaderSince = time.Now()
+	nc := c.s.nc
+	var subs []*nats.Subscription
+	sub := func(subject string, h nats.MsgHandler) {
+		sb, err := nc.Subscribe(subject, h)
+		if err != nil {
+			c.log.Error("subscribe failed", "subject", subject, "error", err)
+			return
+		}
+		subs = append(subs, sb)
+	}
+	sub(protocol.SubjectAgentStatus, c.onAgentStatus)
+	sub(protocol.SubjectLBAck, c.onLBAck)
+	sub(protocol.SubjectRoutesSync, c.onRouteSync)
+	defer func() {
+		for _, sb := range subs {
+			_ = sb.Unsubscribe()
+		}
+	}()
+	_ = nc.Flush()
+
+	ticker := time.NewTicker(c.cfg.ReconcileInterval)
+	defer ticker.Stop()
+	for {
+		c.reconcile()
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		case <-c.s.kick:
+		}
+	}
+}
+
+func (c *controller) onAgentStatus(m *nats.Msg) {
+	var st protocol.AgentStatus
+	if err := json.Unmarshal(m.Data, &st); err != nil || st.Agent.ID == "" {
+		c.log.Warn("bad agent status message", "error", err)
+		return
+	}
+	c.mu.Lock()
+	prev := c.reports[st.Agent.ID]
+	c.reports[st.Agent.ID] = &st
+	c.reportAt[st.Agent.ID] = time.Now()
+	c.mu.Unlock()
+	if prev == nil || !sameReplicaReports(prev.Replicas, st.Replicas) {
+		c.s.Kick()
+	}
+}
+
+func sameReplicaReports(a, b []protocol.ReplicaReport) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *controller) onLBAck(m *nats.Msg) {
+	var ack protocol.LBAck
+	if err := json.Unmarshal(m.Data, &ack); err != nil || ack.LBID == "" {
+		c.log.Warn("bad lb ack message", "error", err)
+		return
+	}
+	c.mu.Lock()
+	c.lbs[ack.LBID] = lbInfo{epochs: ack.Epochs, seen: time.Now()}
+	c.mu.Unlock()
+	c.s.Kick()
+}
+
+func (c *controller) onRouteSync(m *nats.Msg) {
+	var sync protocol.RouteSync
+	c.s.fsm.Read(func(st *State) {
+		for _, name := range st.ServiceNames() {
+			sync.Tables = append(sync.Tables, routeTable(st, st.Services[name]))
+		}
+	})
+	buf, err := json.Marshal(sync)
+	if err != nil {
+		c.log.Error("encode route sync", "error", err)
+		return
+	}
+	if err := m.Respond(buf); err != nil {
+		c.log.Warn("route sync reply failed", "error", err)
+	}
+}
+
+// apply proposes one command and logs a failure. Rejections that mean
+// "the world moved on" (ErrRolloutChanged) are expected and quiet.
+func (c *controller) apply(t CommandType, cmd any) bool {
+	if _, _, err := c.s.raftApply(t, cmd); err != nil {
+		if errors.Is(err, ErrRolloutChanged) {
+			c.log.Debug("command rejected", "type", t.String(), "error", err)
+		} else {
+			c.log.Warn("command failed", "type", t.String(), "error", err)
+		}
+		return false
+	}
+	return true
+}
+
+// reconcile compares what the FSM wants with what agents and LBs report and
+// proposes the commands that close the gap. Each phase reads fresh state.
+func (c *controller) reconcile() {
+	c.s.metrics.reconciles.Inc()
+	now := time.Now()
+	c.reconcileAgents(c.s.fsm.State(), now)
+	c.reconcileReports(c.s.fsm.State(), now)
+	c.reconcileServices(c.s.fsm.State(), now)
+	st := c.s.fsm.State()
+	repair := now.Sub(c.lastRepair) >= c.cfg.PublishInterval
+	if repair {
+		c.lastRepair = now
+	}
+	c.publishRoutes(st, now, repair)
+	c.publishDesired(st, now, repair)
+	c.recordMetrics(st, now)
+}
+
+// reconcileAgents registers agents that report and marks silent ones lost.
+func (c *controller) reconcileAgents(st *State, now time.Time) {
+	c.mu.Lock()
+	reports := make(map[string]protocol.Agent, len(c.reports))
+	for id, r := range c.reports {
+		reports[id] = r.Agent
+	}
+	seen := make(map[string]time.Time, len(c.reportAt))
+	for id, t := range c.reportAt {
+		seen[id] = t
+	}
+	c.mu.Unlock()
+
+	ids := make([]string, 0, len(reports))
+	for id := range reports {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		rep := reports[id]
+		cur := st.Agents[id]
+		if now.Sub(seen[id]) > c.cfg.AgentTimeout {
+			continue // stale report; the agent is (being) marked lost
+		}
+		if cur == nil || !cur.Alive || agentChanged(cur, &rep) {
+			if c.apply(CmdUpsertAgent, UpsertAgentCmd{Agent: rep, At: now}) {
+				c.log.Info("agent registered", "agent_id", id, "address", rep.Address,
+					"cpus", rep.Capacity.CPUs, "memory_gb", rep.Capacity.MemoryGB, "gpus", len(rep.Capacity.GPUs))
+			}
+		}
+	}
+	for _, id := range st.AgentIDs() {
+		a := st.Agents[id]
+		if !a.Alive {
+			continue
+		}
+		last, ok := seen[id]
+		if !ok || last.Before(c.leaderSince) {
+			last = c.leaderSince // a new leader gives every agent a full timeout
+		}
+		if silent := now.Sub(last); silent > c.cfg.AgentTimeout {
+			reason := fmt.Sprintf("agent %s lost: no heartbeat for %s", id, silent.Round(time.Second))
+			if c.apply(CmdSetAgentAlive, SetAgentAliveCmd{ID: id, Alive: false, Reason: reason, At: now}) {
+				c.log.Warn("agent lost", "agent_id", id, "silent_for", silent.String())
+			}
+		}
+	}
+}
+
+func agentChanged(cur, rep *protocol.Agent) bool {
+	a, _ := json.Marshal(struct {
+		A, H, R string
+		L       map[string]string
+		C       protocol.Capacity
+	}{cur.Address, cur.Host, cur.Region, cur.Labels, cur.Capacity})
+	b, _ := json.Marshal(struct {
+		A, H, R string
+		L       map[string]string
+		C       protocol.Capacity
+	}{rep.Address, rep.Host, rep.Region, rep.Labels, rep.Capacity})
+	return string(a) != string(b)
+}
+
+// reconcileReports folds the agents' replica reports into the FSM.
+func (c *controller) reconcileReports(st *State, now time.Time) {
+	c.mu.Lock()
+	reports := make(map[string]map[string]protocol.ReplicaReport, len(c.reports))
+	reportAt := make(map[string]time.Time, len(c.reportAt))
+	for id, r := range c.reports {
+		m := make(map[string]protocol.ReplicaReport, len(r.Replicas))
+		for _, rr := range r.Replicas {
+			m[rr.Key()] = rr
+		}
+		reports[id] = m
+		reportAt[id] = c.reportAt[id]
+	}
+	c.mu.Unlock()
+
+	var updates []ReplicaUpdate
+	var deletes []string
+	for _, key := range st.ReplicaKeys() {
+		r := st.Replicas[key]
+		if r.Status == protocol.ReplicaShuttingDown && r.AgentID == "" {
+			deletes = append(deletes, key) // never placed: nothing to stop
+			continue
+		}
+		if r.AgentID == "" || r.Status.IsFailed() {
+			continue
+		}
+		a := st.Agents[r.AgentID]
+		reps, ok := reports[r.AgentID]
+		if a == nil || !a.Alive || !ok {
+			continue
+		}
+		rr, found := reps[key]
+		at := reportAt[r.AgentID]
+		if r.Status == protocol.ReplicaShuttingDown {
+			d := c.drains[key]
+			if !found && d != nil && !d.removedAt.IsZero() && at.After(d.removedAt) {
+				deletes = append(deletes, key)
+			}
+			continue
+		}
+		if !found {
+			if now.Sub(r.LaunchedAt) > c.cfg.ReportGrace && at.After(r.LaunchedAt.Add(c.cfg.ReportGrace)) {
+				updates = append(updates, ReplicaUpdate{Service: r.Service, ID: r.ID,
+					Status: protocol.ReplicaFailed, Reason: fmt.Sprintf("agent %s no longer runs this replica", r.AgentID)})
+			}
+			continue
+		}
+		if rr.Status == protocol.ReplicaShuttingDown || rr.Status == protocol.ReplicaPending || rr.Version != r.Version {
+			continue
+		}
+		if rr.Status != r.Status || (rr.Endpoint != "" && rr.Endpoint != r.Endpoint) || rr.Reason != r.Reason {
+			updates = append(updates, ReplicaUpdate{Service: r.Service, ID: r.ID,
+				Status: rr.Status, Endpoint: rr.Endpoint, Reason: rr.Reason})
+			if rr.Status != r.Status {
+				c.log.Info("replica status", "service", r.Service, "replica_id", r.ID, "version", r.Version,
+					"from", string(r.Status), "to", string(rr.Status), "reason", rr.Reason)
+			}
+		}
+	}
+	if len(updates) > 0 {
+		c.apply(CmdUpdateReplicas, UpdateReplicasCmd{Updates: updates, At: now})
+	}
+	if len(deletes) > 0 {
+		if c.apply(CmdDeleteReplicas, DeleteReplicasCmd{Keys: deletes}) {
+			for _, k := range deletes {
+				delete(c.drains, k)
+			}
+			c.log.Info("replicas gone", "replicas", deletes)
+		}
+	}
+}
+
+// reconcileServices keeps each version at its replica target, places
+// PENDING replicas, flips finished rollouts and fails stuck ones.
+func (c *controller) reconcileServices(st *State, now time.Time) {
+	p := newPlacer(st)
+	var adds []protocol.Replica
+	var placements []ReplicaUpdate
+	var deletes []string
+	for _, name := range st.ServiceNames() {
+		svc := st.Services[name]
+		reps := st.ServiceReplicas(name)
+		if svc.Deleting {
+			if len(reps) == 0 {
+				if c.apply(CmdRemoveService, RemoveServiceCmd{Service: name}) {
+					c.log.Info("service removed", "service", name)
+				}
+				continue
+			}
+			for _, r := range reps {
+				if r.Status.IsFailed() {
+					deletes = append(deletes, r.Key())
+				}
+			}
+			continue
+		}
+		deletes = append(deletes, expiredFailures(reps, now, c.cfg.FailedReplicaTTL)...)
+
+		// Place replicas still waiting for an agent.
+		for _, r := range reps {
+			if r.Status != protocol.ReplicaPending {
+				continue
+			}
+			v := st.Version(name, r.Version)
+			cand, reason, ok := p.place(v.Spec.Resources)
+			switch {
+			case ok:
+				placements = append(placements, ReplicaUpdate{Service: name, ID: r.ID,
+					Status: protocol.ReplicaProvisioning, AgentID: cand.agent.ID, Resources: cand.alloc})
+			case reason != r.Reason:
+				placements = append(placements, ReplicaUpdate{Service: name, ID: r.ID,
+					Status: protocol.ReplicaPending, Reason: reason})
+			}
+		}
+
+		targets := map[int]bool{}
+		for _, v := range svc.ActiveVersions {
+			targets[v] = true
+		}
+		if svc.Rollout != nil {
+			targets[svc.Rollout.To] = true
+		}
+		for _, vn := range sortedKeys(targets) {
+			v := st.Version(name, vn)
+			if v == nil || v.State == protocol.VersionFailed {
+				continue
+			}
+			want := v.Spec.Service.ReplicaPolicy.MinReplicas
+			live, streak, lastFail := 0, 0, time.Time{}
+			for _, r := range reps {
+				if r.Version != vn {
+					continue
+				}
+				switch {
+				case !r.Status.IsTerminal():
+					live++
+				case r.Status.IsFailed() && !r.EverReady:
+					streak++
+					if r.StatusAt.After(lastFail) {
+						lastFail = r.StatusAt
+					}
+				}
+			}
+			rolling := svc.Rollout != nil && svc.Rollout.To == vn
+			if rolling && streak >= c.maxFailures(want) {
+				reason := fmt.Sprintf("failed: %d replicas failed before becoming ready", streak)
+				if c.apply(CmdFailVersion, FailVersionCmd{Service: name, Version: vn, Reason: reason, At: now}) {
+					c.log.Warn("version failed; old version keeps serving", "service", name, "version", vn, "reason", reason)
+				}
+				continue
+			}
+			if live >= want {
+				continue
+			}
+			if streak > 0 && now.Before(lastFail.Add(c.backoff(streak))) {
+				c.s.kickAfter(lastFail.Add(c.backoff(streak)).Sub(now))
+				continue
+			}
+			for i := live; i < want; i++ {
+				r := protocol.Replica{Service: name, Version: vn, Status: protocol.ReplicaPending}
+				if cand, reason, ok := p.place(v.Spec.Resources); ok {
+					r.Status = protocol.ReplicaProvisioning
+					r.AgentID = cand.agent.ID
+					r.Resources = cand.alloc
+				} else {
+					r.Reason = reason
+				}
+				adds = append(adds, r)
+			}
+		}
+	}
+	if len(deletes) > 0 {
+		c.apply(CmdDeleteReplicas, DeleteReplicasCmd{Keys: deletes})
+	}
+	if len(placements) > 0 {
+		c.apply(CmdUpdateReplicas, UpdateReplicasCmd{Updates: placements, At: now})
+	}
+	if len(adds) > 0 {
+		if c.apply(CmdAddReplicas, AddReplicasCmd{Replicas: adds, At: now}) {
+			for _, r := range adds {
+				c.log.Info("replica added", "service", r.Service, "version", r.Version,
+					"agent_id", r.AgentID, "status", string(r.Status), "reason", r.Reason)
+			}
+		}
+	}
+	c.reconcileRollouts(c.s.fsm.State(), now)
+}
+
+// reconcileRollouts flips a blue_green rollout once the new version has
+// min_replicas READY, and fails one that made no progress before its
+// deadline (the old version keeps serving).
+func (c *controller) reconcileRollouts(st *State, now time.Time) {
+	for _, name := range st.ServiceNames() {
+		svc := st.Services[name]
+		ro := svc.Rollout
+		if ro == nil || svc.Deleting {
+			continue
+		}
+		v := st.Version(name, ro.To)
+		ready := 0
+		for _, r := range st.ServiceReplicas(name) {
+			if r.Version == ro.To && r.Status == protocol.ReplicaReady {
+				ready++
+			}
+		}
+		min := v.Spec.Service.ReplicaPolicy.MinReplicas
+		if ready >= min {
+			if c.apply(CmdFlip, FlipCmd{Service: name, To: ro.To, At: now}) {
+				c.s.metrics.flips.Inc()
+				c.s.metrics.flipSeconds.Observe(now.Sub(ro.StartedAt).Seconds())
+				c.log.Info("flipped traffic", "service", name, "from", ro.From, "to", ro.To,
+					"ready", ready, "after", now.Sub(ro.StartedAt).String())
+			}
+			continue
+		}
+		if now.After(ro.Deadline) {
+			reason := fmt.Sprintf("failed: only %d/%d replicas READY after %ds without progress", ready, min, ro.ProgressSeconds)
+			if c.apply(CmdFailVersion, FailVersionCmd{Service: name, Version: ro.To, Reason: reason, At: now}) {
+				c.log.Warn("version failed; old version keeps serving", "service", name, "version", ro.To, "reason", reason)
+			}
+		}
+	}
+}
+
+func (c *controller) maxFailures(minReplicas int) int {
+	n := c.cfg.MaxConsecutiveFailures * minReplicas
+	if n < c.cfg.MaxConsecutiveFailures {
+		n = c.cfg.MaxConsecutiveFailures
+	}
+	return n
+}
+
+// backoff is the wait before replacing a replica after streak failures in
+// a row: RestartBackoff doubling up to MaxRestartBackoff.
+func (c *controller) backoff(streak int) time.Duration {
+	d := c.cfg.RestartBackoff
+	for i := 1; i < streak && d < c.cfg.MaxRestartBackoff; i++ {
+		d *= 2
+	}
+	if d > c.cfg.MaxRestartBackoff {
+		d = c.cfg.MaxRestartBackoff
+	}
+	return d
+}
+
+// kickAfter wakes the controller after d (for backoffs shorter than the
+// reconcile interval it would otherwise overshoot).
+func (s *Server) kickAfter(d time.Duration) {
+	if d <= 0 || d > s.cfg.ReconcileInterval {
+		return
+	}
+	time.AfterFunc(d, s.Kick)
+}
+
+// maxFailedKept bounds how many FAILED replicas a service keeps for
+// display; older ones are forgotten first.
+const maxFailedKept = 10
+
+// expiredFailures returns the FAILED replicas to forget: those older than
+// ttl, and all but the newest maxFailedKept.
+func expiredFailures(reps []*protocol.Replica, now time.Time, ttl time.Duration) []string {
+	var failed []*protocol.Replica
+	for _, r := range reps {
+		if r.Status.IsFailed() {
+			failed = append(failed, r)
+		}
+	}
+	sort.Slice(failed, func(i, j int) bool { return failed[i].ID > failed[j].ID })
+	var out []string
+	for i, r := range failed {
+		if i >= maxFailedKept || now.Sub(r.StatusAt) > ttl {
+			out = append(out, r.Key())
+		}
+	}
+	return out
+}
+
+func sortedKeys(m map[int]bool) []int {
+	out := make([]int, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Ints(out)
+	return out
+}

@@ -1,0 +1,24 @@
+package coordinator
+
+import "errors"
+
+// Errors returned by FSM commands and the API. Callers check them with
+// errors.Is.
+var (
+	// ErrServiceNotFound means no service has the given name.
+	ErrServiceNotFound = errors.New("service not found")
+	// ErrServiceExists means `up` named a service that already exists.
+	ErrServiceExists = errors.New("service already exists")
+	// ErrServiceDeleting means the service is shutting down and takes no
+	// more changes.
+	ErrServiceDeleting = errors.New("service is shutting down")
+	// ErrReplicaNotFound means no replica has the given service and id.
+	ErrReplicaNotFound = errors.New("replica not found")
+	// ErrRolloutChanged means a flip or failure was proposed for a rollout
+	// that has since ended or been superseded.
+	ErrRolloutChanged = errors.New("rollout changed")
+	// ErrNoPortsLeft means every LB port is taken.
+	ErrNoPortsLeft = errors.New("no free LB port")
+	// ErrNotLeader means this coordinator is not the Raft leader.
+	ErrNotLeader = errors.New("not the leader")
+)

@@ -1,0 +1,428 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/baton-dev/baton/protocol"
+)
+
+// maxLBPort bounds LB port allocation.
+const maxLBPort = 65535
+
+// FSM is baton's Raft state machine. Apply is deterministic: every time it
+// needs comes from the command (stamped by the leader), never the clock.
+//
+// mu guards state; readers take State() copies and never hold the lock.
+type FSM struct {
+	mu    sync.RWMutex
+	state *State
+	// onApply, if set, is called after each applied entry, outside the
+	// lock, so the leader can react to changes promptly.
+	onApply func(index uint64)
+}
+
+var _ raft.FSM = (*FSM)(nil)
+
+// NewFSM returns an FSM with empty state.
+func NewFSM() *FSM { return &FSM{state: NewState()} }
+
+// State returns a deep copy of the current state.
+func (f *FSM) State() *State {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Clone()
+}
+
+// Read calls fn with the live state under the read lock. fn must not keep
+// references or modify anything.
+func (f *FSM) Read(fn func(*State)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.state)
+}
+
+// Apply applies one committed log entry. It returns nil, a result value, or
+// an error for a rejected command. An undecodable entry panics: a corrupt
+// log must not diverge silently.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand || len(l.Data) == 0 {
+		return nil
+	}
+	t := CommandType(l.Data[0])
+	buf := l.Data[1:]
+	f.mu.Lock()
+	res := f.dispatch(t, buf, l.Index)
+	f.state.Index = l.Index
+	f.mu.Unlock()
+	if f.onApply != nil {
+		f.onApply(l.Index)
+	}
+	return res
+}
+
+func (f *FSM) dispatch(t CommandType, buf []byte, index uint64) any {
+	switch t {
+	case CmdCreateService:
+		return f.applyCreateService(buf)
+	case CmdAddVersion:
+		return f.applyAddVersion(buf)
+	case CmdDeleteService:
+		return f.applyDeleteService(buf)
+	case CmdRemoveService:
+		return f.applyRemoveService(buf)
+	case CmdAddReplicas:
+		return f.applyAddReplicas(buf)
+	case CmdUpdateReplicas:
+		return f.applyUpdateReplicas(buf)
+	case CmdDeleteReplicas:
+		return f.applyDeleteReplicas(buf)
+	case CmdFlip:
+		return f.applyFlip(buf)
+	case CmdFailVersion:
+		return f.applyFailVersion(buf)
+	case CmdUpsertAgent:
+		return f.applyUpsertAgent(buf)
+	case CmdSetAgentAlive:
+		return f.applySetAgentAlive(buf)
+	}
+	panic(fmt.Sprintf("fsm: unknown command type %d at index %d", byte(t), index))
+}
+
+func decode(buf []byte, v any) {
+	if err := json.Unmarshal(buf, v); err != nil {
+		panic(fmt.Sprintf("fsm: undecodable %T: %v", v, err))
+	}
+}
+
+func (f *FSM) applyCreateService(buf []byte) any {
+	var cmd CreateServiceCmd
+	decode(buf, &cmd)
+	s := f.state
+	if _, ok := s.Services[cmd.Name]; ok {
+		return fmt.Errorf("%w: %q", ErrServiceExists, cmd.Name)
+	}
+	used := map[int]bool{}
+	for _, svc := range s.Services {
+		used[svc.Port] = true
+	}
+	port := cmd.FirstPort
+	for used[port] {
+		port++
+	}
+	if port > maxLBPort {
+		return ErrNoPortsLeft
+	}
+	svc := &protocol.Service{
+		Name:           cmd.Name,
+		Port:           port,
+		LatestVersion:  1,
+		ActiveVersions: []int{1},
+		CreatedAt:      cmd.At,
+		NextReplicaID:  1,
+	}
+	s.Services[cmd.Name] = svc
+	s.Versions[cmd.Name] = map[int]*protocol.Version{1: {
+		Service:   cmd.Name,
+		Number:    1,
+		Spec:      cmd.Spec,
+		YAML:      cmd.YAML,
+		State:     protocol.VersionActive,
+		CreatedAt: cmd.At,
+	}}
+	return *svc
+}
+
+func (f *FSM) applyAddVersion(buf []byte) any {
+	var cmd AddVersionCmd
+	decode(buf, &cmd)
+	s := f.state
+	svc, ok := s.Services[cmd.Service]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrServiceNotFound, cmd.Service)
+	}
+	if svc.Deleting {
+		return fmt.Errorf("%w: %q", ErrServiceDeleting, cmd.Service)
+	}
+	next := svc.LatestVersion + 1
+	if svc.Rollout != nil {
+		f.failVersion(svc, svc.Rollout.To, fmt.Sprintf("superseded by version %d", next), cmd.At)
+	}
+	svc.LatestVersion = next
+	s.Versions[cmd.Service][next] = &protocol.Version{
+		Service:   cmd.Service,
+		Number:    next,
+		Spec:      cmd.Spec,
+		YAML:      cmd.YAML,
+		State:     protocol.VersionPending,
+		CreatedAt: cmd.At,
+	}
+	window := time.Duration(cmd.ProgressSeconds) * time.Second
+	svc.Rollout = &protocol.Rollout{
+		Mode:            cmd.Mode,
+		From:            append([]int(nil), svc.ActiveVersions...),
+		To:              next,
+		StartedAt:       cmd.At,
+		Deadline:        cmd.At.Add(window),
+		ProgressSeconds: cmd.ProgressSeconds,
+	}
+	return *svc
+}
+
+// failVersion marks a version failed and shuts its live replicas down. It
+// ends the rollout if the version was its target.
+func (f *FSM) failVersion(svc *protocol.Service, version int, reason string, at time.Time) {
+	v := f.state.Version(svc.Name, version)
+	if v == nil {
+		return
+	}
+	v.State = protocol.VersionFailed
+	v.Reason = reason
+	for _, r := range f.state.Replicas {
+		if r.Service == svc.Name && r.Version == version {
+			shutDown(r, "version "+fmt.Sprint(version)+" "+reason, at)
+		}
+	}
+	if svc.Rollout != nil && svc.Rollout.To == version {
+		svc.Rollout = nil
+	}
+}
+
+// shutDown moves a live replica to SHUTTING_DOWN. Failed replicas keep
+// their state: they are already stopped.
+func shutDown(r *protocol.Replica, reason string, at time.Time) {
+	if r.Status.IsTerminal() {
+		return
+	}
+	r.Status = protocol.ReplicaShuttingDown
+	r.Reason = reason
+	r.StatusAt = at
+}
+
+func (f *FSM) applyDeleteService(buf []byte) any {
+	var cmd DeleteServiceCmd
+	decode(buf, &cmd)
+	svc, ok := f.state.Services[cmd.Service]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrServiceNotFound, cmd.Service)
+	}
+	svc.Deleting = true
+	svc.Rollout = nil
+	svc.ActiveVersions = nil
+	for _, r := range f.state.Replicas {
+		if r.Service == cmd.Service {
+			shutDown(r, "service is shutting down", cmd.At)
+		}
+	}
+	return *svc
+}
+
+func (f *FSM) applyRemoveService(buf []byte) any {
+	var cmd RemoveServiceCmd
+	decode(buf, &cmd)
+	s := f.state
+	if _, ok := s.Services[cmd.Service]; !ok {
+		return fmt.Errorf("%w: %q", ErrServiceNotFound, cmd.Service)
+	}
+	delete(s.Services, cmd.Service)
+	delete(s.Versions, cmd.Service)
+	for k, r := range s.Replicas {
+		if r.Service == cmd.Service {
+			delete(s.Replicas, k)
+		}
+	}
+	return nil
+}
+
+func (f *FSM) applyAddReplicas(buf []byte) any {
+	var cmd AddReplicasCmd
+	decode(buf, &cmd)
+	var added []int
+	for _, r := range cmd.Replicas {
+		svc, ok := f.state.Services[r.Service]
+		if !ok || svc.Deleting {
+			continue
+		}
+		if f.state.Version(r.Service, r.Version) == nil {
+			continue
+		}
+		r.ID = svc.NextReplicaID
+		svc.NextReplicaID++
+		r.LaunchedAt = cmd.At
+		r.StatusAt = cmd.At
+		rc := r
+		f.state.Replicas[rc.Key()] = &rc
+		added = append(added, rc.ID)
+	}
+	return added
+}
+
+func (f *FSM) applyUpdateReplicas(buf []byte) any {
+	var cmd UpdateReplicasCmd
+	decode(buf, &cmd)
+	for _, u := range cmd.Updates {
+		r, ok := f.state.Replicas[protocol.ReplicaKey(u.Service, u.ID)]
+		if !ok {
+			continue // deleted meanwhile; nothing to update
+		}
+		if u.AgentID != "" {
+			r.AgentID = u.AgentID
+			r.Resources = u.Resources
+			r.LaunchedAt = cmd.At
+		}
+		if u.Endpoint != "" {
+			r.Endpoint = u.Endpoint
+		}
+		if r.Status != u.Status {
+			r.StatusAt = cmd.At
+		}
+		r.Reason = u.Reason
+		if u.Status == protocol.ReplicaReady && r.Status != protocol.ReplicaReady {
+			svc := f.state.Services[r.Service]
+			if svc != nil && svc.Rollout != nil && svc.Rollout.To == r.Version {
+				svc.Rollout.Deadline = cmd.At.Add(time.Duration(svc.Rollout.ProgressSeconds) * time.Second)
+			}
+		}
+		if u.Status == protocol.ReplicaReady {
+			r.EverReady = true
+		}
+		r.Status = u.Status
+	}
+	return nil
+}
+
+func (f *FSM) applyDeleteReplicas(buf []byte) any {
+	var cmd DeleteReplicasCmd
+	decode(buf, &cmd)
+	for _, k := range cmd.Keys {
+		delete(f.state.Replicas, k)
+	}
+	return nil
+}
+
+func (f *FSM) applyFlip(buf []byte) any {
+	var cmd FlipCmd
+	decode(buf, &cmd)
+	svc, ok := f.state.Services[cmd.Service]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrServiceNotFound, cmd.Service)
+	}
+	if svc.Rollout == nil || svc.Rollout.To != cmd.To {
+		return fmt.Errorf("%w: flip of %q to version %d", ErrRolloutChanged, cmd.Service, cmd.To)
+	}
+	for _, old := range svc.ActiveVersions {
+		if v := f.state.Version(cmd.Service, old); v != nil && old != cmd.To {
+			v.State = protocol.VersionRetired
+		}
+	}
+	f.state.Version(cmd.Service, cmd.To).State = protocol.VersionActive
+	svc.ActiveVersions = []int{cmd.To}
+	svc.Rollout = nil
+	for _, r := range f.state.Replicas {
+		if r.Service == cmd.Service && r.Version != cmd.To {
+			shutDown(r, fmt.Sprintf("replaced by version %d", cmd.To), cmd.At)
+		}
+	}
+	return *svc
+}
+
+func (f *FSM) applyFailVersion(buf []byte) any {
+	var cmd FailVersionCmd
+	decode(buf, &cmd)
+	svc, ok := f.state.Services[cmd.Service]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrServiceNotFound, cmd.Service)
+	}
+	if svc.Rollout == nil || svc.Rollout.To != cmd.Version {
+		return fmt.Errorf("%w: fail %q version %d", ErrRolloutChanged, cmd.Service, cmd.Version)
+	}
+	f.failVersion(svc, cmd.Version, cmd.Reason, cmd.At)
+	return nil
+}
+
+func (f *FSM) applyUpsertAgent(buf []byte) any {
+	var cmd UpsertAgentCmd
+	decode(buf, &cmd)
+	a := cmd.Agent
+	a.Alive = true
+	a.LastSeen = cmd.At
+	f.state.Agents[a.ID] = &a
+	return nil
+}
+
+func (f *FSM) applySetAgentAlive(buf []byte) any {
+	var cmd SetAgentAliveCmd
+	decode(buf, &cmd)
+	a, ok := f.state.Agents[cmd.ID]
+	if !ok {
+		return fmt.Errorf("agent %q not found", cmd.ID)
+	}
+	a.Alive = cmd.Alive
+	a.LastSeen = cmd.At
+	if cmd.Alive {
+		return nil
+	}
+	for k, r := range f.state.Replicas {
+		if r.AgentID != cmd.ID {
+			continue
+		}
+		switch {
+		case r.Status == protocol.ReplicaShuttingDown:
+			delete(f.state.Replicas, k) // its process went with the agent
+		case !r.Status.IsFailed():
+			r.Status = protocol.ReplicaFailed
+			r.Reason = cmd.Reason
+			r.StatusAt = cmd.At
+		}
+	}
+	return nil
+}
+
+// Snapshot copies the state under the lock; Persist does the I/O.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	buf, err := json.Marshal(f.state)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return &fsmSnapshot{data: buf}, nil
+}
+
+// Restore replaces the whole state with a snapshot's.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	s := NewState()
+	if err := json.NewDecoder(rc).Decode(s); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	f.mu.Lock()
+	f.state = s
+	f.mu.Unlock()
+	return nil
+}
+
+type fsmSnapshot struct{ data []byte }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s.data); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}
+
+// sortedInts returns a sorted copy.
+func sortedInts(in []int) []int {
+	out := append([]int(nil), in...)
+	sort.Ints(out)
+	return out
+}

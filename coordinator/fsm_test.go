@@ -1,0 +1,187 @@
+package coordinator
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/baton-dev/baton/protocol"
+)
+
+// applyCmd feeds one command through the FSM as Raft would.
+func applyCmd(t *testing.T, f *FSM, index uint64, typ CommandType, cmd any) any {
+	t.Helper()
+	buf, err := encodeCommand(typ, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: buf})
+}
+
+func testSpec(replicas int) protocol.TaskSpec {
+	return protocol.TaskSpec{
+		Run: "true",
+		Service: protocol.ServiceSpec{
+			ReadinessProbe: protocol.ReadinessProbe{Path: "/", InitialDelaySeconds: 10, TimeoutSeconds: 1},
+			ReplicaPolicy:  protocol.ReplicaPolicy{MinReplicas: replicas, MaxReplicas: replicas},
+		},
+		Resources: protocol.Resources{CPUs: protocol.Quantity{Value: 2, AtLeast: true}},
+	}
+}
+
+func TestFSMServiceLifecycle(t *testing.T) {
+	f := NewFSM()
+	t0 := time.Unix(1000, 0).UTC()
+	idx := uint64(0)
+	next := func() uint64 { idx++; return idx }
+
+	res := applyCmd(t, f, next(), CmdCreateService, CreateServiceCmd{Name: "web", Spec: testSpec(2), FirstPort: 30001, At: t0})
+	svc, ok := res.(protocol.Service)
+	if !ok || svc.Port != 30001 || svc.LatestVersion != 1 || len(svc.ActiveVersions) != 1 {
+		t.Fatalf("create: got %#v", res)
+	}
+	if err, _ := applyCmd(t, f, next(), CmdCreateService, CreateServiceCmd{Name: "web", Spec: testSpec(1), FirstPort: 30001, At: t0}).(error); !errors.Is(err, ErrServiceExists) {
+		t.Fatalf("duplicate create: want ErrServiceExists, got %v", err)
+	}
+	res = applyCmd(t, f, next(), CmdCreateService, CreateServiceCmd{Name: "api", Spec: testSpec(1), FirstPort: 30001, At: t0})
+	if p := res.(protocol.Service).Port; p != 30002 {
+		t.Fatalf("second service port = %d, want 30002", p)
+	}
+
+	added := applyCmd(t, f, next(), CmdAddReplicas, AddReplicasCmd{At: t0, Replicas: []protocol.Replica{
+		{Service: "web", Version: 1, Status: protocol.ReplicaProvisioning, AgentID: "a1"},
+		{Service: "web", Version: 1, Status: protocol.ReplicaProvisioning, AgentID: "a2"},
+	}}).([]int)
+	if len(added) != 2 || added[0] != 1 || added[1] != 2 {
+		t.Fatalf("replica ids = %v, want [1 2]", added)
+	}
+	applyCmd(t, f, next(), CmdUpdateReplicas, UpdateReplicasCmd{At: t0, Updates: []ReplicaUpdate{
+		{Service: "web", ID: 1, Status: protocol.ReplicaReady, Endpoint: "127.0.0.1:9001"},
+		{Service: "web", ID: 2, Status: protocol.ReplicaReady, Endpoint: "127.0.0.1:9002"},
+	}})
+
+	t1 := t0.Add(time.Minute)
+	res = applyCmd(t, f, next(), CmdAddVersion, AddVersionCmd{Service: "web", Spec: testSpec(2), Mode: protocol.UpdateBlueGreen, ProgressSeconds: 60, At: t1})
+	if v := res.(protocol.Service); v.LatestVersion != 2 || v.Rollout == nil || v.Rollout.To != 2 || !v.Rollout.Deadline.Equal(t1.Add(time.Minute)) {
+		t.Fatalf("add version: %#v", v)
+	}
+	added = applyCmd(t, f, next(), CmdAddReplicas, AddReplicasCmd{At: t1, Replicas: []protocol.Replica{
+		{Service: "web", Version: 2, Status: protocol.ReplicaProvisioning, AgentID: "a3"},
+		{Service: "web", Version: 2, Status: protocol.ReplicaProvisioning, AgentID: "a4"},
+	}}).([]int)
+	if added[0] != 3 || added[1] != 4 {
+		t.Fatalf("v2 replica ids = %v, want [3 4]", added)
+	}
+	// A READY new replica pushes the deadline out.
+	t2 := t1.Add(30 * time.Second)
+	applyCmd(t, f, next(), CmdUpdateReplicas, UpdateReplicasCmd{At: t2, Updates: []ReplicaUpdate{{Service: "web", ID: 3, Status: protocol.ReplicaReady, Endpoint: "127.0.0.1:9003"}}})
+	if d := f.State().Services["web"].Rollout.Deadline; !d.Equal(t2.Add(time.Minute)) {
+		t.Fatalf("deadline = %v, want %v", d, t2.Add(time.Minute))
+	}
+	// A flip to a version that is not the rollout target is rejected.
+	if err, _ := applyCmd(t, f, next(), CmdFlip, FlipCmd{Service: "web", To: 1, At: t2}).(error); !errors.Is(err, ErrRolloutChanged) {
+		t.Fatalf("bad flip: want ErrRolloutChanged, got %v", err)
+	}
+	applyCmd(t, f, next(), CmdFlip, FlipCmd{Service: "web", To: 2, At: t2})
+	st := f.State()
+	if got := st.Services["web"].ActiveVersions; len(got) != 1 || got[0] != 2 || st.Services["web"].Rollout != nil {
+		t.Fatalf("after flip: active %v rollout %v", got, st.Services["web"].Rollout)
+	}
+	if st.Version("web", 1).State != protocol.VersionRetired || st.Version("web", 2).State != protocol.VersionActive {
+		t.Fatalf("version states: v1 %s v2 %s", st.Version("web", 1).State, st.Version("web", 2).State)
+	}
+	for id, want := range map[int]protocol.ReplicaStatus{1: protocol.ReplicaShuttingDown, 2: protocol.ReplicaShuttingDown, 3: protocol.ReplicaReady, 4: protocol.ReplicaProvisioning} {
+		if got := st.Replicas[protocol.ReplicaKey("web", id)].Status; got != want {
+			t.Errorf("replica %d: %s, want %s", id, got, want)
+		}
+	}
+	applyCmd(t, f, next(), CmdDeleteReplicas, DeleteReplicasCmd{Keys: []string{"web/1", "web/2"}})
+	applyCmd(t, f, next(), CmdDeleteService, DeleteServiceCmd{Service: "web", At: t2})
+	if s := f.State().Services["web"]; !s.Deleting || len(s.ActiveVersions) != 0 {
+		t.Fatalf("delete: %#v", s)
+	}
+	if err, _ := applyCmd(t, f, next(), CmdAddVersion, AddVersionCmd{Service: "web", Spec: testSpec(1), At: t2}).(error); !errors.Is(err, ErrServiceDeleting) {
+		t.Fatalf("update while deleting: want ErrServiceDeleting, got %v", err)
+	}
+	applyCmd(t, f, next(), CmdRemoveService, RemoveServiceCmd{Service: "web"})
+	st = f.State()
+	if _, ok := st.Services["web"]; ok || len(st.ServiceReplicas("web")) != 0 {
+		t.Fatal("service still present after remove")
+	}
+	if st.Index != idx {
+		t.Fatalf("index = %d, want %d", st.Index, idx)
+	}
+}
+
+func TestFSMSupersededRolloutAndAgentLoss(t *testing.T) {
+	f := NewFSM()
+	t0 := time.Unix(1000, 0).UTC()
+	applyCmd(t, f, 1, CmdCreateService, CreateServiceCmd{Name: "web", Spec: testSpec(1), FirstPort: 30001, At: t0})
+	applyCmd(t, f, 2, CmdUpsertAgent, UpsertAgentCmd{Agent: protocol.Agent{ID: "a1"}, At: t0})
+	applyCmd(t, f, 3, CmdAddVersion, AddVersionCmd{Service: "web", Spec: testSpec(1), ProgressSeconds: 60, At: t0})
+	applyCmd(t, f, 4, CmdAddReplicas, AddReplicasCmd{At: t0, Replicas: []protocol.Replica{
+		{Service: "web", Version: 1, Status: protocol.ReplicaReady, AgentID: "a1"},
+		{Service: "web", Version: 2, Status: protocol.ReplicaStarting, AgentID: "a1"},
+	}})
+	applyCmd(t, f, 5, CmdAddVersion, AddVersionCmd{Service: "web", Spec: testSpec(1), ProgressSeconds: 60, At: t0})
+	st := f.State()
+	if v := st.Version("web", 2); v.State != protocol.VersionFailed {
+		t.Fatalf("superseded version state = %s", v.State)
+	}
+	if r := st.Replicas["web/2"]; r.Status != protocol.ReplicaShuttingDown {
+		t.Fatalf("superseded replica = %s", r.Status)
+	}
+	if ro := st.Services["web"].Rollout; ro == nil || ro.To != 3 || len(ro.From) != 1 || ro.From[0] != 1 {
+		t.Fatalf("rollout = %#v", ro)
+	}
+	applyCmd(t, f, 6, CmdSetAgentAlive, SetAgentAliveCmd{ID: "a1", Alive: false, Reason: "agent a1 lost", At: t0})
+	st = f.State()
+	if r := st.Replicas["web/1"]; r.Status != protocol.ReplicaFailed || r.Reason != "agent a1 lost" {
+		t.Fatalf("replica on lost agent: %s %q", r.Status, r.Reason)
+	}
+	if _, ok := st.Replicas["web/2"]; ok {
+		t.Fatal("shutting-down replica on a lost agent should be forgotten")
+	}
+}
+
+func TestFSMSnapshotRestore(t *testing.T) {
+	f := NewFSM()
+	t0 := time.Unix(1000, 0).UTC()
+	applyCmd(t, f, 1, CmdCreateService, CreateServiceCmd{Name: "web", Spec: testSpec(2), YAML: "run: true\n", FirstPort: 30001, At: t0})
+	applyCmd(t, f, 2, CmdAddReplicas, AddReplicasCmd{At: t0, Replicas: []protocol.Replica{{Service: "web", Version: 1, Status: protocol.ReplicaPending, Reason: "no agent"}}})
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	g := NewFSM()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	a, b := f.State(), g.State()
+	if a.Index != b.Index || b.Services["web"].Port != 30001 || b.Replicas["web/1"].Reason != "no agent" || b.Version("web", 1).YAML != "run: true\n" {
+		t.Fatalf("restored state differs: %#v", b)
+	}
+}
+
+func TestFSMPanicsOnUnknownCommand(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("unknown command type did not panic")
+		}
+	}()
+	NewFSM().Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{250, '{', '}'}})
+}
+
+type memSink struct{ bytes.Buffer }
+
+func (m *memSink) ID() string    { return "mem" }
+func (m *memSink) Cancel() error { return nil }
+func (m *memSink) Close() error  { return nil }

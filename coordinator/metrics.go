@@ -1,0 +1,68 @@
+package coordinator
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the coordinator's Prometheus series.
+type metrics struct {
+	commands     *prometheus.CounterVec
+	replicas     *prometheus.GaugeVec
+	isLeader     prometheus.Gauge
+	raftState    *prometheus.GaugeVec
+	appliedIndex prometheus.Gauge
+	flips        prometheus.Counter
+	flipSeconds  prometheus.Histogram
+	reconciles   prometheus.Counter
+	agentsAlive  prometheus.Gauge
+	lbsLive      prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_coordinator_raft_commands_total",
+			Help: "Raft commands applied through this node, by type.",
+		}, []string{"type"}),
+		replicas: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "baton_coordinator_replicas",
+			Help: "Replicas by service and status (leader only).",
+		}, []string{"service", "status"}),
+		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "baton_coordinator_is_leader",
+			Help: "1 while this node is the Raft leader.",
+		}),
+		raftState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "baton_coordinator_raft_state",
+			Help: "1 for this node's current Raft state (Leader, Follower, Candidate, Shutdown).",
+		}, []string{"state"}),
+		appliedIndex: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "baton_coordinator_raft_applied_index",
+			Help: "Index of the last Raft entry applied to the FSM.",
+		}),
+		flips: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_coordinator_flips_total",
+			Help: "blue_green flips committed by this leader.",
+		}),
+		flipSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "baton_coordinator_update_to_flip_seconds",
+			Help:    "Time from a version's creation to its flip.",
+			Buckets: prometheus.ExponentialBuckets(0.5, 2, 12),
+		}),
+		reconciles: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_coordinator_reconciles_total",
+			Help: "Controller reconcile passes.",
+		}),
+		agentsAlive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "baton_coordinator_agents_alive",
+			Help: "Agents marked alive.",
+		}),
+		lbsLive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "baton_coordinator_lbs_live",
+			Help: "LB nodes that acknowledged route tables recently.",
+		}),
+	}
+	reg.MustRegister(m.commands, m.replicas, m.isLeader, m.raftState, m.appliedIndex,
+		m.flips, m.flipSeconds, m.reconciles, m.agentsAlive, m.lbsLive)
+	return m
+}

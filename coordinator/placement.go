@@ -1,0 +1,228 @@
+package coordinator
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/baton-dev/baton/protocol"
+)
+
+// placer decides which agent a replica goes to. It tracks what each agent
+// has left as replicas are placed during one reconcile pass.
+type placer struct {
+	agents []*protocol.Agent // alive agents, sorted by id
+	used   map[string]*usage
+}
+
+type usage struct {
+	cpus, memory float64
+	gpus         map[string]bool // UUIDs in use
+}
+
+// newPlacer counts what every replica that holds resources uses. A
+// SHUTTING_DOWN replica still holds its share until it is gone.
+func newPlacer(st *State) *placer {
+	p := &placer{used: map[string]*usage{}}
+	for _, id := range st.AgentIDs() {
+		a := st.Agents[id]
+		p.used[id] = &usage{gpus: map[string]bool{}}
+		if a.Alive {
+			p.agents = append(p.agents, a)
+		}
+	}
+	for _, r := range st.Replicas {
+		if r.AgentID == "" || r.Status.IsFailed() {
+			continue
+		}
+		p.take(r.AgentID, r.Resources)
+	}
+	return p
+}
+
+func (p *placer) take(agentID string, a protocol.Allocation) {
+	u := p.used[agentID]
+	if u == nil {
+		u = &usage{gpus: map[string]bool{}}
+		p.used[agentID] = u
+	}
+	u.cpus += a.CPUs
+	u.memory += a.MemoryGB
+	for _, g := range a.GPUUUIDs {
+		u.gpus[g] = true
+	}
+}
+
+// candidate is one way to place a replica.
+type candidate struct {
+	agent *protocol.Agent
+	alloc protocol.Allocation
+}
+
+// place picks the smallest agent that fits res and reserves its share. On
+// no fit it returns a reason saying what is missing.
+func (p *placer) place(res protocol.Resources) (candidate, string, bool) {
+	options := res.Accelerators.Options
+	if len(options) == 0 {
+		options = []protocol.AcceleratorOption{{}}
+	}
+	var best *candidate
+	for _, opt := range options {
+		for _, a := range p.agents {
+			c, ok := p.fit(a, res, opt)
+			if !ok {
+				continue
+			}
+			if best == nil || smaller(c.agent, best.agent) {
+				cc := c
+				best = &cc
+			}
+		}
+		if best != nil && res.Accelerators.Ordered {
+			break // a list is a preference order: the first option that fits wins
+		}
+	}
+	if best == nil {
+		return candidate{}, p.noFitReason(res), false
+	}
+	p.take(best.agent.ID, best.alloc)
+	return *best, "", true
+}
+
+// smaller orders agents by size (GPUs, then CPUs, then memory, then id) so
+// small replicas do not take the big machines that big replicas need.
+func smaller(a, b *protocol.Agent) bool {
+	if len(a.Capacity.GPUs) != len(b.Capacity.GPUs) {
+		return len(a.Capacity.GPUs) < len(b.Capacity.GPUs)
+	}
+	if a.Capacity.CPUs != b.Capacity.CPUs {
+		return a.Capacity.CPUs < b.Capacity.CPUs
+	}
+	if a.Capacity.MemoryGB != b.Capacity.MemoryGB {
+		return a.Capacity.MemoryGB < b.Capacity.MemoryGB
+	}
+	return a.ID < b.ID
+}
+
+// fit checks one agent against the request. `cpus: 4` needs an agent with
+// exactly 4 CPUs, `cpus: 4+` one with at least 4 (as SkyPilot matches
+// instance types); either way the replica reserves 4 and the agent must
+// have 4 free. Memory works the same way.
+func (p *placer) fit(a *protocol.Agent, res protocol.Resources, opt protocol.AcceleratorOption) (candidate, bool) {
+	u := p.used[a.ID]
+	if !quantityFits(res.CPUs, a.Capacity.CPUs, a.Capacity.CPUs-u.cpus) {
+		return candidate{}, false
+	}
+	if !quantityFits(res.Memory, a.Capacity.MemoryGB, a.Capacity.MemoryGB-u.memory) {
+		return candidate{}, false
+	}
+	alloc := protocol.Allocation{CPUs: res.CPUs.Value, MemoryGB: res.Memory.Value}
+	if opt.Count > 0 {
+		var free []string
+		for _, g := range a.Capacity.GPUs {
+			if g.Healthy && !u.gpus[g.UUID] && gpuMatches(g.Name, opt.Name) {
+				free = append(free, g.UUID)
+			}
+		}
+		if len(free) < opt.Count {
+			return candidate{}, false
+		}
+		alloc.GPUName = opt.Name
+		alloc.GPUUUIDs = free[:opt.Count]
+	}
+	return candidate{agent: a, alloc: alloc}, true
+}
+
+func quantityFits(q protocol.Quantity, total, free float64) bool {
+	if !q.IsSet() {
+		return true
+	}
+	if !q.AtLeast && total != q.Value {
+		return false
+	}
+	return total >= q.Value && free >= q.Value-1e-9
+}
+
+// gpuMatches compares a requested accelerator name (A100) with a device
+// name as NVML reports it (NVIDIA A100-SXM4-40GB): equal ignoring case, or
+// equal to one of the device name's words.
+func gpuMatches(device, want string) bool {
+	if strings.EqualFold(device, want) {
+		return true
+	}
+	for _, w := range strings.FieldsFunc(device, func(r rune) bool { return r == ' ' || r == '-' || r == '_' }) {
+		if strings.EqualFold(w, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// noFitReason explains why nothing fits, for the PENDING replica's status.
+func (p *placer) noFitReason(res protocol.Resources) string {
+	want := describeResources(res)
+	if len(p.agents) == 0 {
+		return fmt.Sprintf("no agent fits %s: no agents are alive", want)
+	}
+	var have []string
+	for _, a := range p.agents {
+		u := p.used[a.ID]
+		desc := fmt.Sprintf("%s %s/%s cpus free", a.ID, num(a.Capacity.CPUs-u.cpus), num(a.Capacity.CPUs))
+		if res.Memory.IsSet() {
+			desc += fmt.Sprintf(", %s/%s GB free", num(a.Capacity.MemoryGB-u.memory), num(a.Capacity.MemoryGB))
+		}
+		if len(a.Capacity.GPUs) > 0 {
+			names := map[string]int{}
+			for _, g := range a.Capacity.GPUs {
+				if g.Healthy && !u.gpus[g.UUID] {
+					names[g.Name]++
+				}
+			}
+			keys := make([]string, 0, len(names))
+			for n := range names {
+				keys = append(keys, n)
+			}
+			sort.Strings(keys)
+			for _, n := range keys {
+				desc += fmt.Sprintf(", %s:%d free", n, names[n])
+			}
+		}
+		have = append(have, desc)
+	}
+	return fmt.Sprintf("no agent fits %s (%s)", want, strings.Join(have, "; "))
+}
+
+func describeResources(res protocol.Resources) string {
+	var parts []string
+	if res.CPUs.IsSet() {
+		parts = append(parts, "cpus "+describeQuantity(res.CPUs))
+	}
+	if res.Memory.IsSet() {
+		parts = append(parts, "memory "+describeQuantity(res.Memory)+"GB")
+	}
+	if res.Accelerators.IsSet() {
+		var opts []string
+		for _, o := range res.Accelerators.Options {
+			opts = append(opts, fmt.Sprintf("%s:%d", o.Name, o.Count))
+		}
+		parts = append(parts, "accelerators "+strings.Join(opts, " or "))
+	}
+	if len(parts) == 0 {
+		return "any resources"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func describeQuantity(q protocol.Quantity) string {
+	if q.AtLeast {
+		return num(q.Value) + "+"
+	}
+	return num(q.Value)
+}
+
+func num(f float64) string {
+	if f == float64(int64(f)) {
+		return fmt.Sprintf("%d", int64(f))
+	}
+	return fmt.Sprintf("%.1f", f)
+}

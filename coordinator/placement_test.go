@@ -1,0 +1,87 @@
+package coordinator
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/baton-dev/baton/protocol"
+)
+
+func agentWith(id string, cpus float64, gpus ...string) *protocol.Agent {
+	a := &protocol.Agent{ID: id, Alive: true, Capacity: protocol.Capacity{CPUs: cpus, MemoryGB: 16}}
+	for i, g := range gpus {
+		a.Capacity.GPUs = append(a.Capacity.GPUs, protocol.GPU{Index: i, Name: g, UUID: id + "-gpu-" + string(rune('0'+i)), Healthy: true})
+	}
+	return a
+}
+
+func TestPlacement(t *testing.T) {
+	seedFleet := []*protocol.Agent{
+		agentWith("agent-1", 2), agentWith("agent-2", 2), agentWith("agent-3", 4), agentWith("agent-4", 4),
+		agentWith("agent-5", 4, "NVIDIA A100-SXM4-40GB"),
+	}
+	cpus := func(v float64, atLeast bool) protocol.Resources {
+		return protocol.Resources{CPUs: protocol.Quantity{Value: v, AtLeast: atLeast}}
+	}
+	acc := func(ordered bool, opts ...protocol.AcceleratorOption) protocol.Resources {
+		return protocol.Resources{Accelerators: protocol.AcceleratorRequest{Options: opts, Ordered: ordered}}
+	}
+	tests := []struct {
+		name       string
+		agents     []*protocol.Agent
+		res        []protocol.Resources
+		want       []string // agent per replica; "" = PENDING
+		reasonHas  string
+		gpuPerRepl int
+	}{
+		{name: "2+ fills the small agents first", agents: seedFleet, res: []protocol.Resources{cpus(2, true), cpus(2, true)}, want: []string{"agent-1", "agent-2"}},
+		{name: "4+ skips small agents and prefers no-GPU ones", agents: seedFleet, res: []protocol.Resources{cpus(4, true), cpus(4, true), cpus(4, true)}, want: []string{"agent-3", "agent-4", "agent-5"}},
+		{name: "exact 4 needs a 4-cpu agent", agents: []*protocol.Agent{agentWith("big", 8), agentWith("four", 4)}, res: []protocol.Resources{cpus(4, false), cpus(4, false)}, want: []string{"four", ""}, reasonHas: "cpus 4"},
+		{name: "2+ packs onto one bigger agent", agents: []*protocol.Agent{agentWith("big", 8)}, res: []protocol.Resources{cpus(2, true), cpus(2, true), cpus(2, true), cpus(2, true), cpus(2, true)}, want: []string{"big", "big", "big", "big", ""}},
+		{name: "too large stays pending with reason", agents: seedFleet, res: []protocol.Resources{cpus(64, true)}, want: []string{""}, reasonHas: "no agent fits cpus 64+"},
+		{name: "accelerator by short name", agents: seedFleet, res: []protocol.Resources{acc(false, protocol.AcceleratorOption{Name: "A100", Count: 1}), acc(false, protocol.AcceleratorOption{Name: "a100", Count: 1})}, want: []string{"agent-5", ""}, reasonHas: "accelerators a100:1", gpuPerRepl: 1},
+		{name: "set: any option that fits", agents: seedFleet, res: []protocol.Resources{acc(false, protocol.AcceleratorOption{Name: "H100", Count: 1}, protocol.AcceleratorOption{Name: "A100", Count: 1})}, want: []string{"agent-5"}, gpuPerRepl: 1},
+		{name: "list: first option that fits wins", agents: []*protocol.Agent{agentWith("t4", 4, "Tesla T4"), agentWith("a100", 4, "A100", "A100")}, res: []protocol.Resources{acc(true, protocol.AcceleratorOption{Name: "A100", Count: 2}, protocol.AcceleratorOption{Name: "T4", Count: 1})}, want: []string{"a100"}, gpuPerRepl: 2},
+		{name: "count larger than agent has", agents: seedFleet, res: []protocol.Resources{acc(false, protocol.AcceleratorOption{Name: "A100", Count: 2})}, want: []string{""}, reasonHas: "A100-SXM4-40GB:1 free"},
+		{name: "no agents", agents: nil, res: []protocol.Resources{cpus(1, true)}, want: []string{""}, reasonHas: "no agents are alive"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := NewState()
+			for _, a := range tt.agents {
+				st.Agents[a.ID] = a
+			}
+			p := newPlacer(st)
+			for i, res := range tt.res {
+				c, reason, ok := p.place(res)
+				got := ""
+				if ok {
+					got = c.agent.ID
+					if len(c.alloc.GPUUUIDs) != tt.gpuPerRepl {
+						t.Errorf("replica %d: %d GPUs, want %d", i, len(c.alloc.GPUUUIDs), tt.gpuPerRepl)
+					}
+				} else if !strings.Contains(reason, tt.reasonHas) {
+					t.Errorf("replica %d: reason %q does not mention %q", i, reason, tt.reasonHas)
+				}
+				if got != tt.want[i] {
+					t.Errorf("replica %d: placed on %q, want %q (reason %q)", i, got, tt.want[i], reason)
+				}
+			}
+		})
+	}
+}
+
+func TestPlacementCountsExistingReplicas(t *testing.T) {
+	st := NewState()
+	st.Agents["a"] = agentWith("a", 4)
+	st.Replicas["s/1"] = &protocol.Replica{Service: "s", ID: 1, AgentID: "a", Status: protocol.ReplicaShuttingDown, Resources: protocol.Allocation{CPUs: 4}}
+	st.Replicas["s/2"] = &protocol.Replica{Service: "s", ID: 2, AgentID: "a", Status: protocol.ReplicaFailed, Resources: protocol.Allocation{CPUs: 4}}
+	p := newPlacer(st)
+	if _, _, ok := p.place(protocol.Resources{CPUs: protocol.Quantity{Value: 1, AtLeast: true}}); ok {
+		t.Fatal("a shutting-down replica's CPUs must stay reserved until it is gone")
+	}
+	delete(st.Replicas, "s/1")
+	if _, _, ok := newPlacer(st).place(protocol.Resources{CPUs: protocol.Quantity{Value: 4, AtLeast: true}}); !ok {
+		t.Fatal("a failed replica must not hold resources")
+	}
+}

@@ -1,0 +1,225 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"reflect"
+	"time"
+
+	"github.com/baton-dev/baton/protocol"
+)
+
+// routeTable computes what LBs should serve for svc: the READY replicas of
+// its active versions on alive agents. Epoch is the state's Raft index.
+func routeTable(st *State, svc *protocol.Service) protocol.RouteTable {
+	t := protocol.RouteTable{
+		Service:        svc.Name,
+		Epoch:          st.Index,
+		Port:           svc.Port,
+		ActiveVersions: sortedInts(svc.ActiveVersions),
+		Endpoints:      []protocol.Endpoint{},
+		Deleted:        svc.Deleting,
+	}
+	if t.Deleted {
+		return t
+	}
+	latest := 0
+	for _, v := range svc.ActiveVersions {
+		if v > latest {
+			latest = v
+		}
+	}
+	if v := st.Version(svc.Name, latest); v != nil {
+		t.Policy = v.Spec.Service.LoadBalancingPolicy
+	}
+	for _, r := range st.ServiceReplicas(svc.Name) {
+		if r.Status != protocol.ReplicaReady || r.Endpoint == "" || !svc.IsActive(r.Version) {
+			continue
+		}
+		if a := st.Agents[r.AgentID]; a == nil || !a.Alive {
+			continue
+		}
+		t.Endpoints = append(t.Endpoints, protocol.Endpoint{ReplicaID: r.ID, Version: r.Version, Address: r.Endpoint})
+	}
+	return t
+}
+
+// sameRoutes compares two tables ignoring their epochs.
+func sameRoutes(a, b protocol.RouteTable) bool {
+	a.Epoch, b.Epoch = 0, 0
+	return reflect.DeepEqual(a, b)
+}
+
+// publishRoutes sends every table whose content changed (all of them when
+// repair is set), a Deleted table for services that are gone, and records
+// the epoch from which each shutting-down replica is out of the tables.
+func (c *controller) publishRoutes(st *State, now time.Time, repair bool) {
+	for _, name := range st.ServiceNames() {
+		t := routeTable(st, st.Services[name])
+		prev, ok := c.published[name]
+		if ok && sameRoutes(prev, t) && !repair {
+			continue
+		}
+		if ok && sameRoutes(prev, t) {
+			t.Epoch = prev.Epoch // repair re-sends; an unchanged table keeps its epoch
+		}
+		if c.send(protocol.RoutesSubject(name), t) {
+			c.published[name] = t
+			if !ok || !sameRoutes(prev, t) {
+				c.log.Info("route table published", "service", name, "epoch", t.Epoch,
+					"active_versions", t.ActiveVersions, "endpoints", len(t.Endpoints), "deleted", t.Deleted)
+			}
+		}
+	}
+	for name, prev := range c.published {
+		if _, ok := st.Services[name]; ok {
+			continue
+		}
+		t := protocol.RouteTable{Service: name, Epoch: st.Index, Port: prev.Port, Deleted: true, Endpoints: []protocol.Endpoint{}}
+		if c.send(protocol.RoutesSubject(name), t) {
+			delete(c.published, name)
+		}
+	}
+	for key, r := range st.Replicas {
+		if r.Status != protocol.ReplicaShuttingDown {
+			continue
+		}
+		if _, ok := c.drains[key]; ok {
+			continue
+		}
+		if t, ok := c.published[r.Service]; ok {
+			c.drains[key] = &drain{epoch: t.Epoch, started: now}
+		}
+	}
+	for key := range c.drains {
+		if _, ok := st.Replicas[key]; !ok {
+			delete(c.drains, key)
+		}
+	}
+}
+
+func (c *controller) send(subject string, v any) bool {
+	buf, err := json.Marshal(v)
+	if err != nil {
+		c.log.Error("encode message", "subject", subject, "error", err)
+		return false
+	}
+	if err := c.s.nc.Publish(subject, buf); err != nil {
+		c.log.Warn("publish failed", "subject", subject, "error", err)
+		return false
+	}
+	return true
+}
+
+// liveLBs returns the epochs acknowledged by each LB heard from recently.
+func (c *controller) liveLBs(now time.Time) []map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []map[string]uint64
+	for id, lb := range c.lbs {
+		if now.Sub(lb.seen) > c.cfg.LBLiveness {
+			delete(c.lbs, id)
+			continue
+		}
+		out = append(out, lb.epochs)
+	}
+	return out
+}
+
+// drained reports whether a shutting-down replica may be stopped: every
+// live LB has acknowledged a table without it (or DrainTimeout passed), and
+// DrainDelay has passed since, so requests in flight could finish.
+func (c *controller) drained(key, service string, lbs []map[string]uint64, now time.Time) bool {
+	d := c.drains[key]
+	if d == nil {
+		return false // not yet out of a published table
+	}
+	if d.ackedAt.IsZero() {
+		acked := true
+		for _, epochs := range lbs {
+			if epochs[service] < d.epoch {
+				acked = false
+				break
+			}
+		}
+		if acked || now.Sub(d.started) > c.cfg.DrainTimeout {
+			d.ackedAt = now
+			if !acked {
+				c.log.Warn("drain: not every LB acknowledged in time; stopping anyway", "replica", key)
+			}
+		}
+	}
+	if d.ackedAt.IsZero() || now.Sub(d.ackedAt) < c.cfg.DrainDelay {
+		c.s.kickAfter(c.cfg.ReconcileInterval / 2)
+		return false
+	}
+	return true
+}
+
+// publishDesired sends each alive agent the replicas it should run, when
+// the set changed or on repair.
+func (c *controller) publishDesired(st *State, now time.Time, repair bool) {
+	lbs := c.liveLBs(now)
+	c.s.metrics.lbsLive.Set(float64(len(lbs)))
+	sets := map[string][]protocol.ReplicaAssignment{}
+	for _, id := range st.AgentIDs() {
+		if st.Agents[id].Alive {
+			sets[id] = []protocol.ReplicaAssignment{}
+		}
+	}
+	for _, key := range st.ReplicaKeys() {
+		r := st.Replicas[key]
+		set, ok := sets[r.AgentID]
+		if !ok {
+			continue
+		}
+		switch r.Status {
+		case protocol.ReplicaProvisioning, protocol.ReplicaStarting, protocol.ReplicaReady, protocol.ReplicaNotReady:
+		case protocol.ReplicaShuttingDown:
+			if c.drained(key, r.Service, lbs, now) {
+				if d := c.drains[key]; d.removedAt.IsZero() {
+					d.removedAt = now
+				}
+				continue
+			}
+		default:
+			continue
+		}
+		v := st.Version(r.Service, r.Version)
+		if v == nil {
+			continue
+		}
+		sets[r.AgentID] = append(set, protocol.ReplicaAssignment{
+			Service:   r.Service,
+			ReplicaID: r.ID,
+			Version:   r.Version,
+			Spec:      v.Spec,
+			GPUUUIDs:  r.Resources.GPUUUIDs,
+		})
+	}
+	for id, set := range sets {
+		msg := protocol.DesiredReplicas{AgentID: id, Replicas: set}
+		body, _ := json.Marshal(msg)
+		if string(body) == c.sentDesired[id] && !repair {
+			continue
+		}
+		msg.Epoch = st.Index
+		if c.send(protocol.AgentDesiredSubject(id), msg) {
+			c.sentDesired[id] = string(body)
+		}
+	}
+}
+
+// recordMetrics refreshes the replica and agent gauges.
+func (c *controller) recordMetrics(st *State, now time.Time) {
+	c.s.metrics.replicas.Reset()
+	for _, r := range st.Replicas {
+		c.s.metrics.replicas.WithLabelValues(r.Service, string(r.Status)).Inc()
+	}
+	alive := 0
+	for _, a := range st.Agents {
+		if a.Alive {
+			alive++
+		}
+	}
+	c.s.metrics.agentsAlive.Set(float64(alive))
+}

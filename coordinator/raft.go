@@ -1,0 +1,129 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftwal "github.com/hashicorp/raft-wal"
+)
+
+// raftNode bundles the Raft instance with the stores it must close.
+type raftNode struct {
+	raft      *raft.Raft
+	wal       *raftwal.WAL
+	transport *raft.NetworkTransport
+}
+
+// openRaft starts Raft with a raft-wal log and stable store and file
+// snapshots in dataDir. A node with no existing state bootstraps a
+// single-server cluster when cfg.Bootstrap is set.
+func openRaft(cfg Config, fsm raft.FSM, notify chan bool) (*raftNode, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("coordinator: data dir is required (--data-dir)")
+	}
+	walDir := filepath.Join(cfg.DataDir, "raft", "wal")
+	if err := os.MkdirAll(walDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", walDir, err)
+	}
+	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
+	wal, err := raftwal.Open(walDir, raftwal.WithLogger(hlog))
+	if err != nil {
+		return nil, fmt.Errorf("open raft log in %s: %w", walDir, err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "raft"), 3, hlog)
+	if err != nil {
+		wal.Close()
+		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+	if err != nil {
+		wal.Close()
+		return nil, fmt.Errorf("raft address %q: %w", cfg.RaftAddr, err)
+	}
+	transport, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 4, 5*time.Second, hlog)
+	if err != nil {
+		wal.Close()
+		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err)
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hlog
+	if cfg.RaftTimeout < time.Second {
+		scale := func(d time.Duration) time.Duration {
+			return time.Duration(float64(d) * float64(cfg.RaftTimeout) / float64(time.Second))
+		}
+		rc.HeartbeatTimeout = scale(rc.HeartbeatTimeout)
+		rc.ElectionTimeout = scale(rc.ElectionTimeout)
+		rc.LeaderLeaseTimeout = scale(rc.LeaderLeaseTimeout)
+		rc.CommitTimeout = scale(rc.CommitTimeout)
+	}
+	rc.NotifyCh = notify
+	rc.SnapshotThreshold = 2048
+	rc.SnapshotInterval = 30 * time.Second
+
+	existing, err := raft.HasExistingState(wal, wal, snaps)
+	if err != nil {
+		transport.Close()
+		wal.Close()
+		return nil, fmt.Errorf("read raft state: %w", err)
+	}
+	r, err := raft.NewRaft(rc, fsm, wal, wal, snaps, transport)
+	if err != nil {
+		transport.Close()
+		wal.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	if !existing && cfg.Bootstrap {
+		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			ID: rc.LocalID, Address: transport.LocalAddr(),
+		}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			r.Shutdown()
+			transport.Close()
+			wal.Close()
+			return nil, fmt.Errorf("bootstrap raft: %w", err)
+		}
+	}
+	return &raftNode{raft: r, wal: wal, transport: transport}, nil
+}
+
+// Close shuts Raft down and closes its stores.
+func (n *raftNode) Close() error {
+	err := n.raft.Shutdown().Error()
+	n.transport.Close()
+	if cerr := n.wal.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// raftApply is the only write path. It encodes the command, applies it and
+// unwraps both Raft's error and the FSM's.
+func (s *Server) raftApply(t CommandType, cmd any) (any, uint64, error) {
+	buf, err := encodeCommand(t, cmd)
+	if err != nil {
+		return nil, 0, err
+	}
+	f := s.raft.raft.Apply(buf, 10*time.Second)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return nil, 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return nil, 0, fmt.Errorf("raft apply %s: %w", t, err)
+	}
+	resp := f.Response()
+	if err, ok := resp.(error); ok {
+		return nil, f.Index(), err
+	}
+	s.metrics.commands.WithLabelValues(t.String()).Inc()
+	return resp, f.Index(), nil
+}
+
+var _ io.Closer = (*raftNode)(nil)

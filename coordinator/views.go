@@ -1,0 +1,110 @@
+package coordinator
+
+import (
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/baton-dev/baton/protocol"
+)
+
+// statusView builds `serve status` from the state. names filters services
+// (all when empty); lbHost is the host shown in endpoints.
+func statusView(st *State, names []string, lbHost string, now time.Time) protocol.StatusResponse {
+	out := protocol.StatusResponse{Services: []protocol.ServiceStatusView{}, Replicas: []protocol.ReplicaStatusView{}}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	for _, name := range st.ServiceNames() {
+		if len(want) > 0 && !want[name] {
+			continue
+		}
+		svc := st.Services[name]
+		reps := st.ServiceReplicas(name)
+		ready, total := 0, 0
+		for _, r := range reps {
+			if r.Status == protocol.ReplicaReady {
+				ready++
+			}
+			if !r.Status.IsFailed() {
+				total++
+			}
+		}
+		status, reason := serviceStatus(st, svc, reps)
+		uptime := int64(0)
+		if !svc.CreatedAt.IsZero() {
+			uptime = int64(now.Sub(svc.CreatedAt) / time.Second)
+		}
+		out.Services = append(out.Services, protocol.ServiceStatusView{
+			Name:           name,
+			Version:        svc.LatestVersion,
+			ActiveVersions: sortedInts(svc.ActiveVersions),
+			UptimeSeconds:  uptime,
+			Status:         status,
+			ReadyReplicas:  ready,
+			TotalReplicas:  total,
+			Endpoint:       net.JoinHostPort(lbHost, strconv.Itoa(svc.Port)),
+			Reason:         reason,
+		})
+		for _, r := range reps {
+			region := "-"
+			if a := st.Agents[r.AgentID]; a != nil && a.Region != "" {
+				region = a.Region
+			}
+			out.Replicas = append(out.Replicas, protocol.ReplicaStatusView{
+				ServiceName: name,
+				ID:          r.ID,
+				Version:     r.Version,
+				Endpoint:    r.Endpoint,
+				Agent:       r.AgentID,
+				LaunchedAt:  r.LaunchedAt,
+				Resources:   r.Resources.Describe(r.AgentID),
+				Status:      r.Status,
+				Region:      region,
+				Reason:      r.Reason,
+			})
+		}
+	}
+	return out
+}
+
+// serviceStatus derives a service's status from its replicas, as SkyServe
+// names it: READY while an active version has a READY replica.
+func serviceStatus(st *State, svc *protocol.Service, reps []*protocol.Replica) (protocol.ServiceStatus, string) {
+	if svc.Deleting {
+		return protocol.ServiceShuttingDown, ""
+	}
+	if svc.Rollout != nil {
+		if v := st.Version(svc.Name, svc.Rollout.To); v != nil && v.State == protocol.VersionFailed {
+			return protocol.ServiceFailed, v.Reason
+		}
+	}
+	var reason string
+	if v := st.Version(svc.Name, svc.LatestVersion); v != nil && v.State == protocol.VersionFailed {
+		reason = "version " + strconv.Itoa(v.Number) + " " + v.Reason
+	}
+	live, failedNeverReady := 0, 0
+	for _, r := range reps {
+		if !svc.IsActive(r.Version) {
+			continue
+		}
+		switch {
+		case r.Status == protocol.ReplicaReady:
+			return protocol.ServiceReady, reason
+		case !r.Status.IsTerminal():
+			live++
+		case r.Status.IsFailed() && !r.EverReady:
+			failedNeverReady++
+		}
+	}
+	switch {
+	case len(reps) == 0:
+		return protocol.ServiceControllerInit, reason
+	case live > 0 && failedNeverReady >= 3:
+		return protocol.ServiceFailed, "replicas keep failing before they become ready; see `baton serve logs`"
+	case live > 0:
+		return protocol.ServiceReplicaInit, reason
+	}
+	return protocol.ServiceNoReplica, reason
+}

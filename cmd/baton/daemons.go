@@ -1,0 +1,231 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/baton-dev/baton/agent"
+	"github.com/baton-dev/baton/coordinator"
+	"github.com/baton-dev/baton/lbnode"
+)
+
+func newCoordinatorCmd() *cobra.Command {
+	cfg := coordinator.DefaultConfig()
+	var logs logFlags
+	var dev bool
+	cmd := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Run a coordinator: Raft state, the HTTP API, the controller and (by default) an embedded NATS server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := logs.logger()
+			if err != nil {
+				return err
+			}
+			if dev {
+				d := coordinator.DevConfig()
+				flags := cmd.Flags()
+				// Flags given explicitly win over the dev timings.
+				d.NodeID, d.DataDir, d.HTTPAddr, d.RaftAddr = cfg.NodeID, cfg.DataDir, cfg.HTTPAddr, cfg.RaftAddr
+				d.NATSURL, d.NATSHost, d.NATSPort, d.LBHost, d.FirstLBPort = cfg.NATSURL, cfg.NATSHost, cfg.NATSPort, cfg.LBHost, cfg.FirstLBPort
+				if flags.Changed("agent-timeout") {
+					d.AgentTimeout = cfg.AgentTimeout
+				}
+				if flags.Changed("drain-delay") {
+					d.DrainDelay = cfg.DrainDelay
+				}
+				if flags.Changed("progress-deadline") {
+					d.ProgressDeadline = cfg.ProgressDeadline
+				}
+				cfg = d
+			}
+			cfg.Logger = logger
+			s, err := coordinator.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			return s.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "this coordinator's Raft server id")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log and snapshots (required)")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP API listen address")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "Raft transport address")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "bootstrap a single-node cluster when the data dir is empty")
+	f.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS server URL (default: embed one)")
+	f.StringVar(&cfg.NATSHost, "nats-host", cfg.NATSHost, "embedded NATS listen host")
+	f.IntVar(&cfg.NATSPort, "nats-port", cfg.NATSPort, "embedded NATS listen port")
+	f.StringVar(&cfg.LBHost, "lb-host", cfg.LBHost, "host shown in service endpoints (where clients reach the LBs)")
+	f.IntVar(&cfg.FirstLBPort, "first-lb-port", cfg.FirstLBPort, "lowest LB port given to a service")
+	f.DurationVar(&cfg.AgentTimeout, "agent-timeout", cfg.AgentTimeout, "silence after which an agent is lost and its replicas replaced")
+	f.DurationVar(&cfg.DrainDelay, "drain-delay", cfg.DrainDelay, "how long a retired replica keeps running after the LBs stopped routing to it")
+	f.DurationVar(&cfg.ProgressDeadline, "progress-deadline", cfg.ProgressDeadline, "how long a new version may go without a new READY replica before it fails")
+	f.BoolVar(&dev, "dev", false, "use the fast dev timings (short reconcile, drain and agent timeouts)")
+	_ = cmd.MarkFlagRequired("data-dir")
+	logs.register(cmd)
+	return cmd
+}
+
+func newAgentCmd() *cobra.Command {
+	cfg := agent.DefaultConfig()
+	var logs logFlags
+	var labels []string
+	var dev bool
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run an agent: report this machine's capacity and run the replicas assigned to it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := logs.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			cfg.Labels, err = parseLabels(labels)
+			if err != nil {
+				return err
+			}
+			if dev {
+				d := agent.DevConfig()
+				if !cmd.Flags().Changed("probe-interval") {
+					cfg.ProbeInterval = d.ProbeInterval
+				}
+				if !cmd.Flags().Changed("stop-grace") {
+					cfg.StopGrace = d.StopGrace
+				}
+				cfg.HeartbeatInterval = d.HeartbeatInterval
+			}
+			a, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			return a.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ID, "id", "", "agent id: lowercase letters, digits and dashes (required)")
+	f.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server URL")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "listen address for logs, /metrics and /healthz")
+	f.StringVar(&cfg.Host, "host", cfg.Host, "address replicas on this machine are reached at")
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for replica work dirs and logs")
+	f.Float64Var(&cfg.CPUs, "cpus", 0, "CPUs to offer (default: all detected)")
+	f.Float64Var(&cfg.MemoryGB, "memory", 0, "memory to offer in GiB (default: all detected)")
+	f.StringVar(&cfg.Accelerators, "accelerators", "", `fake GPUs instead of NVML, like "A100:1" or "A100:2,H100:1" (testing)`)
+	f.StringVar(&cfg.Region, "region", "", "region label shown in status")
+	f.StringSliceVar(&labels, "label", nil, "key=value label (repeatable)")
+	f.DurationVar(&cfg.ProbeInterval, "probe-interval", cfg.ProbeInterval, "readiness probe interval")
+	f.DurationVar(&cfg.StopGrace, "stop-grace", cfg.StopGrace, "wait between SIGTERM and SIGKILL when stopping a replica")
+	f.BoolVar(&dev, "dev", false, "use the fast dev timings")
+	_ = cmd.MarkFlagRequired("id")
+	logs.register(cmd)
+	return cmd
+}
+
+func newLBCmd() *cobra.Command {
+	cfg := lbnode.DefaultConfig()
+	var logs logFlags
+	var dev bool
+	cmd := &cobra.Command{
+		Use:   "lb",
+		Short: "Run an LB node: serve each service's port and route to its ready replicas",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := logs.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			if dev {
+				d := lbnode.DevConfig()
+				cfg.SyncInterval, cfg.DialTimeout, cfg.ShutdownTimeout = d.SyncInterval, d.DialTimeout, d.ShutdownTimeout
+			}
+			n, err := lbnode.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			return n.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ID, "id", cfg.ID, "LB id used in acks and stats")
+	f.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server URL")
+	f.StringVar(&cfg.BindHost, "bind-host", cfg.BindHost, "host every service port listens on")
+	f.StringVar(&cfg.AdminAddr, "admin-addr", cfg.AdminAddr, "listen address for /metrics, /healthz and /v1/routes")
+	f.DurationVar(&cfg.SyncInterval, "sync-interval", cfg.SyncInterval, "how often to re-fetch every route table")
+	f.BoolVar(&dev, "dev", false, "use the fast dev timings")
+	logs.register(cmd)
+	return cmd
+}
+
+func parseLabels(in []string) (map[string]string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, kv := range in {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--label %q: use key=value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// agentSpec is one `baton dev --agent` value: cpus=4,memory=16,accelerators=A100:1,region=r.
+type agentSpec struct {
+	cpus, memory float64
+	accelerators string
+	region       string
+}
+
+// parseAgentSpec reads `cpus=4,memory=16,accelerators=A100:2,H100:1`. A
+// piece without '=' continues the previous value, so accelerator lists need
+// no quoting.
+func parseAgentSpec(s string) (agentSpec, error) {
+	var spec agentSpec
+	var last string
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			if last != "accelerators" {
+				return spec, fmt.Errorf("--agent %q: %q is not key=value (keys: cpus, memory, accelerators, region)", s, part)
+			}
+			spec.accelerators += "," + part
+			continue
+		}
+		last = k
+		var err error
+		switch k {
+		case "cpus":
+			spec.cpus, err = strconv.ParseFloat(v, 64)
+		case "memory":
+			spec.memory, err = strconv.ParseFloat(strings.TrimSuffix(strings.ToUpper(v), "GB"), 64)
+		case "accelerators", "gpus":
+			spec.accelerators = v
+			last = "accelerators"
+		case "region":
+			spec.region = v
+		default:
+			return spec, fmt.Errorf("--agent %q: unknown key %q (keys: cpus, memory, accelerators, region)", s, k)
+		}
+		if err != nil {
+			return spec, fmt.Errorf("--agent %q: %s=%q is not a number", s, k, v)
+		}
+	}
+	return spec, nil
+}

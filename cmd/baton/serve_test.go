@@ -1,0 +1,437 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/protocol"
+)
+
+const validTask = `name: web
+service:
+  readiness_probe: /health
+  replicas: 2
+resources:
+  cpus: 2+
+run: python3 server.py --port $PORT
+`
+
+const namelessTask = `service:
+  readiness_probe: /health
+  replicas: 2
+run: python3 server.py --port $PORT
+`
+
+const invalidTask = `service:
+  readiness_probe: /health
+resources:
+  cpus: BAD
+run: python3 server.py --port $PORT
+`
+
+// fakeCoordinator records the requests it gets and answers like the
+// coordinator's HTTP API would.
+type fakeCoordinator struct {
+	t   *testing.T
+	srv *httptest.Server
+
+	mu       sync.Mutex
+	requests []string // "METHOD /path?query"
+	bodies   [][]byte
+	services []protocol.ServiceStatusView
+	// statusPolls counts GET /v1/status; goneAfter > 0 drops every service
+	// once that many polls were answered.
+	statusPolls int
+	goneAfter   int
+	downErr     map[string]protocol.APIError
+}
+
+func newFakeCoordinator(t *testing.T) *fakeCoordinator {
+	t.Helper()
+	f := &fakeCoordinator{t: t, downErr: map[string]protocol.APIError{}}
+	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeCoordinator) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	req := r.Method + " " + r.URL.Path
+	if r.URL.RawQuery != "" {
+		req += "?" + r.URL.RawQuery
+	}
+	f.requests = append(f.requests, req)
+	f.bodies = append(f.bodies, body)
+	writeJSON := func(status int, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		json.NewEncoder(w).Encode(v)
+	}
+	switch {
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/services":
+		var up protocol.UpRequest
+		json.Unmarshal(body, &up)
+		writeJSON(http.StatusOK, protocol.ServiceResponse{Name: up.Name, Version: 1, Endpoint: "127.0.0.1:30001",
+			Warnings: []string{"server-side note"}})
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/update"):
+		name := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/services/"), "/update")
+		writeJSON(http.StatusOK, protocol.ServiceResponse{Name: name, Version: 2, Endpoint: "127.0.0.1:30001"})
+	case r.Method == http.MethodDelete:
+		name := strings.TrimPrefix(r.URL.Path, "/v1/services/")
+		if e, ok := f.downErr[name]; ok {
+			writeJSON(http.StatusNotFound, e)
+			return
+		}
+		writeJSON(http.StatusOK, protocol.ServiceResponse{Name: name})
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/status":
+		f.statusPolls++
+		st := protocol.StatusResponse{Services: f.services}
+		if f.goneAfter > 0 && f.statusPolls > f.goneAfter {
+			st.Services = nil
+		}
+		writeJSON(http.StatusOK, st)
+	case strings.HasSuffix(r.URL.Path, "/logs"):
+		fmt.Fprintf(w, "log for %s\n", r.URL.Path)
+	default:
+		writeJSON(http.StatusNotFound, protocol.APIError{Code: protocol.CodeNotFound, Message: "no route " + req})
+	}
+}
+
+func (f *fakeCoordinator) seen() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.requests...)
+}
+
+func (f *fakeCoordinator) body(i int) []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.bodies[i]
+}
+
+// runServe runs `baton serve args...` against f and returns stdout, stderr
+// and the error RunE returned. terminal and stdin drive the confirmation.
+func runServe(t *testing.T, f *fakeCoordinator, terminal bool, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	c := &serveCLI{
+		stdin:      strings.NewReader(stdin),
+		isTerminal: func() bool { return terminal },
+		now:        time.Now,
+	}
+	cmd := c.command()
+	var out, errOut bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SetIn(strings.NewReader(stdin))
+	cmd.SetArgs(append([]string{"--addr", f.srv.URL}, args...))
+	err := cmd.Execute()
+	return out.String(), errOut.String(), err
+}
+
+func writeTask(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "task.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestServeUp(t *testing.T) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		task      string
+		args      []string
+		terminal  bool
+		stdin     string
+		wantName  string // "" means no request reaches the coordinator
+		wantOut   string
+		wantErr   string
+		wantInErr string
+	}{
+		{name: "name from task", task: validTask, wantName: "web",
+			wantOut: "Service \"web\" is up: version 1, endpoint 127.0.0.1:30001\nTo see its status: baton serve status web\n"},
+		{name: "name from flag", task: namelessTask, args: []string{"-n", "other"}, wantName: "other",
+			wantOut: "Service \"other\" is up: version 1, endpoint 127.0.0.1:30001\nTo see its status: baton serve status other\n"},
+		{name: "no name", task: namelessTask, wantErr: "has no name: field; name the service with -n NAME"},
+		{name: "bad name", task: validTask, args: []string{"-n", "Web_1"}, wantErr: "invalid service name"},
+		{name: "invalid task fails before contacting the cluster", task: invalidTask, wantErr: "task.yaml:"},
+		{name: "confirmed", task: validTask, terminal: true, stdin: "y\n", wantName: "web", wantOut: "is up",
+			wantInErr: "Launching service \"web\": 2 replicas, cpus 2+, readiness GET /health.\nProceed? [Y/n] "},
+		{name: "confirmed by default", task: validTask, terminal: true, stdin: "\n", wantName: "web", wantOut: "is up"},
+		{name: "declined", task: validTask, terminal: true, stdin: "n\n", wantInErr: "Aborted."},
+		{name: "eof declines", task: validTask, terminal: true, stdin: "", wantInErr: "Aborted."},
+		{name: "yes skips prompt", task: validTask, args: []string{"-y"}, terminal: true, stdin: "n\n", wantName: "web", wantOut: "is up"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeCoordinator(t)
+			path := writeTask(t, tt.task)
+			out, errOut, err := runServe(t, f, tt.terminal, tt.stdin, append([]string{"up", path}, tt.args...)...)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
+				}
+			} else if err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if !strings.Contains(out, tt.wantOut) {
+				t.Errorf("stdout %q, want %q in it", out, tt.wantOut)
+			}
+			if !strings.Contains(errOut, tt.wantInErr) {
+				t.Errorf("stderr %q, want %q in it", errOut, tt.wantInErr)
+			}
+			reqs := f.seen()
+			if tt.wantName == "" {
+				if len(reqs) != 0 {
+					t.Fatalf("coordinator was contacted: %v", reqs)
+				}
+				return
+			}
+			if len(reqs) != 1 || reqs[0] != "POST /v1/services" {
+				t.Fatalf("requests %v, want one POST /v1/services", reqs)
+			}
+			var up protocol.UpRequest
+			if err := json.Unmarshal(f.body(0), &up); err != nil {
+				t.Fatal(err)
+			}
+			want := protocol.UpRequest{Name: tt.wantName, YAML: tt.task, Filename: path, BaseDir: cwd}
+			if up != want {
+				t.Errorf("UpRequest %+v, want %+v", up, want)
+			}
+			if !strings.Contains(errOut, "warning: server-side note") {
+				t.Errorf("stderr %q lacks the server's warning", errOut)
+			}
+		})
+	}
+}
+
+func TestServeUpdate(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		wantMode string
+		wantOut  string
+		wantErr  string
+	}{
+		{name: "blue green by default", wantMode: "blue_green",
+			wantOut: "Service \"web\" updating to version 2 (blue_green); traffic flips when 2 new replicas are READY\n"},
+		{name: "rolling", args: []string{"--mode", "rolling"}, wantMode: "rolling",
+			wantOut: "Service \"web\" updating to version 2 (rolling); old replicas are replaced one at a time"},
+		{name: "bad mode", args: []string{"--mode", "canary"}, wantErr: `--mode "canary": use blue_green or rolling`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeCoordinator(t)
+			path := writeTask(t, validTask)
+			out, _, err := runServe(t, f, false, "", append([]string{"update", "web", path}, tt.args...)...)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("error %v, want %q", err, tt.wantErr)
+				}
+				if reqs := f.seen(); len(reqs) != 0 {
+					t.Fatalf("coordinator was contacted: %v", reqs)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out, tt.wantOut) {
+				t.Errorf("stdout %q, want %q in it", out, tt.wantOut)
+			}
+			reqs := f.seen()
+			if len(reqs) != 1 || reqs[0] != "POST /v1/services/web/update" {
+				t.Fatalf("requests %v", reqs)
+			}
+			var u protocol.UpdateRequest
+			if err := json.Unmarshal(f.body(0), &u); err != nil {
+				t.Fatal(err)
+			}
+			if u.Mode != tt.wantMode || u.YAML != validTask || u.Filename != path {
+				t.Errorf("UpdateRequest %+v", u)
+			}
+		})
+	}
+}
+
+func TestServeUpdateInvalidTask(t *testing.T) {
+	f := newFakeCoordinator(t)
+	path := writeTask(t, invalidTask)
+	_, _, err := runServe(t, f, false, "", "update", "web", path)
+	if err == nil || !strings.HasPrefix(err.Error(), path+":") {
+		t.Fatalf("error %v, want one starting with %q", err, path+":")
+	}
+	if reqs := f.seen(); len(reqs) != 0 {
+		t.Fatalf("coordinator was contacted: %v", reqs)
+	}
+}
+
+func TestServeStatus(t *testing.T) {
+	f := newFakeCoordinator(t)
+	f.services = []protocol.ServiceStatusView{{Name: "web", Version: 1, Status: protocol.ServiceReady,
+		ReadyReplicas: 2, TotalReplicas: 2, Endpoint: "127.0.0.1:30001", UptimeSeconds: 41}}
+
+	out, errOut, err := runServe(t, f, false, "", "status", "web", "api", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errOut != "warning: service \"api\" not found\n" {
+		t.Errorf("stderr %q, want a warning about api", errOut)
+	}
+	var st protocol.StatusResponse
+	dec := json.NewDecoder(strings.NewReader(out))
+	if err := dec.Decode(&st); err != nil {
+		t.Fatalf("--json output %q: %v", out, err)
+	}
+	if dec.More() {
+		t.Errorf("--json printed more than one object: %q", out)
+	}
+	if len(st.Services) != 1 || st.Services[0].Name != "web" || st.Replicas == nil {
+		t.Errorf("--json status %+v", st)
+	}
+	if !strings.Contains(out, `"replicas": []`) {
+		t.Errorf("--json should print an empty replicas list, not null: %q", out)
+	}
+
+	out, _, err = runServe(t, f, false, "", "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, "Services\nNAME  VERSION  UPTIME  STATUS  REPLICAS  ENDPOINT\nweb   1        41s     READY   2/2       127.0.0.1:30001\n") {
+		t.Errorf("status table:\n%s", out)
+	}
+	want := []string{"GET /v1/status?service=web&service=api", "GET /v1/status"}
+	if got := f.seen(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("requests %v, want %v", got, want)
+	}
+}
+
+func TestServeDown(t *testing.T) {
+	tests := []struct {
+		name      string
+		args      []string
+		services  []string
+		missing   string
+		goneAfter int
+		wantReqs  []string
+		wantOut   string
+		wantErr   string
+	}{
+		{name: "one", args: []string{"web"},
+			wantReqs: []string{"DELETE /v1/services/web"},
+			wantOut:  "Service \"web\" is shutting down.\n"},
+		{name: "all", args: []string{"--all"}, services: []string{"a", "b"},
+			wantReqs: []string{"GET /v1/status", "DELETE /v1/services/a", "DELETE /v1/services/b"},
+			wantOut:  "Service \"a\" is shutting down.\nService \"b\" is shutting down.\n"},
+		{name: "all with none", args: []string{"-a"},
+			wantReqs: []string{"GET /v1/status"}, wantOut: "No existing services.\n"},
+		{name: "not found", args: []string{"ghost"}, missing: "ghost",
+			wantReqs: []string{"DELETE /v1/services/ghost"}, wantErr: `service "ghost" does not exist`},
+		{name: "one of two not found", args: []string{"ghost", "web"}, missing: "ghost",
+			wantReqs: []string{"DELETE /v1/services/ghost", "DELETE /v1/services/web"},
+			wantOut:  "Service \"web\" is shutting down.\n",
+			wantErr:  `ghost: service "ghost" does not exist`},
+		{name: "wait", args: []string{"web", "--wait"}, services: []string{"web"}, goneAfter: 2,
+			wantReqs: []string{"DELETE /v1/services/web", "GET /v1/status", "GET /v1/status", "GET /v1/status"},
+			wantOut:  "Service \"web\" is shutting down.\nService \"web\" is down.\n"},
+		{name: "names and all", args: []string{"web", "--all"}, wantErr: "name services or pass --all, not both"},
+		{name: "nothing named", wantErr: "name the services to shut down, or pass --all"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeCoordinator(t)
+			for _, s := range tt.services {
+				f.services = append(f.services, protocol.ServiceStatusView{Name: s})
+			}
+			f.goneAfter = tt.goneAfter
+			if tt.missing != "" {
+				f.downErr[tt.missing] = protocol.APIError{Code: protocol.CodeNotFound,
+					Message: fmt.Sprintf("service %q does not exist", tt.missing)}
+			}
+			out, _, err := runServe(t, f, false, "", append([]string{"down"}, tt.args...)...)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("error %v, want %q", err, tt.wantErr)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if out != tt.wantOut {
+				t.Errorf("stdout %q, want %q", out, tt.wantOut)
+			}
+			if got := f.seen(); strings.Join(got, ",") != strings.Join(tt.wantReqs, ",") {
+				t.Errorf("requests %v, want %v", got, tt.wantReqs)
+			}
+		})
+	}
+}
+
+func TestServeLogs(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantReq string
+		wantErr string
+	}{
+		{name: "follows by default", args: []string{"web", "3"}, wantReq: "GET /v1/services/web/replicas/3/logs?follow=1"},
+		{name: "-f", args: []string{"web", "3", "-f"}, wantReq: "GET /v1/services/web/replicas/3/logs?follow=1"},
+		{name: "no follow", args: []string{"web", "3", "--no-follow"}, wantReq: "GET /v1/services/web/replicas/3/logs?follow=0"},
+		{name: "bad id", args: []string{"web", "x"}, wantErr: `replica id "x": want a positive number`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeCoordinator(t)
+			out, _, err := runServe(t, f, false, "", append([]string{"logs"}, tt.args...)...)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want %q in it", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out != "log for /v1/services/web/replicas/3/logs\n" {
+				t.Errorf("stdout %q", out)
+			}
+			if got := f.seen(); len(got) != 1 || got[0] != tt.wantReq {
+				t.Errorf("requests %v, want [%s]", got, tt.wantReq)
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,375 @@
+// Package e2e runs baton as users do: separate coordinator, agent and LB
+// processes built from cmd/baton, driven with the `baton serve` CLI, with
+// real replica processes and real load through the LB.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/internal/testutil"
+	"github.com/baton-dev/baton/protocol"
+)
+
+// batonBin is the binary under test, built once in TestMain.
+var batonBin string
+
+// repoRoot is the repository root (the CLI runs there so example task
+// files resolve their relative workdir as users' do).
+var repoRoot string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "baton-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	_, file, _, _ := runtime.Caller(0)
+	repoRoot = filepath.Dir(filepath.Dir(file))
+	batonBin = filepath.Join(dir, "baton")
+	build := exec.Command("go", "build", "-o", batonBin, "./cmd/baton")
+	build.Dir = repoRoot
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build baton:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is one baton daemon started by a test.
+type proc struct {
+	name    string
+	args    []string
+	logPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+}
+
+// cluster is a coordinator, agents and an LB, each its own process.
+type cluster struct {
+	t        *testing.T
+	dir      string
+	apiAddr  string
+	raftAddr string
+	natsURL  string
+	natsPort int
+	lbHost   string
+	lbPort   int // first LB port
+	mu       sync.Mutex
+	procs    map[string]*proc
+}
+
+// agentOpts describes one agent of a test cluster.
+type agentOpts struct {
+	cpus         float64
+	accelerators string
+}
+
+// newCluster starts a coordinator, the given agents (each on its own
+// loopback address, 127.0.0.11 and up) and one LB on lbHost.
+func newCluster(t *testing.T, agents ...agentOpts) *cluster {
+	t.Helper()
+	c := &cluster{
+		t:      t,
+		dir:    t.TempDir(),
+		lbHost: "127.0.0.21",
+		procs:  map[string]*proc{},
+	}
+	c.apiAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
+	c.raftAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
+	c.natsPort = testutil.FreePort(t, "127.0.0.1")
+	c.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort)
+	// A first LB port unlikely to collide with a demo on this machine.
+	c.lbPort = 40000 + testutil.FreePort(t, c.lbHost)%20000
+	t.Cleanup(c.stopAll)
+	c.startCoordinator()
+	for i, a := range agents {
+		c.startAgent(fmt.Sprintf("agent-%d", i+1), fmt.Sprintf("127.0.0.%d", 11+i), a)
+	}
+	c.start("lb", "lb", "--dev", "--nats-url", c.natsURL, "--bind-host", c.lbHost,
+		"--admin-addr", c.lbHost+":0", "--id", "lb-1")
+	c.waitAgents(len(agents))
+	return c
+}
+
+func (c *cluster) startCoordinator() {
+	c.start("coordinator", "coordinator", "--dev", "--data-dir", filepath.Join(c.dir, "coordinator"),
+		"--http-addr", c.apiAddr, "--raft-addr", c.raftAddr, "--nats-port", strconv.Itoa(c.natsPort),
+		"--lb-host", c.lbHost, "--first-lb-port", strconv.Itoa(c.lbPort))
+	testutil.WaitFor(c.t, 20*time.Second, func() error {
+		resp, err := http.Get("http://" + c.apiAddr + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("healthz %d", resp.StatusCode)
+		}
+		return nil
+	})
+}
+
+func (c *cluster) startAgent(id, host string, a agentOpts) {
+	args := []string{"agent", "--dev", "--id", id, "--nats-url", c.natsURL, "--host", host,
+		"--http-addr", host + ":0", "--data-dir", filepath.Join(c.dir, id),
+		"--cpus", strconv.FormatFloat(a.cpus, 'f', -1, 64), "--memory", "8", "--region", "local",
+		"--probe-interval", "250ms", "--stop-grace", "3s"}
+	if a.accelerators != "" {
+		args = append(args, "--accelerators", a.accelerators)
+	}
+	c.start(id, args...)
+}
+
+// start runs `baton args...` in its own process group, logging to a file.
+func (c *cluster) start(name string, args ...string) *proc {
+	c.t.Helper()
+	p := &proc{name: name, args: args, logPath: filepath.Join(c.dir, name+".log"), done: make(chan struct{})}
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	p.cmd = exec.Command(batonBin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		c.t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	c.mu.Lock()
+	c.procs[name] = p
+	c.mu.Unlock()
+	return p
+}
+
+// kill9 kills a daemon's whole process group with SIGKILL.
+func (c *cluster) kill9(name string) {
+	c.mu.Lock()
+	p := c.procs[name]
+	c.mu.Unlock()
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// stopAll stops every daemon (SIGTERM, then SIGKILL) and, if the test
+// failed, prints their logs.
+func (c *cluster) stopAll() {
+	c.mu.Lock()
+	procs := make([]*proc, 0, len(c.procs))
+	for _, p := range c.procs {
+		procs = append(procs, p)
+	}
+	c.mu.Unlock()
+	// Agents first, so their replicas stop while NATS is still up.
+	for _, p := range procs {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, p := range procs {
+		select {
+		case <-p.done:
+		case <-time.After(15 * time.Second):
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+	}
+	if c.t.Failed() {
+		for _, p := range procs {
+			buf, _ := os.ReadFile(p.logPath)
+			lines := strings.Split(string(buf), "\n")
+			if len(lines) > 80 {
+				lines = lines[len(lines)-80:]
+			}
+			c.t.Logf("---- %s log (last lines) ----\n%s", p.name, strings.Join(lines, "\n"))
+		}
+	}
+}
+
+// cli runs `baton args...` against the cluster from the repository root.
+func (c *cluster) cli(args ...string) (stdout, stderr string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, batonBin, args...)
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "BATON_ADDR=http://"+c.apiAddr)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+// mustCLI runs the CLI and fails the test on a non-zero exit.
+func (c *cluster) mustCLI(args ...string) string {
+	c.t.Helper()
+	out, errOut, err := c.cli(args...)
+	if err != nil {
+		c.t.Fatalf("baton %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, errOut)
+	}
+	return out
+}
+
+// status runs `baton serve status --json`.
+func (c *cluster) status(names ...string) protocol.StatusResponse {
+	c.t.Helper()
+	out := c.mustCLI(append([]string{"serve", "status", "--json"}, names...)...)
+	var st protocol.StatusResponse
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		c.t.Fatalf("status --json is not JSON: %v\n%s", err, out)
+	}
+	return st
+}
+
+// statusAPI reads status straight from the API (faster than the CLI, for
+// tight polling loops).
+func (c *cluster) statusAPI() (protocol.StatusResponse, error) {
+	var st protocol.StatusResponse
+	resp, err := http.Get("http://" + c.apiAddr + "/v1/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return st, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+func (c *cluster) waitAgents(n int) {
+	c.t.Helper()
+	testutil.WaitFor(c.t, 20*time.Second, func() error {
+		resp, err := http.Get("http://" + c.apiAddr + "/v1/agents")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var agents []protocol.Agent
+		if err := json.NewDecoder(resp.Body).Decode(&agents); err != nil {
+			return err
+		}
+		alive := 0
+		for _, a := range agents {
+			if a.Alive {
+				alive++
+			}
+		}
+		if alive != n {
+			return fmt.Errorf("%d of %d agents registered", alive, n)
+		}
+		return nil
+	})
+}
+
+// service returns one service's row, or nil.
+func service(st protocol.StatusResponse, name string) *protocol.ServiceStatusView {
+	for i := range st.Services {
+		if st.Services[i].Name == name {
+			return &st.Services[i]
+		}
+	}
+	return nil
+}
+
+// replicas returns a service's replicas keyed by id.
+func replicas(st protocol.StatusResponse, name string) map[int]protocol.ReplicaStatusView {
+	out := map[int]protocol.ReplicaStatusView{}
+	for _, r := range st.Replicas {
+		if r.ServiceName == name {
+			out[r.ID] = r
+		}
+	}
+	return out
+}
+
+// waitReady waits until the service has want READY replicas of version
+// and returns the status then.
+func (c *cluster) waitReady(name string, version, want int, timeout time.Duration) protocol.StatusResponse {
+	c.t.Helper()
+	var st protocol.StatusResponse
+	testutil.WaitFor(c.t, timeout, func() error {
+		var err error
+		if st, err = c.statusAPI(); err != nil {
+			return err
+		}
+		n := 0
+		for _, r := range replicas(st, name) {
+			if r.Version == version && r.Status == protocol.ReplicaReady {
+				n++
+			}
+		}
+		if n < want {
+			return fmt.Errorf("%d/%d replicas of version %d READY: %+v", n, want, version, st.Replicas)
+		}
+		return nil
+	})
+	return st
+}
+
+// replicaProcesses lists the PIDs of processes whose environment says they
+// belong to the service (BATON_SERVICE=name), read from /proc: the OS's
+// view, not baton's.
+func replicaProcesses(t *testing.T, service string) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []byte("BATON_SERVICE=" + service + "\x00")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		if bytes.Contains(env, want) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// replicaPID finds the main process of one replica from /proc.
+func replicaPIDs(t *testing.T, service string, id int) []int {
+	t.Helper()
+	want := []byte("BATON_REPLICA_ID=" + strconv.Itoa(id) + "\x00")
+	var out []int
+	for _, pid := range replicaProcesses(t, service) {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err == nil && bytes.Contains(env, want) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// portClosed reports whether nothing accepts connections on addr.
+func portClosed(addr string) bool {
+	conn, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
+	if err != nil {
+		return true
+	}
+	conn.Close()
+	return false
+}

@@ -104,16 +104,16 @@ func smaller(a, b *protocol.Agent) bool {
 	return a.ID < b.ID
 }
 
-// fit checks one agent against the request. `cpus: 4` needs an agent with
-// exactly 4 CPUs, `cpus: 4+` one with at least 4 (as SkyPilot matches
-// instance types); either way the replica reserves 4 and the agent must
-// have 4 free. Memory works the same way.
+// fit checks one agent against the request. A replica reserves what it
+// asks for on one agent: `cpus: 4` reserves exactly 4, and so does `4+`
+// (at least 4: the replica may use more when the machine is idle); either
+// way the agent must have 4 free. Memory works the same way.
 func (p *placer) fit(a *protocol.Agent, res protocol.Resources, opt protocol.AcceleratorOption) (candidate, bool) {
 	u := p.used[a.ID]
-	if !quantityFits(res.CPUs, a.Capacity.CPUs, a.Capacity.CPUs-u.cpus) {
+	if !quantityFits(res.CPUs, a.Capacity.CPUs-u.cpus) {
 		return candidate{}, false
 	}
-	if !quantityFits(res.Memory, a.Capacity.MemoryGB, a.Capacity.MemoryGB-u.memory) {
+	if !quantityFits(res.Memory, a.Capacity.MemoryGB-u.memory) {
 		return candidate{}, false
 	}
 	alloc := protocol.Allocation{CPUs: res.CPUs.Value, MemoryGB: res.Memory.Value}
@@ -133,14 +133,8 @@ func (p *placer) fit(a *protocol.Agent, res protocol.Resources, opt protocol.Acc
 	return candidate{agent: a, alloc: alloc}, true
 }
 
-func quantityFits(q protocol.Quantity, total, free float64) bool {
-	if !q.IsSet() {
-		return true
-	}
-	if !q.AtLeast && total != q.Value {
-		return false
-	}
-	return total >= q.Value && free >= q.Value-1e-9
+func quantityFits(q protocol.Quantity, free float64) bool {
+	return !q.IsSet() || free >= q.Value-1e-9
 }
 
 // gpuMatches compares a requested accelerator name (A100) with a device

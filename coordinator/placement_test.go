@@ -36,7 +36,7 @@ func TestPlacement(t *testing.T) {
 	}{
 		{name: "2+ fills the small agents first", agents: seedFleet, res: []protocol.Resources{cpus(2, true), cpus(2, true)}, want: []string{"agent-1", "agent-2"}},
 		{name: "4+ skips small agents and prefers no-GPU ones", agents: seedFleet, res: []protocol.Resources{cpus(4, true), cpus(4, true), cpus(4, true)}, want: []string{"agent-3", "agent-4", "agent-5"}},
-		{name: "exact 4 needs a 4-cpu agent", agents: []*protocol.Agent{agentWith("big", 8), agentWith("four", 4)}, res: []protocol.Resources{cpus(4, false), cpus(4, false)}, want: []string{"four", ""}, reasonHas: "cpus 4"},
+		{name: "exact 4 reserves 4 on the smallest agent with 4 free", agents: []*protocol.Agent{agentWith("big", 8), agentWith("four", 4)}, res: []protocol.Resources{cpus(4, false), cpus(4, false), cpus(4, false), cpus(4, false)}, want: []string{"four", "big", "big", ""}, reasonHas: "no agent fits cpus 4 ("},
 		{name: "2+ packs onto one bigger agent", agents: []*protocol.Agent{agentWith("big", 8)}, res: []protocol.Resources{cpus(2, true), cpus(2, true), cpus(2, true), cpus(2, true), cpus(2, true)}, want: []string{"big", "big", "big", "big", ""}},
 		{name: "too large stays pending with reason", agents: seedFleet, res: []protocol.Resources{cpus(64, true)}, want: []string{""}, reasonHas: "no agent fits cpus 64+"},
 		{name: "accelerator by short name", agents: seedFleet, res: []protocol.Resources{acc(false, protocol.AcceleratorOption{Name: "A100", Count: 1}), acc(false, protocol.AcceleratorOption{Name: "a100", Count: 1})}, want: []string{"agent-5", ""}, reasonHas: "accelerators a100:1", gpuPerRepl: 1},

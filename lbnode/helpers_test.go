@@ -1,0 +1,192 @@
+package lbnode
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/baton-dev/baton/internal/testutil"
+	"github.com/baton-dev/baton/protocol"
+)
+
+// testConfig is a config for a node on 127.0.0.1 with fast syncs.
+func testConfig(t testing.TB, natsURL string) Config {
+	t.Helper()
+	cfg := DevConfig()
+	cfg.ID = "lb-test"
+	cfg.NATSURL = natsURL
+	cfg.BindHost = "127.0.0.1"
+	cfg.AdminAddr = "127.0.0.1:0"
+	cfg.SyncInterval = 200 * time.Millisecond
+	cfg.SyncTimeout = 500 * time.Millisecond
+	cfg.DialTimeout = 500 * time.Millisecond
+	cfg.ShutdownTimeout = 2 * time.Second
+	cfg.Registry = prometheus.NewRegistry()
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return cfg
+}
+
+// startNode runs a node until the test ends and checks that Run returns
+// cleanly.
+func startNode(t testing.TB, cfg Config) *Node {
+	t.Helper()
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatalf("new node: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("run did not return within 10s of cancel")
+		}
+	})
+	return n
+}
+
+func connectNATS(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatalf("connect nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func publishTable(t testing.TB, nc *nats.Conn, table protocol.RouteTable) {
+	t.Helper()
+	data, err := json.Marshal(table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish(protocol.RoutesSubject(table.Service), data); err != nil {
+		t.Fatalf("publish table: %v", err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+}
+
+// pushTable publishes table until the node serves its epoch (a push sent
+// before the node subscribed is lost, as in production, where the sync
+// repairs it).
+func pushTable(t testing.TB, n *Node, nc *nats.Conn, table protocol.RouteTable) {
+	t.Helper()
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		publishTable(t, nc, table)
+		return tableEpochIs(n, table.Service, table.Epoch)
+	})
+}
+
+func tableEpochIs(n *Node, service string, epoch uint64) error {
+	got := n.Table(service)
+	if got == nil {
+		return fmt.Errorf("no table for %q yet (want epoch %d)", service, epoch)
+	}
+	if got.Epoch != epoch {
+		return fmt.Errorf("table for %q has epoch %d, want %d", service, got.Epoch, epoch)
+	}
+	return nil
+}
+
+// waitListening waits for the service's port and returns its base URL.
+func waitListening(t testing.TB, n *Node, service string) string {
+	t.Helper()
+	var addr string
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		addr = n.ServiceAddr(service)
+		if addr == "" {
+			return fmt.Errorf("service %q not listening", service)
+		}
+		return nil
+	})
+	return "http://" + addr
+}
+
+// replicaServer is a backend that answers "replica <id>" and echoes the
+// request body, method and X-Forwarded-For in headers.
+func replicaServer(t testing.TB, id int) *httptest.Server {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("X-Test-Method", r.Method)
+		w.Header().Set("X-Test-Forwarded-For", r.Header.Get("X-Forwarded-For"))
+		w.Header().Set("X-Test-Backend", strconv.Itoa(id))
+		if len(body) > 0 {
+			_, _ = w.Write(body)
+			return
+		}
+		fmt.Fprintf(w, "replica %d", id)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func hostPort(s *httptest.Server) string { return s.Listener.Addr().String() }
+
+// closedAddr is a loopback address nothing listens on.
+func closedAddr(t testing.TB) string {
+	t.Helper()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t, "127.0.0.1")))
+}
+
+func table(service string, epoch uint64, port int, policy string, eps ...protocol.Endpoint) protocol.RouteTable {
+	versions := map[int]bool{}
+	var active []int
+	for _, e := range eps {
+		if !versions[e.Version] {
+			versions[e.Version] = true
+			active = append(active, e.Version)
+		}
+	}
+	return protocol.RouteTable{Service: service, Epoch: epoch, Port: port, Policy: policy, ActiveVersions: active, Endpoints: eps}
+}
+
+func ep(replicaID, version int, addr string) protocol.Endpoint {
+	return protocol.Endpoint{ReplicaID: replicaID, Version: version, Address: addr}
+}
+
+func newClient() *http.Client {
+	return &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true},
+	}
+}
+
+// get does a GET and returns the status, the body and the serving replica.
+func get(t testing.TB, c *http.Client, url string) (int, string, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read body: %v", url, err)
+	}
+	return resp.StatusCode, string(body), resp.Header.Get(protocol.HeaderReplica)
+}

@@ -1,0 +1,413 @@
+// Package lbnode is baton's stateless load balancer node (`baton lb`).
+//
+// A Node learns route tables from the control plane over NATS, listens on
+// each service's port and proxies every request to a READY replica of the
+// service's active version(s). Tables arrive pushed on
+// protocol.SubjectRoutesAll and pulled with a sync request
+// (protocol.SubjectRoutesSync) at start, on every reconnect and every
+// SyncInterval; a table is applied only when its epoch is newer than the one
+// held for its service, and replaces the service's routing state with one
+// atomic pointer store. With the control plane down the node keeps serving
+// the last tables it has. After each change, and with every periodic sync,
+// the node acknowledges the epochs it serves (protocol.LBAck) and publishes
+// request statistics (Stats).
+//
+// The node never imports the coordinator, the agent, Raft or NVML.
+package lbnode
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/baton-dev/baton/protocol"
+)
+
+// Node is one LB. Create it with New, then call Run once. Its methods are
+// safe for concurrent use.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	metrics   *metrics
+	gatherer  prometheus.Gatherer
+	transport *http.Transport
+	adminLn   net.Listener
+	started   atomic.Bool
+	syncNow   chan struct{}
+	// syncFailing is true while sync requests go unanswered; used only by
+	// Run's goroutine.
+	syncFailing bool
+
+	// mu guards services, deleted, closed and the fields of each service
+	// marked "guarded by Node.mu". Requests never take it.
+	mu       sync.Mutex
+	services map[string]*service
+	deleted  map[string]uint64 // service -> epoch of the table that deleted it
+	closed   bool
+
+	// wg counts the service listeners' Serve goroutines and their
+	// shutdowns; Run waits for it before returning.
+	wg sync.WaitGroup
+}
+
+// New checks cfg, fills its defaults, registers the metrics and binds the
+// admin listener (so AdminAddr is known at once). It connects to nothing
+// else: Run does. Call Run to serve and eventually release the admin port.
+func New(cfg Config) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("lb config: %w", err)
+	}
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("register lb metrics: %w", err)
+	}
+	gatherer, ok := cfg.Registry.(prometheus.Gatherer)
+	if !ok {
+		gatherer = prometheus.DefaultGatherer
+	}
+	ln, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		return nil, fmt.Errorf("lb admin listener on %s: %w (is another baton lb running? set another admin address)", cfg.AdminAddr, err)
+	}
+	return &Node{
+		cfg:       cfg,
+		log:       cfg.Logger.With("lb_id", cfg.ID),
+		metrics:   m,
+		gatherer:  gatherer,
+		transport: newTransport(cfg.DialTimeout),
+		adminLn:   ln,
+		syncNow:   make(chan struct{}, 1),
+		services:  make(map[string]*service),
+		deleted:   make(map[string]uint64),
+	}, nil
+}
+
+// ID is the node's id as used in acks and stats.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// AdminAddr is the address /metrics, /healthz and /v1/routes are served on
+// (the bound one, so a ":0" port is resolved).
+func (n *Node) AdminAddr() string { return n.adminLn.Addr().String() }
+
+// Table returns the route table the node currently serves for service, or
+// nil if it serves none (never seen, or deleted). The result is shared: do
+// not modify it.
+func (n *Node) Table(service string) *protocol.RouteTable {
+	n.mu.Lock()
+	s := n.services[service]
+	n.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	return s.route.Load().table
+}
+
+// ServiceAddr returns the address the service's port is listening on, or ""
+// when it is not listening (unknown service, or its port could not be bound).
+func (n *Node) ServiceAddr(service string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if s := n.services[service]; s != nil && s.lis != nil {
+		return s.lis.ln.Addr().String()
+	}
+	return ""
+}
+
+// Run connects to NATS, serves the admin endpoints and every service port,
+// and keeps the routes in sync until ctx is done. It then closes every
+// listener, lets requests in flight finish (up to ShutdownTimeout) and
+// returns nil. NATS being unreachable is not an error: the node keeps
+// retrying and serving the tables it has. Run may be called once.
+func (n *Node) Run(ctx context.Context) error {
+	if !n.started.CompareAndSwap(false, true) {
+		return errors.New("lbnode: Run called twice")
+	}
+	admin := &http.Server{
+		Handler:           n.adminHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+	}
+	adminErr := make(chan error, 1)
+	go func() { adminErr <- admin.Serve(n.adminLn) }()
+	defer func() {
+		_ = admin.Close()
+		<-adminErr
+	}()
+
+	nc, err := nats.Connect(n.cfg.NATSURL,
+		nats.Name("baton-lb "+n.cfg.ID),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.ConnectHandler(func(*nats.Conn) {
+			n.log.Info("connected to nats", "url", n.cfg.NATSURL)
+			n.triggerSync()
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			n.log.Info("reconnected to nats", "url", c.ConnectedUrl())
+			n.triggerSync()
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				n.log.Warn("disconnected from nats; serving last route tables", "error", err)
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			n.log.Warn("nats error", "error", err)
+		}),
+	)
+	if err != nil {
+		n.shutdown()
+		return fmt.Errorf("connect to nats at %s: %w", n.cfg.NATSURL, err)
+	}
+	if _, err := nc.Subscribe(protocol.SubjectRoutesAll, func(m *nats.Msg) { n.onTable(nc, m) }); err != nil {
+		nc.Close()
+		n.shutdown()
+		return fmt.Errorf("subscribe to %s: %w", protocol.SubjectRoutesAll, err)
+	}
+	n.log.Info("lb started", "nats_url", n.cfg.NATSURL, "bind_host", n.cfg.BindHost, "admin_addr", n.AdminAddr())
+
+	ticker := time.NewTicker(n.cfg.SyncInterval)
+	defer ticker.Stop()
+	n.triggerSync()
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-adminErr:
+			runErr = fmt.Errorf("lb admin server: %w", err)
+			adminErr <- err // for the deferred wait
+			break loop
+		case <-n.syncNow:
+			n.sync(ctx, nc)
+		case <-ticker.C:
+			n.sync(ctx, nc)
+			n.publishStats(nc)
+		}
+	}
+	nc.Close()
+	n.shutdown()
+	n.log.Info("lb stopped")
+	return runErr
+}
+
+// triggerSync asks Run's loop for a sync soon; it never blocks.
+func (n *Node) triggerSync() {
+	select {
+	case n.syncNow <- struct{}{}:
+	default:
+	}
+}
+
+// shutdown closes every service port and waits for requests in flight to
+// finish (each listener bounded by ShutdownTimeout).
+func (n *Node) shutdown() {
+	n.mu.Lock()
+	n.closed = true
+	for _, s := range n.services {
+		if s.lis != nil {
+			s.lis.stop(&n.wg, n.cfg.ShutdownTimeout)
+			s.lis = nil
+		}
+	}
+	n.mu.Unlock()
+	n.wg.Wait()
+	n.transport.CloseIdleConnections()
+}
+
+// onTable handles a table pushed on baton.routes.<service>.
+func (n *Node) onTable(nc *nats.Conn, m *nats.Msg) {
+	if m.Subject == protocol.SubjectRoutesSync {
+		return // another LB's sync request
+	}
+	var t protocol.RouteTable
+	if err := json.Unmarshal(m.Data, &t); err != nil {
+		n.log.Warn("undecodable route table ignored", "subject", m.Subject, "error", err)
+		return
+	}
+	name := strings.TrimPrefix(m.Subject, protocol.SubjectRoutesPrefix)
+	if t.Service == "" {
+		t.Service = name
+	}
+	if t.Service != name {
+		n.log.Warn("route table for another service ignored", "subject", m.Subject, "service", t.Service)
+		return
+	}
+	if n.applyTables([]protocol.RouteTable{t}) {
+		n.publishAck(nc)
+	}
+}
+
+// sync pulls every table from the leader, applies the newer ones and acks.
+// Without an answer the node keeps its tables and tries again later.
+func (n *Node) sync(ctx context.Context, nc *nats.Conn) {
+	rctx, cancel := context.WithTimeout(ctx, n.cfg.SyncTimeout)
+	defer cancel()
+	msg, err := nc.RequestWithContext(rctx, protocol.SubjectRoutesSync, nil)
+	switch {
+	case err == nil:
+		var rs protocol.RouteSync
+		if err := json.Unmarshal(msg.Data, &rs); err != nil {
+			n.metrics.syncFailures.Inc()
+			n.log.Warn("undecodable route sync reply ignored", "error", err)
+			break
+		}
+		if n.syncFailing {
+			n.log.Info("route sync answered again", "tables", len(rs.Tables))
+			n.syncFailing = false
+		}
+		n.applyTables(rs.Tables)
+		n.pruneAbsent(rs.Tables)
+	case ctx.Err() != nil:
+		return
+	default:
+		n.metrics.syncFailures.Inc()
+		// Warn once per outage, not on every interval.
+		if n.syncFailing {
+			n.log.Debug("route sync failed; keeping current tables", "error", err)
+		} else {
+			n.log.Warn("route sync failed; keeping current tables and retrying every sync interval",
+				"error", err, "sync_interval", n.cfg.SyncInterval)
+		}
+		n.syncFailing = true
+		n.mu.Lock()
+		if !n.closed {
+			n.bindMissingLocked()
+		}
+		n.mu.Unlock()
+	}
+	n.publishAck(nc)
+}
+
+// ackLocked is the epoch held for every service, deleted ones included (so
+// the leader learns that a deletion was applied). n.mu must be held.
+func (n *Node) ackLocked() protocol.LBAck {
+	ack := protocol.LBAck{LBID: n.cfg.ID, Epochs: make(map[string]uint64, len(n.services)+len(n.deleted))}
+	for name, epoch := range n.deleted {
+		ack.Epochs[name] = epoch
+	}
+	for name, s := range n.services {
+		ack.Epochs[name] = s.route.Load().table.Epoch
+	}
+	return ack
+}
+
+func (n *Node) publishAck(nc *nats.Conn) {
+	n.mu.Lock()
+	ack := n.ackLocked()
+	n.mu.Unlock()
+	n.publishJSON(nc, protocol.SubjectLBAck, ack)
+}
+
+// Stats is what an LB publishes on protocol.SubjectLBStats every
+// SyncInterval: its request counts per service, for autoscaling and LB
+// liveness.
+type Stats struct {
+	LBID     string                  `json:"lb_id"`
+	Services map[string]ServiceStats `json:"services"`
+}
+
+// ServiceStats counts one service's requests at one LB.
+type ServiceStats struct {
+	// Epoch is the route table epoch served.
+	Epoch uint64 `json:"epoch"`
+	// RequestsTotal counts requests since the LB started serving the
+	// service (a counter: the leader derives rates from successive values).
+	RequestsTotal uint64 `json:"requests_total"`
+	// InFlight is the number of requests being proxied now.
+	InFlight int64 `json:"in_flight"`
+}
+
+// Stats returns the node's current request statistics.
+func (n *Node) Stats() Stats {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := Stats{LBID: n.cfg.ID, Services: make(map[string]ServiceStats, len(n.services))}
+	for name, s := range n.services {
+		st.Services[name] = ServiceStats{
+			Epoch:         s.route.Load().table.Epoch,
+			RequestsTotal: s.requests.Load(),
+			InFlight:      s.inFlight.Load(),
+		}
+	}
+	return st
+}
+
+func (n *Node) publishStats(nc *nats.Conn) {
+	n.publishJSON(nc, protocol.SubjectLBStats, n.Stats())
+}
+
+func (n *Node) publishJSON(nc *nats.Conn, subject string, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		n.log.Error("encode message", "subject", subject, "error", err)
+		return
+	}
+	if err := nc.Publish(subject, data); err != nil {
+		n.log.Debug("publish failed", "subject", subject, "error", err)
+	}
+}
+
+// RoutesDump is the body of GET /v1/routes.
+type RoutesDump struct {
+	LBID string `json:"lb_id"`
+	// Tables are the tables served, sorted by service.
+	Tables []protocol.RouteTable `json:"tables"`
+	// Listening maps each service to the address its port is bound on; a
+	// service missing here could not bind its port (see the logs).
+	Listening map[string]string `json:"listening"`
+	// Deleted maps deleted services to the epoch that deleted them.
+	Deleted map[string]uint64 `json:"deleted,omitempty"`
+}
+
+func (n *Node) dump() RoutesDump {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := RoutesDump{LBID: n.cfg.ID, Tables: []protocol.RouteTable{}, Listening: map[string]string{}}
+	for name, s := range n.services {
+		d.Tables = append(d.Tables, *s.route.Load().table)
+		if s.lis != nil {
+			d.Listening[name] = s.lis.ln.Addr().String()
+		}
+	}
+	if len(n.deleted) > 0 {
+		d.Deleted = make(map[string]uint64, len(n.deleted))
+		for name, e := range n.deleted {
+			d.Deleted[name] = e
+		}
+	}
+	slices.SortFunc(d.Tables, func(a, b protocol.RouteTable) int { return strings.Compare(a.Service, b.Service) })
+	return d
+}
+
+func (n *Node) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /v1/routes", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(n.dump())
+	})
+	return mux
+}

@@ -1,0 +1,326 @@
+package lbnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/baton-dev/baton/protocol"
+)
+
+// route is one immutable routing state of a service: built from a route
+// table when it is applied, then published with a single atomic store.
+// Requests load it once and use that snapshot to the end, so a request in
+// flight during a swap finishes on the replica it started on.
+type route struct {
+	table     *protocol.RouteTable
+	endpoints []*endpoint
+	selector  selector
+	// unavailable is the 503 body sent when endpoints is empty.
+	unavailable string
+}
+
+// endpoint is a replica as one route table names it.
+type endpoint struct {
+	ep      protocol.Endpoint
+	backend *backend
+	// version is the metrics label; versionHdr and replicaHdr are the
+	// response header values, shared read-only by every response.
+	version    string
+	versionHdr []string
+	replicaHdr []string
+}
+
+// backend is the per-address state that outlives table swaps: the number of
+// requests in flight to the replica at addr, read by least_load.
+type backend struct {
+	addr     string
+	inFlight atomic.Int64
+}
+
+// service is one routed service: its current route (read lock-free by every
+// request), its proxy and its listener.
+type service struct {
+	name  string
+	node  *Node
+	route atomic.Pointer[route]
+	proxy *httputil.ReverseProxy
+
+	// Request statistics, published on SubjectLBStats.
+	requests atomic.Uint64
+	inFlight atomic.Int64
+
+	// Metric children, resolved once.
+	inFlightGauge prometheus.Gauge
+	duration      prometheus.Observer
+
+	// Guarded by Node.mu.
+	backends map[string]*backend
+	selector selector
+	lis      *listener
+	bindErr  error
+}
+
+// listener is a service port being served.
+type listener struct {
+	srv      *http.Server
+	ln       net.Listener
+	stopping atomic.Bool
+}
+
+// stop closes the port now and lets requests in flight finish within
+// timeout, in a goroutine counted by wg.
+func (l *listener) stop(wg *sync.WaitGroup, timeout time.Duration) {
+	l.stopping.Store(true)
+	_ = l.ln.Close()
+	wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if err := l.srv.Shutdown(ctx); err != nil {
+			_ = l.srv.Close()
+		}
+	})
+}
+
+// heldEpochLocked is the epoch held for name: its table's, or the epoch of
+// the table that deleted it, or 0. n.mu must be held.
+func (n *Node) heldEpochLocked(name string) uint64 {
+	if s := n.services[name]; s != nil {
+		return s.route.Load().table.Epoch
+	}
+	return n.deleted[name]
+}
+
+// applyTables applies every table newer than the one held for its service
+// and reports whether anything changed. It also retries binding the ports
+// of services that could not be bound before.
+func (n *Node) applyTables(tables []protocol.RouteTable) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	changed := false
+	for i := range tables {
+		t := &tables[i]
+		if t.Service == "" {
+			n.log.Warn("route table without service name ignored", "epoch", t.Epoch)
+			continue
+		}
+		held := n.heldEpochLocked(t.Service)
+		if t.Epoch <= held {
+			if t.Epoch < held {
+				n.log.Debug("stale route table ignored", "service", t.Service, "epoch", t.Epoch, "held_epoch", held)
+			}
+			continue
+		}
+		changed = true
+		n.metrics.routeUpdates.Inc()
+		if t.Deleted {
+			n.deleteServiceLocked(t)
+			continue
+		}
+		n.updateServiceLocked(t)
+	}
+	n.bindMissingLocked()
+	return changed
+}
+
+// pruneAbsent treats services held here but missing from a complete sync
+// reply as deleted, when that is safe: only a service whose epoch is older
+// than the newest epoch in the reply (so the reply's state is newer than
+// what we hold). A service created after the reply was computed has a higher
+// epoch and is kept. An empty reply prunes nothing.
+func (n *Node) pruneAbsent(tables []protocol.RouteTable) bool {
+	var maxEpoch uint64
+	present := make(map[string]bool, len(tables))
+	for _, t := range tables {
+		present[t.Service] = true
+		maxEpoch = max(maxEpoch, t.Epoch)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	changed := false
+	for name, s := range n.services {
+		if present[name] {
+			continue
+		}
+		epoch := s.route.Load().table.Epoch
+		if epoch >= maxEpoch {
+			continue
+		}
+		n.log.Info("service absent from route sync; removing", "service", name, "epoch", epoch, "sync_max_epoch", maxEpoch)
+		n.deleteServiceLocked(&protocol.RouteTable{Service: name, Epoch: epoch, Deleted: true})
+		changed = true
+	}
+	return changed
+}
+
+// updateServiceLocked publishes t as the service's route, creating the
+// service and its listener the first time. n.mu must be held.
+func (n *Node) updateServiceLocked(t *protocol.RouteTable) {
+	s := n.services[t.Service]
+	if s == nil {
+		s = n.newService(t.Service)
+		n.services[t.Service] = s
+		delete(n.deleted, t.Service)
+	}
+	if s.selector == nil || policyName(s.selector) != policyOrDefault(t.Policy) {
+		s.selector = newSelector(t.Policy)
+	}
+	r := s.buildRouteLocked(t)
+	prev := s.route.Swap(r)
+	n.metrics.routeEpoch.WithLabelValues(t.Service).Set(float64(t.Epoch))
+
+	if prev != nil && prev.table.Port != t.Port && s.lis != nil {
+		n.log.Warn("service port changed; moving listener", "service", t.Service, "old_port", prev.table.Port, "port", t.Port)
+		s.lis.stop(&n.wg, n.cfg.ShutdownTimeout)
+		s.lis = nil
+	}
+	n.bindLocked(s)
+	n.log.Info("route table applied", "service", t.Service, "epoch", t.Epoch, "active_versions", t.ActiveVersions,
+		"endpoints", len(t.Endpoints), "policy", policyName(s.selector), "port", t.Port)
+}
+
+func policyOrDefault(p string) string {
+	if p == protocol.PolicyRoundRobin {
+		return p
+	}
+	return protocol.PolicyLeastLoad
+}
+
+// buildRouteLocked turns a table into a route, reusing the backend state of
+// addresses the service already knows and forgetting idle addresses the
+// table no longer names. n.mu must be held.
+func (s *service) buildRouteLocked(t *protocol.RouteTable) *route {
+	r := &route{
+		table:     t,
+		endpoints: make([]*endpoint, 0, len(t.Endpoints)),
+		selector:  s.selector,
+		unavailable: fmt.Sprintf("no ready replica for service %q (active versions %v); try again shortly\n",
+			t.Service, t.ActiveVersions),
+	}
+	named := make(map[string]bool, len(t.Endpoints))
+	for _, e := range t.Endpoints {
+		if e.Address == "" {
+			s.node.log.Warn("endpoint without address ignored", "service", t.Service, "replica_id", e.ReplicaID)
+			continue
+		}
+		b := s.backends[e.Address]
+		if b == nil {
+			b = &backend{addr: e.Address}
+			s.backends[e.Address] = b
+		}
+		named[e.Address] = true
+		v := strconv.Itoa(e.Version)
+		r.endpoints = append(r.endpoints, &endpoint{
+			ep:         e,
+			backend:    b,
+			version:    v,
+			versionHdr: []string{v},
+			replicaHdr: []string{strconv.Itoa(e.ReplicaID)},
+		})
+	}
+	for addr, b := range s.backends {
+		// A backend with requests in flight keeps its counter until a later
+		// table finds it idle; those requests still decrement it.
+		if !named[addr] && b.inFlight.Load() == 0 {
+			delete(s.backends, addr)
+		}
+	}
+	return r
+}
+
+// deleteServiceLocked stops serving t.Service and frees its port, keeping
+// t.Epoch as a tombstone so that an older table cannot bring it back.
+// n.mu must be held.
+func (n *Node) deleteServiceLocked(t *protocol.RouteTable) {
+	n.deleted[t.Service] = t.Epoch
+	s := n.services[t.Service]
+	if s == nil {
+		n.log.Info("route table deletes unknown service", "service", t.Service, "epoch", t.Epoch)
+		return
+	}
+	delete(n.services, t.Service)
+	if s.lis != nil {
+		s.lis.stop(&n.wg, n.cfg.ShutdownTimeout)
+		s.lis = nil
+	}
+	n.metrics.routeEpoch.DeleteLabelValues(t.Service)
+	n.log.Info("service deleted; port freed", "service", t.Service, "epoch", t.Epoch, "port", s.route.Load().table.Port)
+}
+
+// bindMissingLocked retries the ports that could not be bound before.
+// n.mu must be held.
+func (n *Node) bindMissingLocked() {
+	for _, s := range n.services {
+		if s.lis == nil {
+			n.bindLocked(s)
+		}
+	}
+}
+
+// bindLocked opens and serves the service's port if it is not open yet. A
+// failure is logged (once per distinct error) and retried on the next table
+// or sync. n.mu must be held.
+func (n *Node) bindLocked(s *service) {
+	if s.lis != nil {
+		return
+	}
+	port := s.route.Load().table.Port
+	addr := net.JoinHostPort(n.cfg.BindHost, strconv.Itoa(port))
+	if port <= 0 || port > 65535 {
+		err := fmt.Errorf("route table port %d is not a valid TCP port", port)
+		if s.bindErr == nil || s.bindErr.Error() != err.Error() {
+			n.log.Error("cannot serve service", "service", s.name, "error", err)
+		}
+		s.bindErr = err
+		return
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if s.bindErr == nil || s.bindErr.Error() != err.Error() {
+			n.log.Error("cannot listen on service port; will retry on next table or sync", "service", s.name, "addr", addr, "error", err)
+		}
+		s.bindErr = err
+		return
+	}
+	s.bindErr = nil
+	l := &listener{
+		ln: ln,
+		srv: &http.Server{
+			Handler:           s,
+			ReadHeaderTimeout: 30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+		},
+	}
+	s.lis = l
+	n.log.Info("listening for service", "service", s.name, "addr", ln.Addr().String())
+	n.wg.Go(func() {
+		err := l.srv.Serve(ln)
+		if err == nil || errors.Is(err, http.ErrServerClosed) || l.stopping.Load() {
+			return
+		}
+		n.log.Error("service listener failed; will listen again on next table or sync", "service", s.name, "addr", addr, "error", err)
+		_ = ln.Close()
+		n.mu.Lock()
+		if s.lis == l {
+			s.lis = nil
+		}
+		n.mu.Unlock()
+	})
+}

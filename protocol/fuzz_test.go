@@ -1,0 +1,64 @@
+package protocol
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// errLineRE is the start every error line must have.
+var errLineRE = regexp.MustCompile(`^fuzz\.yaml:[1-9][0-9]*: `)
+
+// FuzzParseTask checks that ParseTask never panics, that every spec it
+// accepts satisfies the rules it promises, and that every error it returns
+// is located (`fuzz.yaml:LINE: ...` on each line).
+func FuzzParseTask(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "valid", "*.yaml"))
+	for _, name := range files {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	for _, seed := range []string{
+		"",
+		"run: x\nservice:\n  readiness_probe: /\n",
+		"run: x\nservice:\n  readiness_probe: {path: /, post_data: &a {b: [*a]}}\n",
+		"run: x\nservice:\n  readiness_probe: /\n  replica_policy: {min_replicas: 1, max_replicas: 3, target_qps_per_replica: 1}\n",
+		"run: x\nservice:\n  readiness_probe: /\nresources:\n  accelerators: [A100:1, {H100: 2}]\n  ports: [8000-8001, '9000']\n  cpus: 2.5+\n",
+		"run: x\nservice:\n  readiness_probe: /\nresources:\n  accelerators: {A100:8, T4:}\n",
+		"run: [x]\nservice: {readiness_probe: health, replicas: -1}\nresources: {cpus: four}\n",
+		"a: &x\n  b: *x\n<<: *x\n",
+		"--- \n...\n---\nrun: x\n",
+		"!!str run: !!int x\nservice: !custom\n  readiness_probe: !!str /\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		spec, err := ParseTask("fuzz.yaml", data)
+		if err != nil {
+			if spec != nil {
+				t.Fatalf("ParseTask returned both a spec and an error: %v", err)
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !errLineRE.MatchString(line) {
+					t.Fatalf("error line %q does not start with fuzz.yaml:LINE:", line)
+				}
+			}
+			return
+		}
+		checkInvariants(t, spec)
+		for _, w := range spec.Warnings {
+			if !errLineRE.MatchString(w) {
+				t.Fatalf("warning %q does not start with fuzz.yaml:LINE:", w)
+			}
+		}
+		if _, err := json.Marshal(spec); err != nil {
+			t.Fatalf("spec does not encode as JSON: %v", err)
+		}
+	})
+}

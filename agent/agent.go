@@ -1,0 +1,466 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/baton-dev/baton/agent/gpu"
+	"github.com/baton-dev/baton/protocol"
+)
+
+// ErrAlreadyRun is returned by a second call to Agent.Run.
+var ErrAlreadyRun = errors.New("agent: Run called twice")
+
+// Agent runs the replicas assigned to one machine. Create it with New and
+// start it with Run; its methods are safe for concurrent use.
+//
+// Concurrency: mu guards the replica table and every replica's mutable
+// fields (see replica). pubMu serialises status publishing so that reports
+// leave in the order their states changed; it is taken before mu, never
+// while holding mu.
+type Agent struct {
+	cfg     Config
+	logger  *slog.Logger
+	gpus    gpu.Source
+	metrics *metrics
+	gather  prometheus.Gatherer
+	cpus    float64
+	memGB   float64
+
+	started  atomic.Bool
+	httpAddr atomic.Value // string: bound address, set by Run
+	advAddr  atomic.Value // string: address advertised to the coordinator
+
+	pubMu   sync.Mutex // serialises publish; taken before mu
+	nc      *nats.Conn // set by Run before any publish; guarded by pubMu
+	gpuList []protocol.GPU
+
+	mu        sync.Mutex
+	replicas  map[string]*replica // by "service/id"
+	ports     map[int]bool        // ports handed to live replicas
+	epoch     uint64              // epoch of the last applied desired set
+	haveEpoch bool
+	closing   bool // Run is stopping: start nothing new
+
+	wg sync.WaitGroup // replica supervisors
+}
+
+// New checks cfg, detects the machine's capacity and opens the GPU source
+// (fake GPUs when cfg.Accelerators is set, else NVML; no driver means no
+// GPUs). It starts nothing; call Run.
+func New(cfg Config) (*Agent, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		cfg:      cfg,
+		logger:   cfg.Logger.With("agent", cfg.ID),
+		cpus:     cfg.CPUs,
+		memGB:    cfg.MemoryGB,
+		replicas: map[string]*replica{},
+		ports:    map[int]bool{},
+	}
+	if a.cpus == 0 {
+		a.cpus = detectCPUs()
+	}
+	if a.memGB == 0 {
+		mem, err := detectMemoryGB()
+		if err != nil {
+			a.logger.Warn("cannot detect memory, reporting 0", "error", err)
+		}
+		a.memGB = math.Round(mem*100) / 100
+	}
+	if cfg.Labels != nil {
+		a.cfg.Labels = maps.Clone(cfg.Labels)
+	}
+
+	reg, gather := cfg.Registry, cfg.Gatherer
+	if reg == nil {
+		own := prometheus.NewRegistry()
+		own.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg = own
+		if gather == nil {
+			gather = own
+		}
+	}
+	if gather == nil {
+		if g, ok := reg.(prometheus.Gatherer); ok {
+			gather = g
+		}
+	}
+	if gather == nil {
+		// The caller's registerer cannot be read back: keep a private
+		// copy of our metrics to serve.
+		own := prometheus.NewRegistry()
+		reg = teeRegisterer{reg, own}
+		gather = own
+	}
+	a.gather = gather
+	if a.metrics, err = newMetrics(reg, cfg.ID); err != nil {
+		return nil, fmt.Errorf("agent metrics: %w", err)
+	}
+
+	if cfg.Accelerators != "" {
+		fake, err := gpu.NewFake(cfg.ID, cfg.Accelerators)
+		if err != nil {
+			return nil, err
+		}
+		a.gpus = fake
+	} else {
+		a.gpus = gpu.OpenNVML(a.logger)
+	}
+	return a, nil
+}
+
+// teeRegisterer registers with two registerers.
+type teeRegisterer struct{ a, b prometheus.Registerer }
+
+func (t teeRegisterer) Register(c prometheus.Collector) error {
+	if err := t.a.Register(c); err != nil {
+		return err
+	}
+	return t.b.Register(c)
+}
+
+func (t teeRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := t.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (t teeRegisterer) Unregister(c prometheus.Collector) bool {
+	return t.a.Unregister(c) && t.b.Unregister(c)
+}
+
+// GPUSource returns the agent's GPU source (a *gpu.Fake when
+// Config.Accelerators is set), for tests that change GPU health.
+func (a *Agent) GPUSource() gpu.Source { return a.gpus }
+
+// HTTPAddr returns the address the HTTP server is bound to, or "" before
+// Run has bound it.
+func (a *Agent) HTTPAddr() string {
+	s, _ := a.httpAddr.Load().(string)
+	return s
+}
+
+// Run serves HTTP, connects to NATS (retrying forever), applies desired
+// replica sets and reports status until ctx is done. Before it returns,
+// every replica's process group has been stopped (SIGTERM, StopGrace,
+// SIGKILL) and waited for. It returns nil after a clean shutdown, or an
+// error if it could not start.
+func (a *Agent) Run(ctx context.Context) error {
+	if !a.started.CompareAndSwap(false, true) {
+		return ErrAlreadyRun
+	}
+	defer a.gpus.Close()
+
+	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("agent http listen on %s: %w (set another address with the http address flag)", a.cfg.HTTPAddr, err)
+	}
+	bound := ln.Addr().(*net.TCPAddr)
+	a.httpAddr.Store(bound.String())
+	adv := bound.String()
+	if bound.IP.IsUnspecified() {
+		adv = net.JoinHostPort(a.cfg.Host, fmt.Sprint(bound.Port))
+	}
+	a.advAddr.Store(adv)
+
+	a.killOrphans()
+	a.refreshGPUs()
+
+	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	httpDone := make(chan struct{})
+	go func() {
+		defer close(httpDone)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.logger.Error("agent http server stopped", "error", err)
+		}
+	}()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+		<-httpDone
+	}()
+
+	nc, err := nats.Connect(a.cfg.NATSURL,
+		nats.Name("baton-agent-"+a.cfg.ID),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		// Publishing while disconnected fails instead of queueing stale
+		// heartbeats; the next heartbeat after reconnecting is fresh.
+		nats.ReconnectBufSize(-1),
+		nats.ConnectHandler(func(*nats.Conn) {
+			a.logger.Info("nats connected")
+			go a.publish()
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			a.logger.Info("nats reconnected")
+			go a.publish()
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				a.logger.Warn("nats disconnected", "error", err)
+			}
+		}),
+	)
+	if err != nil {
+		return fmt.Errorf("agent nats connect to %s: %w", a.cfg.NATSURL, err)
+	}
+	defer nc.Close()
+	a.pubMu.Lock()
+	a.nc = nc
+	a.pubMu.Unlock()
+
+	sub, err := nc.Subscribe(protocol.AgentDesiredSubject(a.cfg.ID), a.onDesired)
+	if err != nil {
+		return fmt.Errorf("agent subscribe %s: %w", protocol.AgentDesiredSubject(a.cfg.ID), err)
+	}
+	a.logger.Info("agent started", "http_addr", a.HTTPAddr(), "nats_url", a.cfg.NATSURL,
+		"host", a.cfg.Host, "cpus", a.cpus, "memory_gb", a.memGB, "gpus", len(a.gpuList))
+
+	hbCtx, stopHeartbeat := context.WithCancel(context.Background())
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		a.heartbeat(hbCtx)
+	}()
+
+	<-ctx.Done()
+	a.logger.Info("agent stopping replicas")
+	if err := sub.Unsubscribe(); err != nil {
+		a.logger.Debug("unsubscribe", "error", err)
+	}
+	a.mu.Lock()
+	a.closing = true
+	for _, r := range a.replicas {
+		r.requestStop()
+	}
+	a.mu.Unlock()
+	a.wg.Wait()
+	stopHeartbeat()
+	<-hbDone
+	if err := nc.Flush(); err != nil {
+		a.logger.Debug("nats flush", "error", err)
+	}
+	a.logger.Info("agent stopped")
+	return nil
+}
+
+// heartbeat publishes the status every HeartbeatInterval (and immediately),
+// re-reading GPU health each time.
+func (a *Agent) heartbeat(ctx context.Context) {
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		a.publish()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.refreshGPUs()
+		}
+	}
+}
+
+// refreshGPUs re-reads the GPUs; on error the last list is kept.
+func (a *Agent) refreshGPUs() {
+	list, err := a.gpus.GPUs()
+	if err != nil {
+		a.logger.Warn("gpu query failed", "error", err)
+		return
+	}
+	a.pubMu.Lock()
+	a.gpuList = list
+	a.pubMu.Unlock()
+}
+
+// Status returns the report the agent would publish now.
+func (a *Agent) Status() protocol.AgentStatus {
+	a.pubMu.Lock()
+	defer a.pubMu.Unlock()
+	return a.statusLocked()
+}
+
+// statusLocked builds a report. pubMu must be held.
+func (a *Agent) statusLocked() protocol.AgentStatus {
+	adv, _ := a.advAddr.Load().(string)
+	gpus := make([]protocol.GPU, len(a.gpuList))
+	copy(gpus, a.gpuList)
+	st := protocol.AgentStatus{
+		Agent: protocol.Agent{
+			ID:      a.cfg.ID,
+			Address: adv,
+			Host:    a.cfg.Host,
+			Region:  a.cfg.Region,
+			Labels:  a.cfg.Labels,
+			Capacity: protocol.Capacity{
+				CPUs:     a.cpus,
+				MemoryGB: a.memGB,
+				GPUs:     gpus,
+			},
+			Alive: true,
+		},
+		Replicas: []protocol.ReplicaReport{},
+		SentAt:   time.Now(),
+	}
+	a.mu.Lock()
+	for _, r := range a.replicas {
+		st.Replicas = append(st.Replicas, r.reportLocked())
+	}
+	a.mu.Unlock()
+	sort.Slice(st.Replicas, func(i, j int) bool {
+		x, y := st.Replicas[i], st.Replicas[j]
+		if x.Service != y.Service {
+			return x.Service < y.Service
+		}
+		return x.ReplicaID < y.ReplicaID
+	})
+	return st
+}
+
+// publish sends the current status on SubjectAgentStatus. Calls are
+// serialised, so reports leave in the order the states changed.
+func (a *Agent) publish() {
+	a.pubMu.Lock()
+	defer a.pubMu.Unlock()
+	st := a.statusLocked()
+	a.metrics.observe(&st)
+	if a.nc == nil {
+		return
+	}
+	data, err := json.Marshal(st)
+	if err != nil {
+		a.logger.Error("encode agent status", "error", err)
+		return
+	}
+	if err := a.nc.Publish(protocol.SubjectAgentStatus, data); err != nil {
+		a.logger.Debug("publish agent status", "error", err)
+	}
+}
+
+// onDesired applies a DesiredReplicas message.
+func (a *Agent) onDesired(msg *nats.Msg) {
+	var d protocol.DesiredReplicas
+	if err := json.Unmarshal(msg.Data, &d); err != nil {
+		a.logger.Warn("bad desired replicas message", "error", err)
+		return
+	}
+	if d.AgentID != "" && d.AgentID != a.cfg.ID {
+		a.logger.Warn("desired replicas for another agent", "for_agent", d.AgentID)
+		return
+	}
+	if a.apply(&d) {
+		a.publish()
+	}
+}
+
+// apply reconciles to d: start what is missing, stop what is not wanted,
+// forget ended replicas that left the set. It reports whether anything
+// changed. A set older than the last applied one is ignored.
+func (a *Agent) apply(d *protocol.DesiredReplicas) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closing {
+		return false
+	}
+	if a.haveEpoch && d.Epoch < a.epoch {
+		a.logger.Debug("ignoring stale desired replicas", "epoch", d.Epoch, "applied_epoch", a.epoch)
+		return false
+	}
+	a.epoch, a.haveEpoch = d.Epoch, true
+
+	changed := false
+	want := make(map[string]bool, len(d.Replicas))
+	for i := range d.Replicas {
+		asg := d.Replicas[i]
+		if err := protocol.ValidateServiceName(asg.Service); err != nil || asg.ReplicaID <= 0 {
+			a.logger.Warn("ignoring bad assignment", "service", asg.Service, "replica_id", asg.ReplicaID, "error", err)
+			continue
+		}
+		key := asg.Key()
+		want[key] = true
+		if _, ok := a.replicas[key]; ok {
+			continue
+		}
+		r := newReplica(asg, a.replicaDir(asg.Service, asg.ReplicaID))
+		a.replicas[key] = r
+		a.wg.Add(1)
+		go a.supervise(r)
+		changed = true
+		a.logger.Info("replica assigned", "service", asg.Service, "replica_id", asg.ReplicaID, "version", asg.Version)
+	}
+	for key, r := range a.replicas {
+		if want[key] {
+			continue
+		}
+		if r.ended() {
+			delete(a.replicas, key)
+			changed = true
+			continue
+		}
+		if !r.removed {
+			r.removed = true
+			if !r.status.IsFailed() {
+				r.status, r.reason = protocol.ReplicaShuttingDown, ""
+			}
+			r.requestStop()
+			changed = true
+			a.logger.Info("replica stopping", "service", r.asg.Service, "replica_id", r.asg.ReplicaID)
+		}
+	}
+	return changed
+}
+
+// replicaDir is DataDir/replicas/<service>-<id>.
+func (a *Agent) replicaDir(service string, id int) string {
+	return filepath.Join(a.cfg.DataDir, "replicas", fmt.Sprintf("%s-%d", service, id))
+}
+
+// killOrphans kills replica process groups left by an agent that died
+// without stopping them (found through the pgid files in replica dirs,
+// confirmed through the processes' BATON_* environment).
+func (a *Agent) killOrphans() {
+	files, _ := filepath.Glob(filepath.Join(a.cfg.DataDir, "replicas", "*", pgidFile))
+	for _, f := range files {
+		var pgid int
+		var service, id string
+		data, err := os.ReadFile(f)
+		if err == nil {
+			_, err = fmt.Sscanf(string(data), "%d %s %s", &pgid, &service, &id)
+		}
+		if err == nil && pgid > 1 && groupHasEnv(pgid, "BATON_SERVICE="+service, "BATON_REPLICA_ID="+id) {
+			a.logger.Warn("killing orphaned replica processes", "service", service, "replica_id", id, "pgid", pgid)
+			p := &proc{pgid: pgid, exited: closedChan}
+			p.terminate(0)
+		}
+		os.Remove(f)
+	}
+}
+
+// closedChan is an always-closed channel.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()

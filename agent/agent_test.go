@@ -1,0 +1,579 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/agent/gpu"
+	"github.com/baton-dev/baton/internal/testutil"
+	"github.com/baton-dev/baton/protocol"
+)
+
+// getJSON GETs url and decodes the JSON body into v.
+func getJSON(url string, v any) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: HTTP %d", url, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// getText GETs url and returns the status and body.
+func getText(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// TestReplicaLifecycle runs a replica from assignment to removal: states in
+// order, endpoint and environment, logs, SIGTERM on removal, then dropped.
+func TestReplicaLifecycle(t *testing.T) {
+	t.Parallel()
+	h := startAgent(t, nil)
+	port := testutil.FreePort(t, "0.0.0.0")
+	asg := serverAssignment(t, "web", 1)
+	asg.Spec.Setup = "sleep 0.3; echo setup-done"
+	asg.Spec.Service.Port = port
+	asg.Spec.Envs = map[string]string{"FOO": "bar", "PORT": "overridden-by-agent"}
+	asg.GPUUUIDs = []string{"GPU-fake-a1-1"}
+	asg.Version = 3
+	h.desire(1, asg)
+
+	rep := h.waitStatus("web", 1, protocol.ReplicaReady, readyTimeout)
+	if want := []protocol.ReplicaStatus{protocol.ReplicaProvisioning, protocol.ReplicaStarting, protocol.ReplicaReady}; !slices.Equal(h.history("web", 1), want) {
+		t.Errorf("history = %v, want %v", h.history("web", 1), want)
+	}
+	if want := net.JoinHostPort("127.0.0.1", strconv.Itoa(port)); rep.Endpoint != want {
+		t.Errorf("endpoint = %q, want %q (the spec's free port)", rep.Endpoint, want)
+	}
+	if rep.PID <= 0 || rep.Version != 3 {
+		t.Errorf("report = %+v, want a pid and version 3", rep)
+	}
+	var env map[string]string
+	if err := getJSON("http://"+rep.Endpoint+"/env", &env); err != nil {
+		t.Fatal(err)
+	}
+	wantEnv := map[string]string{
+		"PORT": strconv.Itoa(port), "CUDA_VISIBLE_DEVICES": "GPU-fake-a1-1", "FOO": "bar",
+		"BATON_SERVICE": "web", "BATON_REPLICA_ID": "1", "BATON_VERSION": "3",
+		"cwd": h.replicaDir("web", 1),
+	}
+	for k, v := range wantEnv {
+		if env[k] != v {
+			t.Errorf("replica env %s = %q, want %q", k, env[k], v)
+		}
+	}
+
+	st := h.latest().Agent
+	if st.ID != "a1" || st.Address != h.agent.HTTPAddr() || st.Host != "127.0.0.1" || st.Capacity.CPUs != 4 || st.Capacity.MemoryGB != 8 {
+		t.Errorf("agent = %+v", st)
+	}
+	if len(st.Capacity.GPUs) != 2 || st.Capacity.GPUs[1].UUID != "GPU-fake-a1-1" || !st.Capacity.GPUs[1].Healthy {
+		t.Errorf("gpus = %+v, want 2 healthy fake A100s", st.Capacity.GPUs)
+	}
+
+	code, logs := getText(t, "http://"+h.agent.HTTPAddr()+"/v1/replicas/web/1/logs")
+	if code != http.StatusOK || !strings.Contains(logs, "setup-done") || !strings.Contains(logs, "serving on port "+strconv.Itoa(port)) {
+		t.Errorf("logs = %d %q, want setup and server output", code, logs)
+	}
+
+	h.desire(2) // removed
+	h.waitGone("web", 1, 10*time.Second)
+	if hist := h.history("web", 1); hist[len(hist)-1] != protocol.ReplicaShuttingDown {
+		t.Errorf("history = %v, want SHUTTING_DOWN before it was dropped", hist)
+	}
+	if err := groupGone(rep.PID); err != nil {
+		t.Error(err)
+	}
+	if pidAlive(rep.PID) {
+		t.Errorf("replica pid %d still exists", rep.PID)
+	}
+	if _, err := os.Stat(filepath.Join(h.replicaDir("web", 1), pgidFile)); !os.IsNotExist(err) {
+		t.Errorf("pgid file left behind: %v", err)
+	}
+	// Logs of a forgotten replica are still served while its dir exists.
+	if code, logs := getText(t, "http://"+h.agent.HTTPAddr()+"/v1/replicas/web/1/logs"); code != http.StatusOK || !strings.Contains(logs, "setup-done") {
+		t.Errorf("logs after removal = %d %q", code, logs)
+	}
+}
+
+// TestReplicaFailures covers the ways a replica ends FAILED on its own. A
+// failed replica stays reported while it is in the desired set, is not
+// restarted, and is forgotten when it leaves.
+func TestReplicaFailures(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		change     func(t *testing.T, asg *protocol.ReplicaAssignment)
+		afterReady func(t *testing.T, h *harness, rep protocol.ReplicaReport) // nil: never READY
+		want       protocol.ReplicaStatus
+		reason     string
+	}{
+		{
+			name:   "setup fails",
+			change: func(t *testing.T, a *protocol.ReplicaAssignment) { a.Spec.Setup = "echo preparing; exit 3" },
+			want:   protocol.ReplicaFailed,
+			reason: "setup exited with code 3",
+		},
+		{
+			name:   "workdir missing",
+			change: func(t *testing.T, a *protocol.ReplicaAssignment) { a.Spec.Workdir = "/nonexistent/baton-workdir" },
+			want:   protocol.ReplicaFailed,
+			reason: "workdir /nonexistent/baton-workdir does not exist",
+		},
+		{
+			name:   "run exits",
+			change: func(t *testing.T, a *protocol.ReplicaAssignment) { a.Spec.Run = "echo bye; exit 7" },
+			want:   protocol.ReplicaFailed,
+			reason: "run exited with code 7",
+		},
+		{
+			name: "initial delay exceeded",
+			change: func(t *testing.T, a *protocol.ReplicaAssignment) {
+				a.Spec.Run = "sleep 60"
+				a.Spec.Service.ReadinessProbe.InitialDelaySeconds = 1
+			},
+			want:   protocol.ReplicaFailedInitialDelay,
+			reason: "no readiness probe passed within initial_delay_seconds=1",
+		},
+		{
+			name:   "process killed",
+			change: func(t *testing.T, a *protocol.ReplicaAssignment) {},
+			afterReady: func(t *testing.T, h *harness, rep protocol.ReplicaReport) {
+				if err := syscall.Kill(rep.PID, syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want:   protocol.ReplicaFailed,
+			reason: "run killed by signal killed",
+		},
+		{
+			name:   "probes fail after ready",
+			change: func(t *testing.T, a *protocol.ReplicaAssignment) {},
+			afterReady: func(t *testing.T, h *harness, rep protocol.ReplicaReport) {
+				if err := os.WriteFile(filepath.Join(h.replicaDir("svc", 1), "unhealthy"), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want:   protocol.ReplicaFailedProbing,
+			reason: "4 readiness probes failed in a row",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := startAgent(t, nil)
+			asg := serverAssignment(t, "svc", 1)
+			tt.change(t, &asg)
+			h.desire(1, asg)
+			var pid int
+			if tt.afterReady != nil {
+				rep := h.waitStatus("svc", 1, protocol.ReplicaReady, readyTimeout)
+				pid = rep.PID
+				tt.afterReady(t, h, rep)
+			}
+			start := time.Now()
+			rep := h.waitStatus("svc", 1, tt.want, 10*time.Second)
+			if !strings.Contains(rep.Reason, tt.reason) {
+				t.Errorf("reason = %q, want it to contain %q", rep.Reason, tt.reason)
+			}
+			if tt.afterReady != nil && time.Since(start) > 5*time.Second {
+				t.Errorf("failure reported after %s, want within 5s", time.Since(start))
+			}
+			if tt.want == protocol.ReplicaFailedProbing && !slices.Contains(h.history("svc", 1), protocol.ReplicaNotReady) {
+				t.Errorf("history = %v, want NOT_READY before FAILED_PROBING", h.history("svc", 1))
+			}
+			// Still reported, not restarted, processes gone.
+			seen := len(h.all())
+			testutil.WaitFor(t, 5*time.Second, func() error {
+				if len(h.all()) < seen+3 {
+					return fmt.Errorf("waiting for heartbeats")
+				}
+				if r, ok := h.report("svc", 1); !ok || r.Status != tt.want {
+					return fmt.Errorf("failed replica reported as %+v, %v", r, ok)
+				}
+				if pid > 0 {
+					return groupGone(pid)
+				}
+				return nil
+			})
+			if strings.Contains(tt.name, "initial delay") || strings.Contains(tt.name, "probes fail") {
+				if n := strings.Count(readLog(t, h, "svc", 1), "starting run"); n != 1 {
+					t.Errorf("run started %d times, want 1", n)
+				}
+			}
+			h.desire(2)
+			h.waitGone("svc", 1, 5*time.Second)
+		})
+	}
+}
+
+// readLog reads a replica's log file directly.
+func readLog(t *testing.T, h *harness, svc string, id int) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(h.replicaDir(svc, id), logFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestStopIgnoringSIGTERM checks that a replica ignoring SIGTERM is killed
+// after StopGrace and reported SHUTTING_DOWN until then.
+func TestStopIgnoringSIGTERM(t *testing.T) {
+	t.Parallel()
+	h := startAgent(t, nil)
+	asg := serverAssignment(t, "stubborn", 1)
+	// A background child too: the whole group must go.
+	asg.Spec.Run = `trap "" TERM; sleep 300 & exec python3 ` + serverScript(t)
+	h.desire(1, asg)
+	rep := h.waitStatus("stubborn", 1, protocol.ReplicaReady, readyTimeout)
+
+	start := time.Now()
+	h.desire(2)
+	h.waitStatus("stubborn", 1, protocol.ReplicaShuttingDown, 5*time.Second)
+	h.waitGone("stubborn", 1, 10*time.Second)
+	if d := time.Since(start); d < h.cfg.StopGrace {
+		t.Errorf("dropped after %s, want at least the %s grace", d, h.cfg.StopGrace)
+	}
+	if err := groupGone(rep.PID); err != nil {
+		t.Error(err)
+	}
+	if !strings.Contains(readLog(t, h, "stubborn", 1), "serving on port") {
+		t.Error("log lacks the server's output")
+	}
+}
+
+// TestRunReturnStopsEverything cancels Run with replicas in every phase and
+// checks that no process is left.
+func TestRunReturnStopsEverything(t *testing.T) {
+	t.Parallel()
+	h := startAgent(t, nil)
+	ready := serverAssignment(t, "keep", 1)
+	stubborn := serverAssignment(t, "keep", 2)
+	stubborn.Spec.Run = `trap "" TERM; sleep 300 & exec python3 ` + serverScript(t)
+	inSetup := serverAssignment(t, "keep", 3)
+	inSetup.Spec.Setup = "sleep 300"
+	h.desire(1, ready, stubborn, inSetup)
+	h.waitStatus("keep", 1, protocol.ReplicaReady, readyTimeout)
+	h.waitStatus("keep", 2, protocol.ReplicaReady, readyTimeout)
+	h.waitStatus("keep", 3, protocol.ReplicaProvisioning, 5*time.Second)
+	var pids []int
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		pids = pids[:0]
+		for _, r := range h.latest().Replicas {
+			if r.PID <= 0 {
+				return fmt.Errorf("replica %d has no pid yet", r.ReplicaID)
+			}
+			pids = append(pids, r.PID)
+		}
+		return nil
+	})
+
+	h.stop()
+	for _, pid := range pids {
+		if err := groupGone(pid); err != nil {
+			t.Error(err)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(h.cfg.DataDir, "replicas", "*", pgidFile))
+	if len(files) != 0 {
+		t.Errorf("pgid files left: %v", files)
+	}
+}
+
+// TestOldEpochIgnored checks that a desired set older than the applied one
+// changes nothing, and one with the same epoch (a re-send) is applied.
+func TestOldEpochIgnored(t *testing.T) {
+	t.Parallel()
+	h := startAgent(t, nil)
+	one := serverAssignment(t, "ep", 1)
+	h.desire(5, one)
+	h.waitStatus("ep", 1, protocol.ReplicaReady, readyTimeout)
+
+	h.desire(3) // stale: would remove replica 1
+	two := serverAssignment(t, "ep", 2)
+	h.desire(5, one, two) // re-send of epoch 5 plus a new replica
+	h.waitStatus("ep", 2, protocol.ReplicaReady, readyTimeout)
+	if r, ok := h.report("ep", 1); !ok || r.Status != protocol.ReplicaReady {
+		t.Errorf("replica 1 = %+v, %v; want still READY", r, ok)
+	}
+	if slices.Contains(h.history("ep", 1), protocol.ReplicaShuttingDown) {
+		t.Errorf("stale epoch stopped replica 1: history %v", h.history("ep", 1))
+	}
+}
+
+// TestProbeKinds checks GET and POST probes, with headers and post data.
+func TestProbeKinds(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		probe protocol.ReadinessProbe
+		want  protocol.ReplicaStatus
+	}{
+		{"get", protocol.ReadinessProbe{Path: "/health", InitialDelaySeconds: 20}, protocol.ReplicaReady},
+		{"post with data and headers", protocol.ReadinessProbe{Path: "/ready", PostData: `{"q": 1}`, Headers: map[string]string{"X-Probe": "yes"}, InitialDelaySeconds: 20}, protocol.ReplicaReady},
+		{"post missing header", protocol.ReadinessProbe{Path: "/ready", PostData: `{"q": 1}`, InitialDelaySeconds: 3}, protocol.ReplicaFailedInitialDelay},
+		{"get of a 404 path", protocol.ReadinessProbe{Path: "/nope", InitialDelaySeconds: 3}, protocol.ReplicaFailedInitialDelay},
+	}
+	h := startAgent(t, nil)
+	var asgs []protocol.ReplicaAssignment
+	for i, tt := range tests {
+		asg := serverAssignment(t, "probe", i+1)
+		asg.Spec.Service.ReadinessProbe = tt.probe
+		asgs = append(asgs, asg)
+	}
+	h.desire(1, asgs...)
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h.waitStatus("probe", i+1, tt.want, readyTimeout)
+		})
+	}
+}
+
+// TestPortTaken checks that a replica whose spec port is busy gets another
+// one in $PORT and in its endpoint.
+func TestPortTaken(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busyPort := busy.Addr().(*net.TCPAddr).Port
+	h := startAgent(t, nil)
+	asg := serverAssignment(t, "ports", 1)
+	asg.Spec.Service.Port = busyPort
+	same := serverAssignment(t, "ports", 2) // same free port as 3: one must yield
+	port := testutil.FreePort(t, "0.0.0.0")
+	same.Spec.Service.Port = port
+	other := serverAssignment(t, "ports", 3)
+	other.Spec.Service.Port = port
+	h.desire(1, asg, same, other)
+	seen := map[string]bool{}
+	for id := 1; id <= 3; id++ {
+		rep := h.waitStatus("ports", id, protocol.ReplicaReady, readyTimeout)
+		var env map[string]string
+		if err := getJSON("http://"+rep.Endpoint+"/env", &env); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(rep.Endpoint, ":"+env["PORT"]) {
+			t.Errorf("replica %d endpoint %s but PORT=%s", id, rep.Endpoint, env["PORT"])
+		}
+		if env["PORT"] == strconv.Itoa(busyPort) {
+			t.Errorf("replica %d got the busy port", id)
+		}
+		if seen[env["PORT"]] {
+			t.Errorf("port %s handed out twice", env["PORT"])
+		}
+		seen[env["PORT"]] = true
+	}
+	if !seen[strconv.Itoa(port)] {
+		t.Errorf("nobody got the free spec port %d: %v", port, seen)
+	}
+}
+
+// TestLogs checks the logs endpoint: 404s, a plain read, and follow, which
+// streams new lines and ends when the replica is gone.
+func TestLogs(t *testing.T) {
+	t.Parallel()
+	h := startAgent(t, nil)
+	asg := serverAssignment(t, "logs", 1)
+	asg.Spec.Run = `i=0; while true; do i=$((i+1)); echo "line-$i"; sleep 0.05; done`
+	h.desire(1, asg)
+	h.waitStatus("logs", 1, protocol.ReplicaStarting, 5*time.Second)
+	base := "http://" + h.agent.HTTPAddr()
+
+	t.Run("unknown replica", func(t *testing.T) {
+		code, body := getText(t, base+"/v1/replicas/logs/99/logs")
+		var apiErr protocol.APIError
+		if code != http.StatusNotFound || json.Unmarshal([]byte(body), &apiErr) != nil || apiErr.Code != protocol.CodeNotFound {
+			t.Errorf("got %d %q, want 404 not_found", code, body)
+		}
+	})
+	t.Run("bad name", func(t *testing.T) {
+		if code, _ := getText(t, base+"/v1/replicas/..%2F..%2Fetc/1/logs"); code != http.StatusBadRequest && code != http.StatusNotFound {
+			t.Errorf("got %d, want 400 or 404", code)
+		}
+	})
+	t.Run("follow", func(t *testing.T) {
+		resp, err := http.Get(base + "/v1/replicas/logs/1/logs?follow=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+			t.Errorf("content type %q", ct)
+		}
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if sc.Text() == "line-20" { // written ~1s after start: streamed, not read at once
+				break
+			}
+		}
+		if sc.Err() != nil {
+			t.Fatal(sc.Err())
+		}
+		h.desire(2)
+		done := make(chan error, 1)
+		go func() {
+			_, err := io.Copy(io.Discard, resp.Body)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("follow stream ended with %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("follow stream did not end after the replica was removed")
+		}
+	})
+	t.Run("plain", func(t *testing.T) {
+		code, body := getText(t, base+"/v1/replicas/logs/1/logs")
+		if code != http.StatusOK || !strings.Contains(body, "line-20\n") || !strings.Contains(body, "baton: starting run") {
+			t.Errorf("got %d, %d bytes", code, len(body))
+		}
+	})
+}
+
+// TestGPUsAndMetrics checks that fake GPU health reaches the status and
+// /metrics, and that /healthz answers.
+func TestGPUsAndMetrics(t *testing.T) {
+	t.Parallel()
+	h := startAgent(t, func(c *Config) { c.Accelerators = "A100:2,H100:1" })
+	fake := h.agent.GPUSource().(*gpu.Fake)
+	if err := fake.SetHealth("GPU-fake-a1-2", false, "xid 79"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		gpus := h.latest().Agent.Capacity.GPUs
+		if len(gpus) != 3 || gpus[2].Name != "H100" || gpus[2].Healthy || gpus[2].Reason != "xid 79" || !gpus[0].Healthy {
+			return fmt.Errorf("gpus = %+v", gpus)
+		}
+		return nil
+	})
+	base := "http://" + h.agent.HTTPAddr()
+	if code, body := getText(t, base+"/healthz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
+		t.Errorf("healthz = %d %q", code, body)
+	}
+	code, body := getText(t, base+"/metrics")
+	for _, want := range []string{
+		`baton_agent_gpus{agent="a1",healthy="false"} 1`,
+		`baton_agent_gpus{agent="a1",healthy="true"} 2`,
+		`baton_agent_replicas{agent="a1",status="READY"} 0`,
+		`baton_agent_probe_failures_total{agent="a1"} 0`,
+	} {
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// TestOrphansKilledOnStart leaves a replica group behind as a crashed
+// agent would and checks that the next agent start kills it.
+func TestOrphansKilledOnStart(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	dir := filepath.Join(dataDir, "replicas", "orphan-7")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", "-c", "sleep 300 & sleep 300")
+	cmd.Env = append(os.Environ(), "BATON_SERVICE=orphan", "BATON_REPLICA_ID=7")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan struct{})
+	go func() { cmd.Wait(); close(waited) }()
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-waited })
+	rec := fmt.Sprintf("%d orphan 7\n", cmd.Process.Pid)
+	if err := os.WriteFile(filepath.Join(dir, pgidFile), []byte(rec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A group not ours (no BATON_* env) must survive.
+	bystander := exec.Command("sleep", "300")
+	bystander.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := bystander.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bystander.Process.Kill(); bystander.Wait() })
+	other := filepath.Join(dataDir, "replicas", "other-1")
+	os.MkdirAll(other, 0o755)
+	os.WriteFile(filepath.Join(other, pgidFile), fmt.Appendf(nil, "%d other 1\n", bystander.Process.Pid), 0o644)
+
+	startAgent(t, func(c *Config) { c.DataDir = dataDir })
+	testutil.WaitFor(t, 5*time.Second, func() error { return groupGone(cmd.Process.Pid) })
+	if !groupAlive(bystander.Process.Pid) {
+		t.Error("an unrelated process group was killed")
+	}
+}
+
+func TestNewConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr bool
+	}{
+		{"ok", Config{ID: "agent-1", Accelerators: "T4"}, false},
+		{"empty id", Config{}, true},
+		{"bad id", Config{ID: "Agent.1"}, true},
+		{"bad accelerators", Config{ID: "a", Accelerators: "A100:x"}, true},
+		{"negative cpus", Config{ID: "a", CPUs: -1}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := New(tt.cfg)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("New err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err == nil && (a.cpus <= 0 || a.memGB <= 0) {
+				t.Errorf("detected cpus %g memory %g", a.cpus, a.memGB)
+			}
+		})
+	}
+}
+
+func TestParseMemTotal(t *testing.T) {
+	got, err := parseMemTotal(strings.NewReader("MemFree: 1 kB\nMemTotal:       16777216 kB\n"))
+	if err != nil || got != 16 {
+		t.Errorf("parseMemTotal = %g, %v; want 16", got, err)
+	}
+	if _, err := parseMemTotal(strings.NewReader("nothing\n")); err == nil {
+		t.Error("no MemTotal line: want an error")
+	}
+}
+
+func TestRunTwice(t *testing.T) {
+	h := startAgent(t, nil)
+	if err := h.agent.Run(context.Background()); err != ErrAlreadyRun {
+		t.Errorf("second Run = %v, want ErrAlreadyRun", err)
+	}
+}

@@ -1,0 +1,156 @@
+// Package agent is baton's per-machine agent: it reports the machine's
+// capacity (CPUs, memory, GPUs), runs the replicas the coordinator assigns
+// to it as child process groups, probes their readiness, reports their
+// states over NATS and serves their logs over HTTP.
+//
+// Life of a replica: the coordinator publishes the full set of replicas the
+// agent should run (protocol.DesiredReplicas); the agent starts each new one
+// (PROVISIONING while setup runs, STARTING once run started, READY after a
+// probe got HTTP 200, NOT_READY when a later probe fails) and stops each one
+// that left the set (SHUTTING_DOWN until its process group is gone, then it
+// is no longer reported). A replica that ends on its own (FAILED,
+// FAILED_INITIAL_DELAY, FAILED_PROBING) is never restarted: it is reported
+// until it leaves the desired set, and the coordinator replaces it with a
+// new replica id.
+//
+// No orphans: each replica is a process group that the agent stops with
+// SIGTERM, a grace period and SIGKILL, on removal and when Run returns. On
+// Linux the kernel kills a replica's leader if the agent dies, and the next
+// agent start kills what is left of the groups recorded in the replica
+// directories.
+//
+// See DESIGN.md, "Replicas on an agent" and "Messages".
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures an Agent. Zero fields take the defaults given in their
+// comments (DefaultConfig fills them explicitly).
+type Config struct {
+	// ID names the agent; it is a NATS subject token ([a-z0-9-]). Required.
+	ID string
+	// NATSURL is the NATS server to connect to. Default nats://127.0.0.1:4222.
+	NATSURL string
+	// HTTPAddr is where the logs, /metrics and /healthz server listens.
+	// Default 127.0.0.1:7403; ":0" picks a free port (see Agent.HTTPAddr).
+	HTTPAddr string
+	// Host is the address replicas are reached at, advertised in their
+	// endpoints and used by readiness probes. Default 127.0.0.1. Several
+	// agents on one machine use 127.0.0.11, 127.0.0.12, ...
+	Host string
+	// Region and Labels are reported to the coordinator for placement.
+	Region string
+	Labels map[string]string
+	// DataDir holds one directory per replica,
+	// DataDir/replicas/<service>-<id>/, with its log file replica.log.
+	// Default ./baton-agent-data.
+	DataDir string
+	// CPUs and MemoryGB override the detected capacity; 0 = detect
+	// (runtime.NumCPU, MemTotal from /proc/meminfo).
+	CPUs     float64
+	MemoryGB float64
+	// Accelerators, when set, replaces NVML with fake GPUs (gpu.Fake) built
+	// from a spec like "A100:1" or "A100:2,H100:1". For tests and demos.
+	Accelerators string
+	// HeartbeatInterval is how often the agent publishes its status even
+	// when nothing changed. Default 1s.
+	HeartbeatInterval time.Duration
+	// ProbeInterval is how often a replica's readiness is probed. Default 2s.
+	ProbeInterval time.Duration
+	// ProbeFailureThreshold is how many consecutive failed probes a replica
+	// that was READY may have (it is NOT_READY meanwhile); one more and it
+	// is FAILED_PROBING and stopped. Default 3.
+	ProbeFailureThreshold int
+	// StopGrace is the wait between SIGTERM and SIGKILL when stopping a
+	// replica's process group. Default 10s.
+	StopGrace time.Duration
+	// Logger receives structured logs. Default slog.Default().
+	Logger *slog.Logger
+	// Registry receives the agent's metrics, each with the const label
+	// agent=<ID> so that several agents may share one registry (baton dev).
+	// Default: a new registry of the agent's own, served at /metrics.
+	Registry prometheus.Registerer
+	// Gatherer is what /metrics serves. Default: Registry when it is also a
+	// Gatherer (a *prometheus.Registry is), else the agent's metrics only.
+	Gatherer prometheus.Gatherer
+}
+
+// DefaultConfig returns the production defaults. ID must still be set.
+func DefaultConfig() Config {
+	return Config{
+		NATSURL:               "nats://127.0.0.1:4222",
+		HTTPAddr:              "127.0.0.1:7403",
+		Host:                  "127.0.0.1",
+		DataDir:               "baton-agent-data",
+		HeartbeatInterval:     time.Second,
+		ProbeInterval:         2 * time.Second,
+		ProbeFailureThreshold: 3,
+		StopGrace:             10 * time.Second,
+	}
+}
+
+// DevConfig returns defaults for `baton dev`: an agent "dev-1" with faster
+// probes and a shorter stop grace.
+func DevConfig() Config {
+	cfg := DefaultConfig()
+	cfg.ID = "dev-1"
+	cfg.HeartbeatInterval = 500 * time.Millisecond
+	cfg.ProbeInterval = time.Second
+	cfg.StopGrace = 5 * time.Second
+	return cfg
+}
+
+// idPattern is what an agent ID may look like (a NATS subject token).
+var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+
+// withDefaults validates cfg and fills its zero fields.
+func (cfg Config) withDefaults() (Config, error) {
+	if !idPattern.MatchString(cfg.ID) {
+		return cfg, fmt.Errorf("agent id %q: use lowercase letters, digits and dashes, like agent-1", cfg.ID)
+	}
+	def := DefaultConfig()
+	if cfg.NATSURL == "" {
+		cfg.NATSURL = def.NATSURL
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = def.HTTPAddr
+	}
+	if cfg.Host == "" {
+		cfg.Host = def.Host
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = def.DataDir
+	}
+	abs, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return cfg, fmt.Errorf("data dir %q: %w", cfg.DataDir, err)
+	}
+	cfg.DataDir = abs
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = def.HeartbeatInterval
+	}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = def.ProbeInterval
+	}
+	if cfg.ProbeFailureThreshold <= 0 {
+		cfg.ProbeFailureThreshold = def.ProbeFailureThreshold
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = def.StopGrace
+	}
+	if cfg.CPUs < 0 || cfg.MemoryGB < 0 {
+		return cfg, fmt.Errorf("cpus %g / memory %g GB: must not be negative (0 = detect)", cfg.CPUs, cfg.MemoryGB)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return cfg, nil
+}

@@ -1,0 +1,14 @@
+//go:build !cgo
+
+package gpu
+
+import "log/slog"
+
+// OpenNVML returns a Source with no GPUs: this binary was built without cgo,
+// which go-nvml needs.
+func OpenNVML(logger *slog.Logger) Source {
+	if logger != nil {
+		logger.Info("nvml unavailable, reporting no gpus", "error", "built without cgo")
+	}
+	return none{}
+}

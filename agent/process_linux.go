@@ -1,0 +1,84 @@
+//go:build linux
+
+package agent
+
+import (
+	"bytes"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// procAttr puts a replica's process in its own group and has the kernel
+// SIGKILL it if the agent dies, so an agent crash leaves no orphans (the
+// group's other members are reaped by the next agent start, see
+// killOrphans).
+func procAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// groupMembers lists the live (not zombie) processes in group pgid.
+func groupMembers(pgid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid pgrp ...": comm may hold spaces and ')'.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(stat[i+1:]))
+		if len(fields) < 3 || fields[0] == "Z" || fields[0] == "X" {
+			continue
+		}
+		if g, err := strconv.Atoi(fields[2]); err == nil && g == pgid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// groupAlive reports whether group pgid has a live member. Zombies do not
+// count: in a container whose init does not reap, they never go away.
+func groupAlive(pgid int) bool {
+	if err := syscall.Kill(-pgid, 0); err == syscall.ESRCH {
+		return false
+	}
+	return len(groupMembers(pgid)) > 0
+}
+
+// groupHasEnv reports whether a live member of group pgid has every one
+// of the given KEY=value pairs in its environment. It tells a replica's
+// group from an unrelated one that reused the pgid.
+func groupHasEnv(pgid int, pairs ...string) bool {
+	for _, pid := range groupMembers(pgid) {
+		env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		if err != nil {
+			continue
+		}
+		vars := map[string]bool{}
+		for _, kv := range bytes.Split(env, []byte{0}) {
+			vars[string(kv)] = true
+		}
+		all := true
+		for _, p := range pairs {
+			all = all && vars[p]
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}

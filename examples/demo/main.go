@@ -246,7 +246,9 @@ func (d *demo) cli(args ...string) (string, error) {
 // logsTail shows the last lines of `baton serve logs` for one replica.
 func (d *demo) logsTail(service, id string, n int) error {
 	say("\n$ baton serve logs %s %s --no-follow | tail -%d", service, id, n)
-	out, err := exec.Command(d.bin, "--addr", "http://"+d.apiAddr, "serve", "logs", service, id, "--no-follow").CombinedOutput()
+	cmd := exec.Command(d.bin, "serve", "logs", service, id, "--no-follow")
+	cmd.Env = append(os.Environ(), "BATON_ADDR=http://"+d.apiAddr)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("baton serve logs: %w: %s", err, out)
 	}

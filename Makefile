@@ -1,0 +1,52 @@
+# baton — see README.md. `make help` lists the targets.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin/baton
+PKGS  := ./...
+# Unit and in-process tests run with the race detector; e2e runs the built
+# binary as separate processes.
+UNIT_PKGS := ./protocol/... ./coordinator/... ./agent/... ./lbnode/... ./internal/... ./cmd/...
+
+.PHONY: help build dev demo test test-unit test-e2e check bench fuzz clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/baton
+	$(GO) build -o $(BIN) ./cmd/baton
+
+dev: build ## run `baton dev` with the seed's agents (Ctrl-C stops it)
+	$(BIN) dev --agent cpus=2 --agent cpus=2 --agent cpus=4 --agent cpus=4,accelerators=A100:1
+
+demo: build ## the main job: a local cluster, up/status/update under load, figures
+	$(GO) run ./examples/demo --baton $(BIN)
+
+test: ## everything CI runs: unit, in-process and end-to-end tests, and check
+	$(MAKE) check
+	$(GO) test -race -count=1 -timeout 10m $(UNIT_PKGS)
+	$(GO) test -count=1 -timeout 15m ./e2e/...
+
+test-unit: ## unit and in-process tests only
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+test-e2e: ## end-to-end tests only (separate processes)
+	$(GO) test -count=1 -v -timeout 15m ./e2e/...
+
+check: ## gofmt, vet, go mod tidy leaves no diff, import boundaries
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	@if command -v staticcheck >/dev/null; then staticcheck $(PKGS); fi
+	@cp go.mod /tmp/baton-go.mod.bak && cp go.sum /tmp/baton-go.sum.bak; \
+	  $(GO) mod tidy; \
+	  if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod/go.sum"; git diff -- go.mod go.sum | head -20; \
+	    cp /tmp/baton-go.mod.bak go.mod; cp /tmp/baton-go.sum.bak go.sum; exit 1; fi
+	./scripts/check-imports.sh
+
+bench: build ## benchmarks: the LB proxy against a direct connection
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./lbnode/
+
+fuzz: ## fuzz the task parser for 60s
+	$(GO) test -run '^$$' -fuzz FuzzParseTask -fuzztime 60s ./protocol/
+
+clean: ## remove build output
+	rm -rf bin

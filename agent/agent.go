@@ -264,8 +264,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.wg.Wait()
 	stopHeartbeat()
 	<-hbDone
-	if err := nc.Flush(); err != nil {
-		a.logger.Debug("nats flush", "error", err)
+	// The last status reports (SHUTTING_DOWN) go out if NATS is still up;
+	// with the server gone, waiting longer would only delay the exit.
+	if nc.IsConnected() {
+		if err := nc.FlushTimeout(time.Second); err != nil {
+			a.logger.Debug("nats flush", "error", err)
+		}
 	}
 	a.logger.Info("agent stopped")
 	return nil

@@ -138,10 +138,9 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	progress := s.cfg.ProgressDeadline
-	if min := time.Duration(spec.Service.ReadinessProbe.InitialDelaySeconds)*time.Second + time.Minute; progress < min {
-		progress = min
-	}
+	// A replica may take its initial delay to become ready; the deadline
+	// counts from there.
+	progress := s.cfg.ProgressDeadline + time.Duration(spec.Service.ReadinessProbe.InitialDelaySeconds)*time.Second
 	res, _, err := s.raftApply(CmdAddVersion, AddVersionCmd{
 		Service: name, Spec: *spec, YAML: req.YAML, Mode: mode,
 		ProgressSeconds: int(progress / time.Second), At: time.Now(),

@@ -57,8 +57,8 @@ type Config struct {
 	// status after it was replaced. Default 10m.
 	FailedReplicaTTL time.Duration
 	// ProgressDeadline is how long a new version may go without a new READY
-	// replica before it fails and the old version keeps serving; it is at
-	// least the version's initial_delay_seconds plus a minute. Default 10m.
+	// replica, beyond its initial_delay_seconds, before it fails and the old
+	// version keeps serving. Default 10m.
 	ProgressDeadline time.Duration
 	// MaxConsecutiveFailures fails a rolling-out version after this many
 	// replica failures in a row. Default 3 per min_replica (at least 3).

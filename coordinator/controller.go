@@ -86,7 +86,7 @@ func (c *controller) run(ctx context.Context) {
 			_ = sb.Unsubscribe()
 		}
 	}()
-	_ = nc.Flush()
+	_ = nc.FlushTimeout(time.Second)
 
 	ticker := time.NewTicker(c.cfg.ReconcileInterval)
 	defer ticker.Stop()

@@ -1,0 +1,343 @@
+package coordinator_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/agent"
+	"github.com/baton-dev/baton/coordinator"
+	"github.com/baton-dev/baton/internal/testutil"
+	"github.com/baton-dev/baton/lbnode"
+	"github.com/baton-dev/baton/protocol"
+)
+
+// exampleServer is the repository's example replica server.
+func exampleServer(t *testing.T) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(filepath.Dir(file)), "examples", "http_server", "server.py")
+}
+
+// testCluster is a coordinator, agents and an LB in this process: real
+// Raft, real NATS, real replica processes, tight timings.
+type testCluster struct {
+	t       *testing.T
+	coord   *coordinator.Server
+	lb      *lbnode.Node
+	api     string
+	agents  map[string]context.CancelFunc
+	natsURL string
+	wg      sync.WaitGroup
+	ctx     context.Context
+}
+
+func newTestCluster(t *testing.T, cfgFn func(*coordinator.Config), agentCPUs ...float64) *testCluster {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &testCluster{t: t, agents: map[string]context.CancelFunc{}, ctx: ctx}
+	cfg := coordinator.DevConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.RaftAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
+	cfg.NATSPort = -1
+	cfg.FirstLBPort = 40000 + testutil.FreePort(t, "127.0.0.1")%20000
+	cfg.RaftTimeout = 50 * time.Millisecond
+	cfg.ReconcileInterval = 50 * time.Millisecond
+	cfg.DrainDelay = 200 * time.Millisecond
+	cfg.AgentTimeout = 2 * time.Second
+	cfg.RestartBackoff = 100 * time.Millisecond
+	if cfgFn != nil {
+		cfgFn(&cfg)
+	}
+	coord, err := coordinator.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.coord, c.api, c.natsURL = coord, coord.HTTPAddr(), coord.NATSURL()
+	c.goRun(ctx, coord.Run)
+	for i, cpus := range agentCPUs {
+		c.startAgent(fmt.Sprintf("agent-%d", i+1), cpus)
+	}
+	lcfg := lbnode.DevConfig()
+	lcfg.ID = "lb-1"
+	lcfg.NATSURL = c.natsURL
+	lcfg.AdminAddr = "127.0.0.1:0"
+	lcfg.SyncInterval = 500 * time.Millisecond
+	lb, err := lbnode.New(lcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.lb = lb
+	c.goRun(ctx, lb.Run)
+	t.Cleanup(func() {
+		for _, stop := range c.agents {
+			stop()
+		}
+		cancel()
+		c.wg.Wait()
+	})
+	testutil.WaitFor(t, 15*time.Second, func() error {
+		var agents []protocol.Agent
+		if err := c.get("/v1/agents", &agents); err != nil {
+			return err
+		}
+		if len(agents) != len(agentCPUs) {
+			return fmt.Errorf("%d agents registered", len(agents))
+		}
+		return nil
+	})
+	return c
+}
+
+func (c *testCluster) goRun(ctx context.Context, run func(context.Context) error) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		if err := run(ctx); err != nil {
+			c.t.Errorf("component stopped: %v", err)
+		}
+	}()
+}
+
+func (c *testCluster) startAgent(id string, cpus float64) {
+	cfg := agent.DevConfig()
+	cfg.ID = id
+	cfg.NATSURL = c.natsURL
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.DataDir = c.t.TempDir()
+	cfg.CPUs, cfg.MemoryGB = cpus, 4
+	cfg.HeartbeatInterval = 200 * time.Millisecond
+	cfg.ProbeInterval = 100 * time.Millisecond
+	cfg.StopGrace = time.Second
+	a, err := agent.New(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	c.agents[id] = cancel
+	c.goRun(ctx, a.Run)
+}
+
+func (c *testCluster) get(path string, v any) error {
+	resp, err := http.Get("http://" + c.api + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("GET %s: %d %s", path, resp.StatusCode, b)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func (c *testCluster) post(path string, body any) {
+	c.t.Helper()
+	buf, _ := json.Marshal(body)
+	resp, err := http.Post("http://"+c.api+path, "application/json", bytes.NewReader(buf))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		b, _ := io.ReadAll(resp.Body)
+		c.t.Fatalf("POST %s: %d %s", path, resp.StatusCode, b)
+	}
+}
+
+func (c *testCluster) status() protocol.StatusResponse {
+	c.t.Helper()
+	var st protocol.StatusResponse
+	if err := c.get("/v1/status", &st); err != nil {
+		c.t.Fatal(err)
+	}
+	return st
+}
+
+// task returns a task YAML running the example server (or run, if set).
+func task(t *testing.T, version, replicas int, cpus, run string) string {
+	if run == "" {
+		run = "exec python3 " + exampleServer(t) + " --port $PORT"
+	}
+	return fmt.Sprintf(`run: %s
+envs: {VERSION: "%d"}
+service:
+  readiness_probe: {path: /health, initial_delay_seconds: 1}
+  replicas: %d
+resources:
+  cpus: %s
+`, run, version, replicas, cpus)
+}
+
+func replicaOf(st protocol.StatusResponse, id int) *protocol.ReplicaStatusView {
+	for i := range st.Replicas {
+		if st.Replicas[i].ID == id {
+			return &st.Replicas[i]
+		}
+	}
+	return nil
+}
+
+func (c *testCluster) waitReady(version, n int) {
+	c.t.Helper()
+	testutil.WaitFor(c.t, 30*time.Second, func() error {
+		ready := 0
+		st := c.status()
+		for _, r := range st.Replicas {
+			if r.Version == version && r.Status == protocol.ReplicaReady {
+				ready++
+			}
+		}
+		if ready < n {
+			return fmt.Errorf("%d/%d of version %d READY: %+v", ready, n, version, st.Replicas)
+		}
+		return nil
+	})
+}
+
+// lbVersions returns the versions the LB routes web to.
+func (c *testCluster) lbVersions() []int {
+	if tb := c.lb.Table("web"); tb != nil {
+		var vs []int
+		for _, e := range tb.Endpoints {
+			vs = append(vs, e.Version)
+		}
+		return vs
+	}
+	return nil
+}
+
+// TestFailingVersionRollsBack: a new version whose replicas crash before
+// becoming ready fails after a bounded number of tries; the old version
+// keeps serving and is never touched.
+func TestFailingVersionRollsBack(t *testing.T) {
+	c := newTestCluster(t, nil, 4)
+	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 1, "1", ""), Filename: "v1.yaml"})
+	c.waitReady(1, 1)
+	c.post("/v1/services/web/update", protocol.UpdateRequest{YAML: task(t, 2, 1, "1", "echo boom; exit 3"), Filename: "v2.yaml"})
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		st := c.status()
+		svc := st.Services[0]
+		if !strings.Contains(svc.Reason, "failed") {
+			return fmt.Errorf("service %+v", svc)
+		}
+		return nil
+	})
+	st := c.status()
+	svc := st.Services[0]
+	if fmt.Sprint(svc.ActiveVersions) != "[1]" || svc.Version != 2 || svc.Status != protocol.ServiceReady {
+		t.Fatalf("after rollback: %+v", svc)
+	}
+	if r := replicaOf(st, 1); r == nil || r.Status != protocol.ReplicaReady {
+		t.Fatalf("old replica 1 must keep serving: %+v", r)
+	}
+	failed := 0
+	for _, r := range st.Replicas {
+		if r.Version == 2 {
+			if !r.Status.IsFailed() {
+				t.Errorf("v2 replica %d is %s", r.ID, r.Status)
+			}
+			failed++
+		}
+	}
+	if failed != 3 {
+		t.Errorf("want exactly 3 failed tries of version 2 (MaxConsecutiveFailures x min_replicas), got %d", failed)
+	}
+	if vs := c.lbVersions(); fmt.Sprint(vs) != "[1]" {
+		t.Errorf("LB routes to versions %v, want [1]", vs)
+	}
+	// The service can still be updated to a good version afterwards.
+	c.post("/v1/services/web/update", protocol.UpdateRequest{YAML: task(t, 3, 1, "1", ""), Filename: "v3.yaml"})
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		if vs := c.lbVersions(); fmt.Sprint(vs) != "[3]" {
+			return fmt.Errorf("LB routes to %v", vs)
+		}
+		return nil
+	})
+}
+
+// TestProgressDeadlineFailsPendingVersion: a version that never gets a
+// READY replica fails at its deadline and its PENDING replicas go away.
+func TestProgressDeadlineFailsPendingVersion(t *testing.T) {
+	c := newTestCluster(t, func(cfg *coordinator.Config) { cfg.ProgressDeadline = time.Second }, 2)
+	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 1, "1", ""), Filename: "v1.yaml"})
+	c.waitReady(1, 1)
+	c.post("/v1/services/web/update", protocol.UpdateRequest{YAML: task(t, 2, 1, "8+", ""), Filename: "v2.yaml"})
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		r := replicaOf(c.status(), 2)
+		if r == nil || r.Status != protocol.ReplicaPending || !strings.Contains(r.Reason, "no agent fits cpus 8+") {
+			return fmt.Errorf("replica 2: %+v", r)
+		}
+		return nil
+	})
+	testutil.WaitFor(t, 15*time.Second, func() error {
+		st := c.status()
+		if replicaOf(st, 2) != nil || !strings.Contains(st.Services[0].Reason, "without progress") {
+			return fmt.Errorf("service %+v replicas %+v", st.Services[0], st.Replicas)
+		}
+		return nil
+	})
+	if vs := c.lbVersions(); fmt.Sprint(vs) != "[1]" {
+		t.Errorf("LB routes to versions %v, want [1]", vs)
+	}
+}
+
+// TestLostAgentsReplicasMove: when an agent goes silent, its replicas are
+// FAILED and replaced on another agent.
+func TestLostAgentsReplicasMove(t *testing.T) {
+	c := newTestCluster(t, nil, 2, 4)
+	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 1, "2", ""), Filename: "v1.yaml"})
+	c.waitReady(1, 1)
+	if r := replicaOf(c.status(), 1); r.Agent != "agent-1" {
+		t.Fatalf("replica 1 on %s, want the smallest agent agent-1", r.Agent)
+	}
+	c.agents["agent-1"]()
+	testutil.WaitFor(t, 20*time.Second, func() error {
+		st := c.status()
+		r1, r2 := replicaOf(st, 1), replicaOf(st, 2)
+		if r1 == nil || !r1.Status.IsFailed() || !strings.Contains(r1.Reason, "agent-1 lost") {
+			return fmt.Errorf("replica 1: %+v", r1)
+		}
+		if r2 == nil || r2.Agent != "agent-2" || r2.Status != protocol.ReplicaReady {
+			return fmt.Errorf("replica 2: %+v", r2)
+		}
+		return nil
+	})
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if tb := c.lb.Table("web"); tb == nil || len(tb.Endpoints) != 1 || tb.Endpoints[0].ReplicaID != 2 {
+			return fmt.Errorf("LB table %+v", tb)
+		}
+		return nil
+	})
+}
+
+// TestUpdateSupersedesRollout: an update during a rollout fails the version
+// being rolled out and rolls out the newest one.
+func TestUpdateSupersedesRollout(t *testing.T) {
+	c := newTestCluster(t, nil, 8)
+	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 1, "1", ""), Filename: "v1.yaml"})
+	c.waitReady(1, 1)
+	slow := "sleep 30; exec python3 " + exampleServer(t) + " --port $PORT"
+	c.post("/v1/services/web/update", protocol.UpdateRequest{YAML: task(t, 2, 1, "1", slow), Filename: "v2.yaml"})
+	c.post("/v1/services/web/update", protocol.UpdateRequest{YAML: task(t, 3, 1, "1", ""), Filename: "v3.yaml"})
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		st := c.status()
+		if fmt.Sprint(st.Services[0].ActiveVersions) != "[3]" || len(st.Replicas) != 1 {
+			return fmt.Errorf("active %v replicas %+v", st.Services[0].ActiveVersions, st.Replicas)
+		}
+		return nil
+	})
+	if st := c.status(); st.Replicas[0].Version != 3 || st.Replicas[0].ID != 3 {
+		t.Fatalf("want only replica 3 of version 3, got %+v", st.Replicas)
+	}
+}

@@ -50,7 +50,7 @@ func newTestCluster(t *testing.T, cfgFn func(*coordinator.Config), agentCPUs ...
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.RaftAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
 	cfg.NATSPort = -1
-	cfg.FirstLBPort = 40000 + testutil.FreePort(t, "127.0.0.1")%20000
+	cfg.FirstLBPort = testutil.FreePort(t, "127.0.0.1")
 	cfg.RaftTimeout = 50 * time.Millisecond
 	cfg.ReconcileInterval = 50 * time.Millisecond
 	cfg.DrainDelay = 200 * time.Millisecond

@@ -96,10 +96,13 @@ type AddReplicasCmd struct {
 	At       time.Time          `json:"at"`
 }
 
-// ReplicaUpdate changes one replica.
+// ReplicaUpdate changes one replica, only if it still has status From: the
+// leader computes updates from a copy of the state, and a command committed
+// meanwhile (a flip, `serve down`) must not be undone by a late update.
 type ReplicaUpdate struct {
 	Service string                 `json:"service"`
 	ID      int                    `json:"id"`
+	From    protocol.ReplicaStatus `json:"from"`
 	Status  protocol.ReplicaStatus `json:"status"`
 	// Endpoint replaces the replica's endpoint when non-empty.
 	Endpoint string `json:"endpoint,omitempty"`

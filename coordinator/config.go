@@ -44,11 +44,15 @@ type Config struct {
 	// ReportGrace is how long a placed replica may go unreported by its
 	// (alive) agent before it is FAILED. Default 30s.
 	ReportGrace time.Duration
-	// DrainTimeout bounds the wait for LBs to acknowledge a table without
-	// a retired replica. Default 5s.
+	// AckTimeout bounds the wait for every live LB to acknowledge a table
+	// without a retired replica. Default 5s.
+	AckTimeout time.Duration
+	// DrainTimeout bounds the wait, after that, for the LBs' requests in
+	// flight to a retired replica to finish before it is stopped (long
+	// generations on a model server, say). Default 2m.
 	DrainTimeout time.Duration
 	// DrainDelay is how long a retired replica keeps running after the LBs
-	// stopped routing to it, so requests in flight finish. Default 5s.
+	// report no requests in flight to it. Default 1s.
 	DrainDelay time.Duration
 	// LBLiveness is how long an LB counts as live after its last ack.
 	// Default 20s.
@@ -93,8 +97,9 @@ func DefaultConfig() Config {
 		PublishInterval:        5 * time.Second,
 		AgentTimeout:           15 * time.Second,
 		ReportGrace:            30 * time.Second,
-		DrainTimeout:           5 * time.Second,
-		DrainDelay:             5 * time.Second,
+		AckTimeout:             5 * time.Second,
+		DrainTimeout:           2 * time.Minute,
+		DrainDelay:             time.Second,
 		LBLiveness:             20 * time.Second,
 		FailedReplicaTTL:       10 * time.Minute,
 		ProgressDeadline:       10 * time.Minute,
@@ -112,8 +117,9 @@ func DevConfig() Config {
 	c.PublishInterval = 2 * time.Second
 	c.AgentTimeout = 5 * time.Second
 	c.ReportGrace = 10 * time.Second
-	c.DrainTimeout = 3 * time.Second
-	c.DrainDelay = time.Second
+	c.AckTimeout = 3 * time.Second
+	c.DrainTimeout = 30 * time.Second
+	c.DrainDelay = 500 * time.Millisecond
 	c.LBLiveness = 10 * time.Second
 	c.FailedReplicaTTL = 2 * time.Minute
 	c.RestartBackoff = 500 * time.Millisecond
@@ -152,6 +158,7 @@ func (c Config) withDefaults() Config {
 	setDur(&c.PublishInterval, d.PublishInterval)
 	setDur(&c.AgentTimeout, d.AgentTimeout)
 	setDur(&c.ReportGrace, d.ReportGrace)
+	setDur(&c.AckTimeout, d.AckTimeout)
 	setDur(&c.DrainTimeout, d.DrainTimeout)
 	setDur(&c.DrainDelay, d.DrainDelay)
 	setDur(&c.LBLiveness, d.LBLiveness)

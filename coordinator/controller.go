@@ -30,17 +30,22 @@ type controller struct {
 	reportAt map[string]time.Time
 	lbs      map[string]lbInfo
 
+	// pubMu guards published, also read by route sync replies.
+	pubMu     sync.Mutex
+	published map[string]protocol.RouteTable // last table sent per service
+
 	// Owned by the run goroutine.
 	leaderSince time.Time
-	published   map[string]protocol.RouteTable // last table sent per service
-	sentDesired map[string]string              // agent id -> last desired set (JSON, without epoch)
+	wake        time.Time         // reconcile again by then (zero: at the next tick)
+	sentDesired map[string]string // agent id -> last desired set (JSON, without epoch)
 	lastRepair  time.Time
 	drains      map[string]*drain // replica key -> drain progress
 }
 
 type lbInfo struct {
-	epochs map[string]uint64
-	seen   time.Time
+	epochs   map[string]uint64
+	draining map[string]int64 // replica address -> requests in flight
+	seen     time.Time
 }
 
 // drain tracks one SHUTTING_DOWN replica from "LBs told to stop routing to
@@ -48,7 +53,8 @@ type lbInfo struct {
 type drain struct {
 	epoch     uint64    // first published table epoch without the replica
 	started   time.Time // when the leader first saw it shutting down
-	ackedAt   time.Time // every live LB acknowledged epoch (or DrainTimeout passed)
+	ackedAt   time.Time // every live LB acknowledged epoch (or AckTimeout passed)
+	idleAt    time.Time // no live LB has requests in flight to it (or DrainTimeout passed)
 	removedAt time.Time // taken out of its agent's desired set
 }
 
@@ -90,12 +96,19 @@ func (c *controller) run(ctx context.Context) {
 
 	ticker := time.NewTicker(c.cfg.ReconcileInterval)
 	defer ticker.Stop()
+	wake := time.NewTimer(time.Hour)
+	defer wake.Stop()
 	for {
+		c.wake = time.Time{}
 		c.reconcile()
+		if !c.wake.IsZero() {
+			wake.Reset(time.Until(c.wake))
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
+		case <-wake.C:
 		case <-c.s.kick:
 		}
 	}
@@ -136,7 +149,7 @@ func (c *controller) onLBAck(m *nats.Msg) {
 		return
 	}
 	c.mu.Lock()
-	c.lbs[ack.LBID] = lbInfo{epochs: ack.Epochs, seen: time.Now()}
+	c.lbs[ack.LBID] = lbInfo{epochs: ack.Epochs, draining: ack.Draining, seen: time.Now()}
 	c.mu.Unlock()
 	c.s.Kick()
 }
@@ -148,6 +161,15 @@ func (c *controller) onRouteSync(m *nats.Msg) {
 			sync.Tables = append(sync.Tables, routeTable(st, st.Services[name]))
 		}
 	})
+	// An unchanged table keeps the epoch it was published with, so LBs do
+	// not rebuild routes on every sync.
+	c.pubMu.Lock()
+	for i, t := range sync.Tables {
+		if prev, ok := c.published[t.Service]; ok && sameRoutes(prev, t) {
+			sync.Tables[i].Epoch = prev.Epoch
+		}
+	}
+	c.pubMu.Unlock()
 	buf, err := json.Marshal(sync)
 	if err != nil {
 		c.log.Error("encode route sync", "error", err)
@@ -295,7 +317,7 @@ func (c *controller) reconcileReports(st *State, now time.Time) {
 		}
 		if !found {
 			if now.Sub(r.LaunchedAt) > c.cfg.ReportGrace && at.After(r.LaunchedAt.Add(c.cfg.ReportGrace)) {
-				updates = append(updates, ReplicaUpdate{Service: r.Service, ID: r.ID,
+				updates = append(updates, ReplicaUpdate{Service: r.Service, ID: r.ID, From: r.Status,
 					Status: protocol.ReplicaFailed, Reason: fmt.Sprintf("agent %s no longer runs this replica", r.AgentID)})
 			}
 			continue
@@ -304,7 +326,7 @@ func (c *controller) reconcileReports(st *State, now time.Time) {
 			continue
 		}
 		if rr.Status != r.Status || (rr.Endpoint != "" && rr.Endpoint != r.Endpoint) || rr.Reason != r.Reason {
-			updates = append(updates, ReplicaUpdate{Service: r.Service, ID: r.ID,
+			updates = append(updates, ReplicaUpdate{Service: r.Service, ID: r.ID, From: r.Status,
 				Status: rr.Status, Endpoint: rr.Endpoint, Reason: rr.Reason})
 			if rr.Status != r.Status {
 				c.log.Info("replica status", "service", r.Service, "replica_id", r.ID, "version", r.Version,
@@ -357,13 +379,13 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 				continue
 			}
 			v := st.Version(name, r.Version)
-			cand, reason, ok := p.place(v.Spec.Resources)
+			cand, reason, ok := p.place(v.Spec.Resources, failedOn(reps, r.Version))
 			switch {
 			case ok:
-				placements = append(placements, ReplicaUpdate{Service: name, ID: r.ID,
+				placements = append(placements, ReplicaUpdate{Service: name, ID: r.ID, From: protocol.ReplicaPending,
 					Status: protocol.ReplicaProvisioning, AgentID: cand.agent.ID, Resources: cand.alloc})
 			case reason != r.Reason:
-				placements = append(placements, ReplicaUpdate{Service: name, ID: r.ID,
+				placements = append(placements, ReplicaUpdate{Service: name, ID: r.ID, From: protocol.ReplicaPending,
 					Status: protocol.ReplicaPending, Reason: reason})
 			}
 		}
@@ -381,24 +403,16 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 				continue
 			}
 			want := v.Spec.Service.ReplicaPolicy.MinReplicas
-			live, streak, lastFail := 0, 0, time.Time{}
+			live := 0
 			for _, r := range reps {
-				if r.Version != vn {
-					continue
-				}
-				switch {
-				case !r.Status.IsTerminal():
+				if r.Version == vn && !r.Status.IsTerminal() {
 					live++
-				case r.Status.IsFailed() && !r.EverReady:
-					streak++
-					if r.StatusAt.After(lastFail) {
-						lastFail = r.StatusAt
-					}
 				}
 			}
+			streak, lastFail := v.Failures, v.LastFailureAt
 			rolling := svc.Rollout != nil && svc.Rollout.To == vn
 			if rolling && streak >= c.maxFailures(want) {
-				reason := fmt.Sprintf("failed: %d replicas failed before becoming ready", streak)
+				reason := fmt.Sprintf("failed: %d replicas in a row failed before becoming ready", streak)
 				if c.apply(CmdFailVersion, FailVersionCmd{Service: name, Version: vn, Reason: reason, At: now}) {
 					c.log.Warn("version failed; old version keeps serving", "service", name, "version", vn, "reason", reason)
 				}
@@ -407,13 +421,14 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 			if live >= want {
 				continue
 			}
-			if streak > 0 && now.Before(lastFail.Add(c.backoff(streak))) {
-				c.s.kickAfter(lastFail.Add(c.backoff(streak)).Sub(now))
+			if retryAt := lastFail.Add(c.backoff(streak)); streak > 0 && now.Before(retryAt) {
+				c.wakeAt(retryAt)
 				continue
 			}
+			avoid := failedOn(reps, vn)
 			for i := live; i < want; i++ {
 				r := protocol.Replica{Service: name, Version: vn, Status: protocol.ReplicaPending}
-				if cand, reason, ok := p.place(v.Spec.Resources); ok {
+				if cand, reason, ok := p.place(v.Spec.Resources, avoid); ok {
 					r.Status = protocol.ReplicaProvisioning
 					r.AgentID = cand.agent.ID
 					r.Resources = cand.alloc
@@ -498,13 +513,24 @@ func (c *controller) backoff(streak int) time.Duration {
 	return d
 }
 
-// kickAfter wakes the controller after d (for backoffs shorter than the
-// reconcile interval it would otherwise overshoot).
-func (s *Server) kickAfter(d time.Duration) {
-	if d <= 0 || d > s.cfg.ReconcileInterval {
-		return
+// wakeAt asks for a reconcile at t at the latest (a backoff or a drain
+// ending between ticks). Only the run goroutine calls it.
+func (c *controller) wakeAt(t time.Time) {
+	if c.wake.IsZero() || t.Before(c.wake) {
+		c.wake = t
 	}
-	time.AfterFunc(d, s.Kick)
+}
+
+// failedOn lists the agents where replicas of version failed: a
+// replacement goes elsewhere when it can (the fault may be the machine's).
+func failedOn(reps []*protocol.Replica, version int) map[string]bool {
+	out := map[string]bool{}
+	for _, r := range reps {
+		if r.Version == version && r.Status.IsFailed() && r.AgentID != "" {
+			out[r.AgentID] = true
+		}
+	}
+	return out
 }
 
 // maxFailedKept bounds how many FAILED replicas a service keeps for

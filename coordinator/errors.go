@@ -12,8 +12,6 @@ var (
 	// ErrServiceDeleting means the service is shutting down and takes no
 	// more changes.
 	ErrServiceDeleting = errors.New("service is shutting down")
-	// ErrReplicaNotFound means no replica has the given service and id.
-	ErrReplicaNotFound = errors.New("replica not found")
 	// ErrRolloutChanged means a flip or failure was proposed for a rollout
 	// that has since ended or been superseded.
 	ErrRolloutChanged = errors.New("rollout changed")

@@ -105,7 +105,10 @@ func (f *FSM) applyCreateService(buf []byte) any {
 	var cmd CreateServiceCmd
 	decode(buf, &cmd)
 	s := f.state
-	if _, ok := s.Services[cmd.Name]; ok {
+	if svc, ok := s.Services[cmd.Name]; ok {
+		if svc.Deleting {
+			return fmt.Errorf("%w: %q", ErrServiceDeleting, cmd.Name)
+		}
 		return fmt.Errorf("%w: %q", ErrServiceExists, cmd.Name)
 	}
 	used := map[int]bool{}
@@ -136,7 +139,7 @@ func (f *FSM) applyCreateService(buf []byte) any {
 		State:     protocol.VersionActive,
 		CreatedAt: cmd.At,
 	}}
-	return *svc
+	return cloneService(svc)
 }
 
 func (f *FSM) applyAddVersion(buf []byte) any {
@@ -172,7 +175,7 @@ func (f *FSM) applyAddVersion(buf []byte) any {
 		Deadline:        cmd.At.Add(window),
 		ProgressSeconds: cmd.ProgressSeconds,
 	}
-	return *svc
+	return cloneService(svc)
 }
 
 // failVersion marks a version failed and shuts its live replicas down. It
@@ -220,7 +223,7 @@ func (f *FSM) applyDeleteService(buf []byte) any {
 			shutDown(r, "service is shutting down", cmd.At)
 		}
 	}
-	return *svc
+	return cloneService(svc)
 }
 
 func (f *FSM) applyRemoveService(buf []byte) any {
@@ -268,8 +271,8 @@ func (f *FSM) applyUpdateReplicas(buf []byte) any {
 	decode(buf, &cmd)
 	for _, u := range cmd.Updates {
 		r, ok := f.state.Replicas[protocol.ReplicaKey(u.Service, u.ID)]
-		if !ok {
-			continue // deleted meanwhile; nothing to update
+		if !ok || r.Status != u.From {
+			continue // deleted or changed meanwhile; the leader will look again
 		}
 		if u.AgentID != "" {
 			r.AgentID = u.AgentID
@@ -283,14 +286,20 @@ func (f *FSM) applyUpdateReplicas(buf []byte) any {
 			r.StatusAt = cmd.At
 		}
 		r.Reason = u.Reason
+		v := f.state.Version(r.Service, r.Version)
 		if u.Status == protocol.ReplicaReady && r.Status != protocol.ReplicaReady {
 			svc := f.state.Services[r.Service]
 			if svc != nil && svc.Rollout != nil && svc.Rollout.To == r.Version {
 				svc.Rollout.Deadline = cmd.At.Add(time.Duration(svc.Rollout.ProgressSeconds) * time.Second)
 			}
-		}
-		if u.Status == protocol.ReplicaReady {
 			r.EverReady = true
+			if v != nil {
+				v.Failures = 0
+			}
+		}
+		if u.Status.IsFailed() && !r.Status.IsFailed() && !r.EverReady && v != nil {
+			v.Failures++
+			v.LastFailureAt = cmd.At
 		}
 		r.Status = u.Status
 	}
@@ -329,7 +338,7 @@ func (f *FSM) applyFlip(buf []byte) any {
 			shutDown(r, fmt.Sprintf("replaced by version %d", cmd.To), cmd.At)
 		}
 	}
-	return *svc
+	return cloneService(svc)
 }
 
 func (f *FSM) applyFailVersion(buf []byte) any {
@@ -419,6 +428,19 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *fsmSnapshot) Release() {}
+
+// cloneService copies a service so a command's result shares nothing with
+// the state the FSM keeps changing.
+func cloneService(svc *protocol.Service) protocol.Service {
+	c := *svc
+	c.ActiveVersions = append([]int(nil), svc.ActiveVersions...)
+	if svc.Rollout != nil {
+		ro := *svc.Rollout
+		ro.From = append([]int(nil), svc.Rollout.From...)
+		c.Rollout = &ro
+	}
+	return c
+}
 
 // sortedInts returns a sorted copy.
 func sortedInts(in []int) []int {

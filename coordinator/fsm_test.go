@@ -60,8 +60,8 @@ func TestFSMServiceLifecycle(t *testing.T) {
 		t.Fatalf("replica ids = %v, want [1 2]", added)
 	}
 	applyCmd(t, f, next(), CmdUpdateReplicas, UpdateReplicasCmd{At: t0, Updates: []ReplicaUpdate{
-		{Service: "web", ID: 1, Status: protocol.ReplicaReady, Endpoint: "127.0.0.1:9001"},
-		{Service: "web", ID: 2, Status: protocol.ReplicaReady, Endpoint: "127.0.0.1:9002"},
+		{Service: "web", ID: 1, From: protocol.ReplicaProvisioning, Status: protocol.ReplicaReady, Endpoint: "127.0.0.1:9001"},
+		{Service: "web", ID: 2, From: protocol.ReplicaProvisioning, Status: protocol.ReplicaReady, Endpoint: "127.0.0.1:9002"},
 	}})
 
 	t1 := t0.Add(time.Minute)
@@ -78,7 +78,7 @@ func TestFSMServiceLifecycle(t *testing.T) {
 	}
 	// A READY new replica pushes the deadline out.
 	t2 := t1.Add(30 * time.Second)
-	applyCmd(t, f, next(), CmdUpdateReplicas, UpdateReplicasCmd{At: t2, Updates: []ReplicaUpdate{{Service: "web", ID: 3, Status: protocol.ReplicaReady, Endpoint: "127.0.0.1:9003"}}})
+	applyCmd(t, f, next(), CmdUpdateReplicas, UpdateReplicasCmd{At: t2, Updates: []ReplicaUpdate{{Service: "web", ID: 3, From: protocol.ReplicaProvisioning, Status: protocol.ReplicaReady, Endpoint: "127.0.0.1:9003"}}})
 	if d := f.State().Services["web"].Rollout.Deadline; !d.Equal(t2.Add(time.Minute)) {
 		t.Fatalf("deadline = %v, want %v", d, t2.Add(time.Minute))
 	}
@@ -145,6 +145,64 @@ func TestFSMSupersededRolloutAndAgentLoss(t *testing.T) {
 	}
 	if _, ok := st.Replicas["web/2"]; ok {
 		t.Fatal("shutting-down replica on a lost agent should be forgotten")
+	}
+}
+
+// TestFSMStaleUpdateDoesNotReviveReplica: the leader computes updates from
+// a copy of the state; one that lands after `serve down` (or a flip) moved
+// the replica to SHUTTING_DOWN must not bring it back.
+func TestFSMStaleUpdateDoesNotReviveReplica(t *testing.T) {
+	f := NewFSM()
+	t0 := time.Unix(1000, 0).UTC()
+	applyCmd(t, f, 1, CmdCreateService, CreateServiceCmd{Name: "web", Spec: testSpec(1), FirstPort: 30001, At: t0})
+	applyCmd(t, f, 2, CmdAddReplicas, AddReplicasCmd{At: t0, Replicas: []protocol.Replica{
+		{Service: "web", Version: 1, Status: protocol.ReplicaStarting, AgentID: "a1"},
+		{Service: "web", Version: 1, Status: protocol.ReplicaPending},
+	}})
+	applyCmd(t, f, 3, CmdDeleteService, DeleteServiceCmd{Service: "web", At: t0})
+	applyCmd(t, f, 4, CmdUpdateReplicas, UpdateReplicasCmd{At: t0, Updates: []ReplicaUpdate{
+		{Service: "web", ID: 1, From: protocol.ReplicaStarting, Status: protocol.ReplicaReady, Endpoint: "127.0.0.1:9001"},
+		{Service: "web", ID: 2, From: protocol.ReplicaPending, Status: protocol.ReplicaProvisioning, AgentID: "a1"},
+	}})
+	st := f.State()
+	for _, id := range []int{1, 2} {
+		if r := st.Replicas[protocol.ReplicaKey("web", id)]; r.Status != protocol.ReplicaShuttingDown {
+			t.Errorf("replica %d is %s after a stale update, want SHUTTING_DOWN", id, r.Status)
+		}
+	}
+	if err, _ := applyCmd(t, f, 5, CmdCreateService, CreateServiceCmd{Name: "web", Spec: testSpec(1), FirstPort: 30001, At: t0}).(error); !errors.Is(err, ErrServiceDeleting) {
+		t.Fatalf("up while shutting down: want ErrServiceDeleting, got %v", err)
+	}
+}
+
+// TestFSMFailureStreak: failures before READY count per version; a READY
+// replica resets the count; a replica that failed after being READY does
+// not count.
+func TestFSMFailureStreak(t *testing.T) {
+	f := NewFSM()
+	t0 := time.Unix(1000, 0).UTC()
+	applyCmd(t, f, 1, CmdCreateService, CreateServiceCmd{Name: "web", Spec: testSpec(3), FirstPort: 30001, At: t0})
+	applyCmd(t, f, 2, CmdAddReplicas, AddReplicasCmd{At: t0, Replicas: []protocol.Replica{
+		{Service: "web", Version: 1, Status: protocol.ReplicaStarting, AgentID: "a"},
+		{Service: "web", Version: 1, Status: protocol.ReplicaStarting, AgentID: "a"},
+		{Service: "web", Version: 1, Status: protocol.ReplicaStarting, AgentID: "a"},
+	}})
+	upd := func(idx uint64, at time.Time, id int, from, to protocol.ReplicaStatus) {
+		applyCmd(t, f, idx, CmdUpdateReplicas, UpdateReplicasCmd{At: at, Updates: []ReplicaUpdate{{Service: "web", ID: id, From: from, Status: to}}})
+	}
+	t1 := t0.Add(time.Second)
+	upd(3, t0, 1, protocol.ReplicaStarting, protocol.ReplicaFailed)
+	upd(4, t1, 2, protocol.ReplicaStarting, protocol.ReplicaFailedInitialDelay)
+	if v := f.State().Version("web", 1); v.Failures != 2 || !v.LastFailureAt.Equal(t1) {
+		t.Fatalf("failures %d at %v, want 2 at %v", v.Failures, v.LastFailureAt, t1)
+	}
+	upd(5, t1, 3, protocol.ReplicaStarting, protocol.ReplicaReady)
+	if v := f.State().Version("web", 1); v.Failures != 0 {
+		t.Fatalf("a READY replica must reset the streak, got %d", v.Failures)
+	}
+	upd(6, t1, 3, protocol.ReplicaReady, protocol.ReplicaFailed)
+	if v := f.State().Version("web", 1); v.Failures != 0 {
+		t.Fatalf("a replica that failed after READY must not count, got %d", v.Failures)
 	}
 }
 

@@ -59,9 +59,23 @@ type candidate struct {
 	alloc protocol.Allocation
 }
 
-// place picks the smallest agent that fits res and reserves its share. On
-// no fit it returns a reason saying what is missing.
-func (p *placer) place(res protocol.Resources) (candidate, string, bool) {
+// place picks the smallest agent that fits res and reserves its share,
+// preferring agents not in avoid (where the same version failed before).
+// On no fit it returns a reason saying what is missing.
+func (p *placer) place(res protocol.Resources, avoid map[string]bool) (candidate, string, bool) {
+	if len(avoid) > 0 {
+		if c, ok := p.pick(res, avoid); ok {
+			return c, "", true
+		}
+	}
+	if c, ok := p.pick(res, nil); ok {
+		return c, "", true
+	}
+	return candidate{}, p.noFitReason(res), false
+}
+
+// pick reserves the best fit among agents not in skip.
+func (p *placer) pick(res protocol.Resources, skip map[string]bool) (candidate, bool) {
 	options := res.Accelerators.Options
 	if len(options) == 0 {
 		options = []protocol.AcceleratorOption{{}}
@@ -69,6 +83,9 @@ func (p *placer) place(res protocol.Resources) (candidate, string, bool) {
 	var best *candidate
 	for _, opt := range options {
 		for _, a := range p.agents {
+			if skip[a.ID] {
+				continue
+			}
 			c, ok := p.fit(a, res, opt)
 			if !ok {
 				continue
@@ -83,10 +100,10 @@ func (p *placer) place(res protocol.Resources) (candidate, string, bool) {
 		}
 	}
 	if best == nil {
-		return candidate{}, p.noFitReason(res), false
+		return candidate{}, false
 	}
 	p.take(best.agent.ID, best.alloc)
-	return *best, "", true
+	return *best, true
 }
 
 // smaller orders agents by size (GPUs, then CPUs, then memory, then id) so

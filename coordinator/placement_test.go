@@ -53,7 +53,7 @@ func TestPlacement(t *testing.T) {
 			}
 			p := newPlacer(st)
 			for i, res := range tt.res {
-				c, reason, ok := p.place(res)
+				c, reason, ok := p.place(res, nil)
 				got := ""
 				if ok {
 					got = c.agent.ID
@@ -77,11 +77,29 @@ func TestPlacementCountsExistingReplicas(t *testing.T) {
 	st.Replicas["s/1"] = &protocol.Replica{Service: "s", ID: 1, AgentID: "a", Status: protocol.ReplicaShuttingDown, Resources: protocol.Allocation{CPUs: 4}}
 	st.Replicas["s/2"] = &protocol.Replica{Service: "s", ID: 2, AgentID: "a", Status: protocol.ReplicaFailed, Resources: protocol.Allocation{CPUs: 4}}
 	p := newPlacer(st)
-	if _, _, ok := p.place(protocol.Resources{CPUs: protocol.Quantity{Value: 1, AtLeast: true}}); ok {
+	if _, _, ok := p.place(protocol.Resources{CPUs: protocol.Quantity{Value: 1, AtLeast: true}}, nil); ok {
 		t.Fatal("a shutting-down replica's CPUs must stay reserved until it is gone")
 	}
 	delete(st.Replicas, "s/1")
-	if _, _, ok := newPlacer(st).place(protocol.Resources{CPUs: protocol.Quantity{Value: 4, AtLeast: true}}); !ok {
+	if _, _, ok := newPlacer(st).place(protocol.Resources{CPUs: protocol.Quantity{Value: 4, AtLeast: true}}, nil); !ok {
 		t.Fatal("a failed replica must not hold resources")
+	}
+}
+
+func TestPlacementAvoidsAgentsWhereTheVersionFailed(t *testing.T) {
+	st := NewState()
+	st.Agents["a"] = agentWith("a", 2)
+	st.Agents["b"] = agentWith("b", 4)
+	res := protocol.Resources{CPUs: protocol.Quantity{Value: 2, AtLeast: true}}
+	if c, _, _ := newPlacer(st).place(res, nil); c.agent.ID != "a" {
+		t.Fatalf("without failures the smallest agent a should win, got %s", c.agent.ID)
+	}
+	if c, _, _ := newPlacer(st).place(res, map[string]bool{"a": true}); c.agent.ID != "b" {
+		t.Fatalf("after a failure on a, b should be preferred, got %s", c.agent.ID)
+	}
+	if c, _, ok := newPlacer(st).place(res, map[string]bool{"a": true, "b": true}); !ok {
+		t.Fatal("when every fitting agent saw a failure, placement must still succeed")
+	} else if c.agent.ID != "a" {
+		t.Fatalf("fallback should use the normal order, got %s", c.agent.ID)
 	}
 }

@@ -63,7 +63,9 @@ func (c *controller) publishRoutes(st *State, now time.Time, repair bool) {
 			t.Epoch = prev.Epoch // repair re-sends; an unchanged table keeps its epoch
 		}
 		if c.send(protocol.RoutesSubject(name), t) {
+			c.pubMu.Lock()
 			c.published[name] = t
+			c.pubMu.Unlock()
 			if !ok || !sameRoutes(prev, t) {
 				c.log.Info("route table published", "service", name, "epoch", t.Epoch,
 					"active_versions", t.ActiveVersions, "endpoints", len(t.Endpoints), "deleted", t.Deleted)
@@ -76,7 +78,9 @@ func (c *controller) publishRoutes(st *State, now time.Time, repair bool) {
 		}
 		t := protocol.RouteTable{Service: name, Epoch: st.Index, Port: prev.Port, Deleted: true, Endpoints: []protocol.Endpoint{}}
 		if c.send(protocol.RoutesSubject(name), t) {
+			c.pubMu.Lock()
 			delete(c.published, name)
+			c.pubMu.Unlock()
 		}
 	}
 	for key, r := range st.Replicas {
@@ -86,7 +90,8 @@ func (c *controller) publishRoutes(st *State, now time.Time, repair bool) {
 		if _, ok := c.drains[key]; ok {
 			continue
 		}
-		if t, ok := c.published[r.Service]; ok {
+		// The drain starts from the first published table without it.
+		if t, ok := c.published[r.Service]; ok && !listsReplica(t, r.ID) {
 			c.drains[key] = &drain{epoch: t.Epoch, started: now}
 		}
 	}
@@ -95,6 +100,15 @@ func (c *controller) publishRoutes(st *State, now time.Time, repair bool) {
 			delete(c.drains, key)
 		}
 	}
+}
+
+func listsReplica(t protocol.RouteTable, id int) bool {
+	for _, e := range t.Endpoints {
+		if e.ReplicaID == id {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *controller) send(subject string, v any) bool {
@@ -110,46 +124,64 @@ func (c *controller) send(subject string, v any) bool {
 	return true
 }
 
-// liveLBs returns the epochs acknowledged by each LB heard from recently.
-func (c *controller) liveLBs(now time.Time) []map[string]uint64 {
+// liveLBs returns what each LB heard from recently last acknowledged.
+func (c *controller) liveLBs(now time.Time) []lbInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []map[string]uint64
+	var out []lbInfo
 	for id, lb := range c.lbs {
 		if now.Sub(lb.seen) > c.cfg.LBLiveness {
 			delete(c.lbs, id)
 			continue
 		}
-		out = append(out, lb.epochs)
+		out = append(out, lb)
 	}
 	return out
 }
 
 // drained reports whether a shutting-down replica may be stopped: every
-// live LB has acknowledged a table without it (or DrainTimeout passed), and
-// DrainDelay has passed since, so requests in flight could finish.
-func (c *controller) drained(key, service string, lbs []map[string]uint64, now time.Time) bool {
+// live LB has acknowledged a table without it (bounded by AckTimeout), no
+// LB has requests in flight to it any more (bounded by DrainTimeout), and
+// DrainDelay has passed since.
+func (c *controller) drained(key string, r *protocol.Replica, lbs []lbInfo, now time.Time) bool {
 	d := c.drains[key]
 	if d == nil {
 		return false // not yet out of a published table
 	}
 	if d.ackedAt.IsZero() {
 		acked := true
-		for _, epochs := range lbs {
-			if epochs[service] < d.epoch {
+		for _, lb := range lbs {
+			if lb.epochs[r.Service] < d.epoch {
 				acked = false
 				break
 			}
 		}
-		if acked || now.Sub(d.started) > c.cfg.DrainTimeout {
-			d.ackedAt = now
-			if !acked {
-				c.log.Warn("drain: not every LB acknowledged in time; stopping anyway", "replica", key)
-			}
+		if !acked && now.Sub(d.started) <= c.cfg.AckTimeout {
+			c.wakeAt(d.started.Add(c.cfg.AckTimeout))
+			return false
 		}
+		if !acked {
+			c.log.Warn("drain: not every LB acknowledged the new table in time; going on", "replica", key)
+		}
+		d.ackedAt = now
 	}
-	if d.ackedAt.IsZero() || now.Sub(d.ackedAt) < c.cfg.DrainDelay {
-		c.s.kickAfter(c.cfg.ReconcileInterval / 2)
+	if d.idleAt.IsZero() {
+		var inFlight int64
+		for _, lb := range lbs {
+			inFlight += lb.draining[r.Endpoint]
+		}
+		if inFlight > 0 && now.Sub(d.ackedAt) <= c.cfg.DrainTimeout {
+			c.wakeAt(d.ackedAt.Add(c.cfg.DrainTimeout))
+			return false
+		}
+		if inFlight > 0 {
+			c.log.Warn("drain: requests still in flight after the drain timeout; stopping the replica",
+				"replica", key, "in_flight", inFlight, "drain_timeout", c.cfg.DrainTimeout.String())
+		}
+		d.idleAt = now
+	}
+	if ready := d.idleAt.Add(c.cfg.DrainDelay); now.Before(ready) {
+		c.wakeAt(ready)
 		return false
 	}
 	return true
@@ -175,7 +207,7 @@ func (c *controller) publishDesired(st *State, now time.Time, repair bool) {
 		switch r.Status {
 		case protocol.ReplicaProvisioning, protocol.ReplicaStarting, protocol.ReplicaReady, protocol.ReplicaNotReady:
 		case protocol.ReplicaShuttingDown:
-			if c.drained(key, r.Service, lbs, now) {
+			if c.drained(key, r, lbs, now) {
 				if d := c.drains[key]; d.removedAt.IsZero() {
 					d.removedAt = now
 				}

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 	"time"
@@ -9,8 +10,9 @@ import (
 )
 
 // statusView builds `serve status` from the state. names filters services
-// (all when empty); lbHost is the host shown in endpoints.
-func statusView(st *State, names []string, lbHost string, now time.Time) protocol.StatusResponse {
+// (all when empty); lbHost is the host shown in endpoints; a service whose
+// active version has maxFailures failures in a row shows FAILED.
+func statusView(st *State, names []string, lbHost string, maxFailures int, now time.Time) protocol.StatusResponse {
 	out := protocol.StatusResponse{Services: []protocol.ServiceStatusView{}, Replicas: []protocol.ReplicaStatusView{}}
 	want := map[string]bool{}
 	for _, n := range names {
@@ -31,7 +33,7 @@ func statusView(st *State, names []string, lbHost string, now time.Time) protoco
 				total++
 			}
 		}
-		status, reason := serviceStatus(st, svc, reps)
+		status, reason := serviceStatus(st, svc, reps, maxFailures)
 		uptime := int64(0)
 		if !svc.CreatedAt.IsZero() {
 			uptime = int64(now.Sub(svc.CreatedAt) / time.Second)
@@ -71,20 +73,15 @@ func statusView(st *State, names []string, lbHost string, now time.Time) protoco
 
 // serviceStatus derives a service's status from its replicas, as SkyServe
 // names it: READY while an active version has a READY replica.
-func serviceStatus(st *State, svc *protocol.Service, reps []*protocol.Replica) (protocol.ServiceStatus, string) {
+func serviceStatus(st *State, svc *protocol.Service, reps []*protocol.Replica, maxFailures int) (protocol.ServiceStatus, string) {
 	if svc.Deleting {
 		return protocol.ServiceShuttingDown, ""
-	}
-	if svc.Rollout != nil {
-		if v := st.Version(svc.Name, svc.Rollout.To); v != nil && v.State == protocol.VersionFailed {
-			return protocol.ServiceFailed, v.Reason
-		}
 	}
 	var reason string
 	if v := st.Version(svc.Name, svc.LatestVersion); v != nil && v.State == protocol.VersionFailed {
 		reason = "version " + strconv.Itoa(v.Number) + " " + v.Reason
 	}
-	live, failedNeverReady := 0, 0
+	live := 0
 	for _, r := range reps {
 		if !svc.IsActive(r.Version) {
 			continue
@@ -94,15 +91,17 @@ func serviceStatus(st *State, svc *protocol.Service, reps []*protocol.Replica) (
 			return protocol.ServiceReady, reason
 		case !r.Status.IsTerminal():
 			live++
-		case r.Status.IsFailed() && !r.EverReady:
-			failedNeverReady++
+		}
+	}
+	for _, vn := range svc.ActiveVersions {
+		if v := st.Version(svc.Name, vn); v != nil && v.Failures >= maxFailures {
+			return protocol.ServiceFailed, fmt.Sprintf("%d replicas of version %d in a row failed before becoming ready; "+
+				"baton keeps retrying with backoff (see `baton serve logs`)", v.Failures, vn)
 		}
 	}
 	switch {
 	case len(reps) == 0:
 		return protocol.ServiceControllerInit, reason
-	case live > 0 && failedNeverReady >= 3:
-		return protocol.ServiceFailed, "replicas keep failing before they become ready; see `baton serve logs`"
 	case live > 0:
 		return protocol.ServiceReplicaInit, reason
 	}

@@ -96,8 +96,8 @@ func newCluster(t *testing.T, agents ...agentOpts) *cluster {
 	c.raftAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
 	c.natsPort = testutil.FreePort(t, "127.0.0.1")
 	c.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort)
-	// A first LB port unlikely to collide with a demo on this machine.
-	c.lbPort = 40000 + testutil.FreePort(t, c.lbHost)%20000
+	// A port free on the LB's address now; the demo uses 30001 and up.
+	c.lbPort = testutil.FreePort(t, c.lbHost)
 	t.Cleanup(c.stopAll)
 	c.startCoordinator()
 	for i, a := range agents {
@@ -180,7 +180,7 @@ func (c *cluster) stopAll() {
 		procs = append(procs, p)
 	}
 	c.mu.Unlock()
-	// Agents first, so their replicas stop while NATS is still up.
+	// All at once: each agent stops its replicas itself, NATS or not.
 	for _, p := range procs {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}

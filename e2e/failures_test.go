@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -166,12 +167,13 @@ func TestCoordinatorRestart(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	var results []loadgen.Result
 	var wg sync.WaitGroup
+	var served atomic.Int64
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		results = loadgen.Run(ctx, loadgen.Config{URL: "http://" + endpoint + "/", Workers: 4, MaxDuration: 2 * time.Minute})
+		results = loadgen.Run(ctx, loadgen.Config{URL: "http://" + endpoint + "/", Workers: 4, MaxDuration: 2 * time.Minute, Served: &served})
 	}()
-	time.Sleep(300 * time.Millisecond)
+	waitServed(t, &served, 20)
 	c.kill9("coordinator")
 	down := time.Now()
 	time.Sleep(2 * time.Second) // the LB serves from its last table meanwhile

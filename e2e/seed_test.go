@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,12 +53,13 @@ func TestSeedWalkthrough(t *testing.T) {
 	ctx, stopLoad := context.WithCancel(context.Background())
 	var results []loadgen.Result
 	var loadDone sync.WaitGroup
+	var served atomic.Int64
 	loadDone.Add(1)
 	go func() {
 		defer loadDone.Done()
-		results = loadgen.Run(ctx, loadgen.Config{URL: "http://" + endpoint + "/", Workers: 8, MaxDuration: 3 * time.Minute})
+		results = loadgen.Run(ctx, loadgen.Config{URL: "http://" + endpoint + "/", Workers: 8, MaxDuration: 3 * time.Minute, Served: &served})
 	}()
-	time.Sleep(500 * time.Millisecond) // some version-1 traffic before the update
+	waitServed(t, &served, 50) // some version-1 traffic before the update
 
 	updateAt := time.Now()
 	c.mustCLI("serve", "update", "http-server", "examples/http_server/task_v2.yaml", "-y")
@@ -179,6 +181,17 @@ func TestSeedWalkthrough(t *testing.T) {
 		}
 		if !portClosed(endpoint) {
 			return fmt.Errorf("LB port %s still accepts connections", endpoint)
+		}
+		return nil
+	})
+}
+
+// waitServed waits until the load has had n successful requests.
+func waitServed(t *testing.T, served *atomic.Int64, n int64) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if got := served.Load(); got < n {
+			return fmt.Errorf("%d of %d requests served", got, n)
 		}
 		return nil
 	})

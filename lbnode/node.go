@@ -47,6 +47,7 @@ type Node struct {
 	adminLn   net.Listener
 	started   atomic.Bool
 	syncNow   chan struct{}
+	ackNow    chan struct{}
 	// syncFailing is true while sync requests go unanswered; used only by
 	// Run's goroutine.
 	syncFailing bool
@@ -91,6 +92,7 @@ func New(cfg Config) (*Node, error) {
 		transport: newTransport(cfg.DialTimeout),
 		adminLn:   ln,
 		syncNow:   make(chan struct{}, 1),
+		ackNow:    make(chan struct{}, 1),
 		services:  make(map[string]*service),
 		deleted:   make(map[string]uint64),
 	}, nil
@@ -196,6 +198,8 @@ loop:
 			break loop
 		case <-n.syncNow:
 			n.sync(ctx, nc)
+		case <-n.ackNow:
+			n.publishAck(nc)
 		case <-ticker.C:
 			n.sync(ctx, nc)
 			n.publishStats(nc)
@@ -211,6 +215,15 @@ loop:
 func (n *Node) triggerSync() {
 	select {
 	case n.syncNow <- struct{}{}:
+	default:
+	}
+}
+
+// triggerAck asks Run's loop to send an ack soon (a retired replica just
+// finished its last request); it never blocks.
+func (n *Node) triggerAck() {
+	select {
+	case n.ackNow <- struct{}{}:
 	default:
 	}
 }
@@ -296,7 +309,8 @@ func (n *Node) sync(ctx context.Context, nc *nats.Conn) {
 }
 
 // ackLocked is the epoch held for every service, deleted ones included (so
-// the leader learns that a deletion was applied). n.mu must be held.
+// the leader learns that a deletion was applied), and the retired replicas
+// that still have requests in flight. n.mu must be held.
 func (n *Node) ackLocked() protocol.LBAck {
 	ack := protocol.LBAck{LBID: n.cfg.ID, Epochs: make(map[string]uint64, len(n.services)+len(n.deleted))}
 	for name, epoch := range n.deleted {
@@ -304,6 +318,14 @@ func (n *Node) ackLocked() protocol.LBAck {
 	}
 	for name, s := range n.services {
 		ack.Epochs[name] = s.route.Load().table.Epoch
+		for addr, b := range s.backends {
+			if c := b.inFlight.Load(); c > 0 && b.retired.Load() {
+				if ack.Draining == nil {
+					ack.Draining = map[string]int64{}
+				}
+				ack.Draining[addr] += c
+			}
+		}
 	}
 	return ack
 }

@@ -128,7 +128,7 @@ func (s *service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		version := "none"
 		if st.ep != nil {
 			version = st.ep.version
-			st.ep.backend.inFlight.Add(-1)
+			st.ep.backend.done()
 		}
 		s.inFlight.Add(-1)
 		s.inFlightGauge.Dec()
@@ -177,7 +177,7 @@ func (s *service) roundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 
-		ep.backend.inFlight.Add(-1)
+		ep.backend.done()
 		st.ep = nil
 		st.tried = append(st.tried, ep)
 		if len(st.tried) >= len(eps) || !retryable(req, err, tb) {

@@ -46,6 +46,18 @@ type endpoint struct {
 type backend struct {
 	addr     string
 	inFlight atomic.Int64
+	// retired is set while the current table no longer names addr; the
+	// leader waits for its last request before stopping the replica.
+	retired atomic.Bool
+	// onIdle is called when a retired backend's last request ends.
+	onIdle func()
+}
+
+// done ends one request to the backend.
+func (b *backend) done() {
+	if b.inFlight.Add(-1) == 0 && b.retired.Load() {
+		b.onIdle()
+	}
 }
 
 // service is one routed service: its current route (read lock-free by every
@@ -221,9 +233,10 @@ func (s *service) buildRouteLocked(t *protocol.RouteTable) *route {
 		}
 		b := s.backends[e.Address]
 		if b == nil {
-			b = &backend{addr: e.Address}
+			b = &backend{addr: e.Address, onIdle: s.node.triggerAck}
 			s.backends[e.Address] = b
 		}
+		b.retired.Store(false)
 		named[e.Address] = true
 		v := strconv.Itoa(e.Version)
 		r.endpoints = append(r.endpoints, &endpoint{
@@ -235,9 +248,14 @@ func (s *service) buildRouteLocked(t *protocol.RouteTable) *route {
 		})
 	}
 	for addr, b := range s.backends {
-		// A backend with requests in flight keeps its counter until a later
-		// table finds it idle; those requests still decrement it.
-		if !named[addr] && b.inFlight.Load() == 0 {
+		if named[addr] {
+			continue
+		}
+		// A backend with requests in flight keeps its counter (reported as
+		// draining) until a later table finds it idle; those requests still
+		// decrement it.
+		b.retired.Store(true)
+		if b.inFlight.Load() == 0 {
 			delete(s.backends, addr)
 		}
 	}

@@ -25,6 +25,8 @@ func ValidateServiceName(name string) error {
 		return bad("it does not start with a lowercase letter")
 	case name[len(name)-1] == '-':
 		return bad("it ends with '-'")
+	case SubjectRoutesPrefix+name == SubjectRoutesSync:
+		return bad("it is reserved (baton's route sync uses it)")
 	}
 	for _, r := range name {
 		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-' {

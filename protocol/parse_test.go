@@ -943,6 +943,7 @@ func TestValidateServiceName(t *testing.T) {
 		{"space", "my web", `contains ' '`},
 		{"subject wildcard", "web*", `contains '*'`},
 		{"non ascii", "wéb", `contains 'é'`},
+		{"reserved for route sync", "sync", "reserved"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -28,10 +28,16 @@ type RouteSync struct {
 	Tables []RouteTable `json:"tables"`
 }
 
-// LBAck tells the leader which epoch an LB serves for each service.
+// LBAck tells the leader which epoch an LB serves for each service, and
+// which replicas that are no longer in its tables still have requests in
+// flight. An LB sends it after applying tables, when a retired replica's
+// last request ends, and every sync interval.
 type LBAck struct {
 	LBID   string            `json:"lb_id"`
 	Epochs map[string]uint64 `json:"epochs"`
+	// Draining maps the address (host:port) of each replica the LB no
+	// longer routes to but still has requests in flight to, to their count.
+	Draining map[string]int64 `json:"draining,omitempty"`
 }
 
 // Response headers the LB adds so clients (and tests) can see which replica

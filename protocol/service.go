@@ -10,17 +10,14 @@ type Service struct {
 	// LatestVersion is the newest version number (1, 2, ...).
 	LatestVersion int `json:"latest_version"`
 	// ActiveVersions is the set of versions the LBs route to.
-	ActiveVersions []int         `json:"active_versions"`
-	Status         ServiceStatus `json:"status"`
-	CreatedAt      time.Time     `json:"created_at"`
+	ActiveVersions []int     `json:"active_versions"`
+	CreatedAt      time.Time `json:"created_at"`
 	// Rollout is the update in progress, nil when none.
 	Rollout *Rollout `json:"rollout,omitempty"`
 	// NextReplicaID is the id the next replica gets; ids are never reused.
 	NextReplicaID int `json:"next_replica_id"`
 	// Deleting is set by `serve down`: replicas drain, then the service goes.
 	Deleting bool `json:"deleting,omitempty"`
-	// Reason explains Status when it is not READY.
-	Reason string `json:"reason,omitempty"`
 }
 
 // Rollout is an update in progress from the active versions to a new one.
@@ -47,6 +44,12 @@ type Version struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Reason explains a failed state.
 	Reason string `json:"reason,omitempty"`
+	// Failures counts replicas of this version that failed before they
+	// became ready, since the last one that did; LastFailureAt is the
+	// latest such failure. They drive restart backoff and failing a new
+	// version.
+	Failures      int       `json:"failures,omitempty"`
+	LastFailureAt time.Time `json:"last_failure_at"`
 }
 
 // IsActive reports whether v is among s's active versions.

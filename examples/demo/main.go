@@ -79,7 +79,9 @@ func run(bin string, workers int) (err error) {
 	}
 	dev := exec.Command(bin, args...)
 	dev.Stdout, dev.Stderr = logf, logf
-	dev.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// If the demo dies (Ctrl-C, a closed pipe), baton dev gets SIGINT and
+	// stops its replicas instead of running on.
+	dev.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGINT}
 	say("$ baton %s", strings.Join(append([]string{"dev"}, quoteAgents(agents)...), " "))
 	if err := dev.Start(); err != nil {
 		return err

@@ -42,6 +42,30 @@ class Handler(BaseHTTPRequestHandler):
     # shutdown never waits on it for long.
     timeout = 5
 
+    def parse_request(self):
+        # Called once a request line has arrived: the request is in flight
+        # until handle_one_request returns.
+        ok = super().parse_request()
+        if ok:
+            global inflight
+            with inflight_lock:
+                inflight += 1
+            self.counted = True
+        return ok
+
+    def handle_one_request(self):
+        self.counted = False
+        try:
+            super().handle_one_request()
+        finally:
+            if self.counted:
+                global inflight
+                with inflight_lock:
+                    inflight -= 1
+                    inflight_lock.notify_all()
+            if stopping.is_set():
+                self.close_connection = True
+
     def log_message(self, fmt, *args):
         log(f"{self.address_string()} {fmt % args} version={VERSION} replica={REPLICA}")
 
@@ -108,10 +132,22 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Server(ThreadingHTTPServer):
-    # Handler threads are joined on server_close, so in-flight requests
-    # finish before the process exits.
-    daemon_threads = False
-    block_on_close = True
+    # Idle keep-alive connections must not hold the exit back; requests in
+    # flight are waited for in main() instead.
+    daemon_threads = True
+    block_on_close = False
+
+
+inflight = 0
+inflight_lock = threading.Condition()
+
+
+def wait_for_inflight(timeout):
+    deadline = time.monotonic() + timeout
+    with inflight_lock:
+        while inflight > 0 and time.monotonic() < deadline:
+            inflight_lock.wait(0.05)
+        return inflight
 
 
 def main():
@@ -137,8 +173,9 @@ def main():
 
     log(f"listening on {args.host}:{args.port} version={VERSION} replica={REPLICA} pid={os.getpid()}")
     server.serve_forever(poll_interval=0.2)
-    server.server_close()  # joins the handler threads
-    log("stopped")
+    server.server_close()
+    left = wait_for_inflight(30)
+    log(f"stopped ({left} requests still in flight)" if left else "stopped")
     return 0
 
 

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/baton-dev/baton/protocol"
@@ -32,6 +33,9 @@ type Config struct {
 	MaxDuration time.Duration
 	// Timeout bounds one request. Default 10s.
 	Timeout time.Duration
+	// Served, if set, counts successful requests as they happen, so a
+	// caller can wait for traffic without sleeping.
+	Served *atomic.Int64
 }
 
 // Result is one request's outcome.
@@ -99,7 +103,11 @@ func Run(ctx context.Context, cfg Config) []Result {
 				default:
 					return
 				}
-				mine = append(mine, once(ctx, client, cfg.URL))
+				r := once(ctx, client, cfg.URL)
+				mine = append(mine, r)
+				if cfg.Served != nil && !r.Failed() {
+					cfg.Served.Add(1)
+				}
 				select {
 				case <-ctx.Done():
 					return

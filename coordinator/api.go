@@ -129,9 +129,9 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 	if mode == "" {
 		mode = protocol.UpdateBlueGreen
 	}
-	if mode != protocol.UpdateBlueGreen {
+	if mode != protocol.UpdateBlueGreen && mode != protocol.UpdateRolling {
 		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest,
-			fmt.Sprintf("update mode %q is not supported yet; use blue_green (the default)", mode))
+			fmt.Sprintf("update mode %q: use blue_green (the default) or rolling", mode))
 		return
 	}
 	spec, ok := parseSpec(w, req.Filename, req.YAML, req.BaseDir)

@@ -341,3 +341,80 @@ func TestUpdateSupersedesRollout(t *testing.T) {
 		t.Fatalf("want only replica 3 of version 3, got %+v", st.Replicas)
 	}
 }
+
+// TestRollingUpdate: new replicas come up one at a time, each READY one
+// retires an old one, the LB routes to the READY replicas of both versions
+// meanwhile, and capacity never drops below min_replicas.
+func TestRollingUpdate(t *testing.T) {
+	c := newTestCluster(t, nil, 8)
+	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 3, "1", ""), Filename: "v1.yaml"})
+	c.waitReady(1, 3)
+	slowStart := "sleep 0.5; exec python3 " + exampleServer(t) + " --port $PORT"
+	c.post("/v1/services/web/update", protocol.UpdateRequest{YAML: task(t, 2, 3, "1", slowStart), Filename: "v2.yaml", Mode: protocol.UpdateRolling})
+	sawMixed := false
+	maxStartingNew := 0
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		st := c.status()
+		ready, startingNew, old := 0, 0, 0
+		for _, r := range st.Replicas {
+			if r.Status == protocol.ReplicaReady {
+				ready++
+			}
+			if r.Version == 2 && !r.Status.IsTerminal() && r.Status != protocol.ReplicaReady {
+				startingNew++
+			}
+			if r.Version == 1 {
+				old++
+			}
+		}
+		if ready < 3 {
+			t.Errorf("only %d READY replicas during a rolling update of min_replicas 3: %+v", ready, st.Replicas)
+		}
+		maxStartingNew = max(maxStartingNew, startingNew)
+		vs := map[int]bool{}
+		for _, v := range c.lbVersions() {
+			vs[v] = true
+		}
+		if vs[1] && vs[2] {
+			sawMixed = true
+		}
+		if old > 0 || fmt.Sprint(st.Services[0].ActiveVersions) != "[2]" {
+			return fmt.Errorf("active %v, %d old replicas left", st.Services[0].ActiveVersions, old)
+		}
+		return nil
+	})
+	if maxStartingNew > 1 {
+		t.Errorf("saw %d new replicas starting at once; rolling adds one at a time", maxStartingNew)
+	}
+	if !sawMixed {
+		t.Error("the LB never routed to both versions during the rolling update")
+	}
+	if st := c.status(); fmt.Sprint(st.Services[0].ActiveVersions) != "[2]" || st.Services[0].ReadyReplicas != 3 {
+		t.Fatalf("after rolling update: %+v", st.Services[0])
+	}
+}
+
+// TestRollingUpdateOfCrashingVersionRollsBack: a rolling update whose new
+// replicas never become ready fails and leaves the old version serving.
+func TestRollingUpdateOfCrashingVersionRollsBack(t *testing.T) {
+	c := newTestCluster(t, nil, 8)
+	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 2, "1", ""), Filename: "v1.yaml"})
+	c.waitReady(1, 2)
+	c.post("/v1/services/web/update", protocol.UpdateRequest{YAML: task(t, 2, 2, "1", "exit 1"), Filename: "v2.yaml", Mode: protocol.UpdateRolling})
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		st := c.status()
+		if svc := st.Services[0]; fmt.Sprint(svc.ActiveVersions) != "[1]" || !strings.Contains(svc.Reason, "failed") {
+			return fmt.Errorf("service %+v", svc)
+		}
+		return nil
+	})
+	st := c.status()
+	for _, id := range []int{1, 2} {
+		if r := replicaOf(st, id); r == nil || r.Status != protocol.ReplicaReady {
+			t.Errorf("old replica %d should still serve: %+v", id, r)
+		}
+	}
+	if vs := c.lbVersions(); fmt.Sprint(vs) != "[1 1]" {
+		t.Errorf("LB routes to %v, want both old replicas", vs)
+	}
+}

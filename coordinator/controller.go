@@ -352,7 +352,7 @@ func (c *controller) reconcileReports(st *State, now time.Time) {
 func (c *controller) reconcileServices(st *State, now time.Time) {
 	p := newPlacer(st)
 	var adds []protocol.Replica
-	var placements []ReplicaUpdate
+	var placements, retires []ReplicaUpdate
 	var deletes []string
 	for _, name := range st.ServiceNames() {
 		svc := st.Services[name]
@@ -390,28 +390,29 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 			}
 		}
 
-		targets := map[int]bool{}
-		for _, v := range svc.ActiveVersions {
-			targets[v] = true
-		}
-		if svc.Rollout != nil {
-			targets[svc.Rollout.To] = true
-		}
+		targets := replicaTargets(st, svc, reps)
 		for _, vn := range sortedKeys(targets) {
 			v := st.Version(name, vn)
 			if v == nil || v.State == protocol.VersionFailed {
 				continue
 			}
-			want := v.Spec.Service.ReplicaPolicy.MinReplicas
-			live := 0
+			want := targets[vn]
+			live, starting := 0, 0
 			for _, r := range reps {
 				if r.Version == vn && !r.Status.IsTerminal() {
 					live++
+					if r.Status != protocol.ReplicaReady {
+						starting++
+					}
 				}
 			}
+			if live > want {
+				retires = append(retires, surplus(reps, vn, live-want, svc.Rollout)...)
+				continue
+			}
 			streak, lastFail := v.Failures, v.LastFailureAt
-			rolling := svc.Rollout != nil && svc.Rollout.To == vn
-			if rolling && streak >= c.maxFailures(want) {
+			rollingOut := svc.Rollout != nil && svc.Rollout.To == vn
+			if rollingOut && streak >= c.maxFailures(v.Spec.Service.ReplicaPolicy.MinReplicas) {
 				reason := fmt.Sprintf("failed: %d replicas in a row failed before becoming ready", streak)
 				if c.apply(CmdFailVersion, FailVersionCmd{Service: name, Version: vn, Reason: reason, At: now}) {
 					c.log.Warn("version failed; old version keeps serving", "service", name, "version", vn, "reason", reason)
@@ -424,6 +425,13 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 			if retryAt := lastFail.Add(c.backoff(streak)); streak > 0 && now.Before(retryAt) {
 				c.wakeAt(retryAt)
 				continue
+			}
+			if rollingOut && svc.Rollout.Mode == protocol.UpdateRolling {
+				// One new replica at a time: the next starts once this one is READY.
+				if starting > 0 {
+					continue
+				}
+				want = live + 1
 			}
 			avoid := failedOn(reps, vn)
 			for i := live; i < want; i++ {
@@ -444,6 +452,13 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 	}
 	if len(placements) > 0 {
 		c.apply(CmdUpdateReplicas, UpdateReplicasCmd{Updates: placements, At: now})
+	}
+	if len(retires) > 0 {
+		if c.apply(CmdUpdateReplicas, UpdateReplicasCmd{Updates: retires, At: now}) {
+			for _, u := range retires {
+				c.log.Info("replica retired", "service", u.Service, "replica_id", u.ID, "reason", u.Reason)
+			}
+		}
 	}
 	if len(adds) > 0 {
 		if c.apply(CmdAddReplicas, AddReplicasCmd{Replicas: adds, At: now}) {
@@ -490,6 +505,67 @@ func (c *controller) reconcileRollouts(st *State, now time.Time) {
 			}
 		}
 	}
+}
+
+// replicaTargets is how many live replicas each version of svc should
+// have: min_replicas for the active versions and a rollout's target. In a
+// rolling update each READY new replica retires one old one.
+func replicaTargets(st *State, svc *protocol.Service, reps []*protocol.Replica) map[int]int {
+	targets := map[int]int{}
+	minOf := func(vn int) int {
+		if v := st.Version(svc.Name, vn); v != nil {
+			return v.Spec.Service.ReplicaPolicy.MinReplicas
+		}
+		return 0
+	}
+	for _, vn := range svc.ActiveVersions {
+		targets[vn] = minOf(vn)
+	}
+	ro := svc.Rollout
+	if ro == nil {
+		return targets
+	}
+	targets[ro.To] = minOf(ro.To)
+	if ro.Mode == protocol.UpdateRolling {
+		readyNew := 0
+		for _, r := range reps {
+			if r.Version == ro.To && r.Status == protocol.ReplicaReady {
+				readyNew++
+			}
+		}
+		for _, vn := range ro.From {
+			targets[vn] = max(0, minOf(vn)-readyNew)
+		}
+	}
+	return targets
+}
+
+// surplus picks n live replicas of version to retire: those not READY
+// first, then the newest.
+func surplus(reps []*protocol.Replica, version, n int, ro *protocol.Rollout) []ReplicaUpdate {
+	var live []*protocol.Replica
+	for _, r := range reps {
+		if r.Version == version && !r.Status.IsTerminal() {
+			live = append(live, r)
+		}
+	}
+	sort.Slice(live, func(i, j int) bool {
+		ri, rj := live[i].Status == protocol.ReplicaReady, live[j].Status == protocol.ReplicaReady
+		if ri != rj {
+			return !ri
+		}
+		return live[i].ID > live[j].ID
+	})
+	reason := "no longer needed"
+	if ro != nil && ro.Mode == protocol.UpdateRolling {
+		reason = fmt.Sprintf("replaced by version %d (rolling update)", ro.To)
+	}
+	var out []ReplicaUpdate
+	for _, r := range live[:min(n, len(live))] {
+		out = append(out, ReplicaUpdate{Service: r.Service, ID: r.ID, From: r.Status,
+			Status: protocol.ReplicaShuttingDown, Reason: reason})
+	}
+	return out
 }
 
 func (c *controller) maxFailures(minReplicas int) int {
@@ -556,7 +632,7 @@ func expiredFailures(reps []*protocol.Replica, now time.Time, ttl time.Duration)
 	return out
 }
 
-func sortedKeys(m map[int]bool) []int {
+func sortedKeys(m map[int]int) []int {
 	out := make([]int, 0, len(m))
 	for k := range m {
 		out = append(out, k)

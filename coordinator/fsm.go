@@ -167,9 +167,15 @@ func (f *FSM) applyAddVersion(buf []byte) any {
 		CreatedAt: cmd.At,
 	}
 	window := time.Duration(cmd.ProgressSeconds) * time.Second
+	from := append([]int(nil), svc.ActiveVersions...)
+	if cmd.Mode == protocol.UpdateRolling {
+		// Rolling: the new version's READY replicas are routed to beside
+		// the old ones from the start.
+		svc.ActiveVersions = append(svc.ActiveVersions, next)
+	}
 	svc.Rollout = &protocol.Rollout{
 		Mode:            cmd.Mode,
-		From:            append([]int(nil), svc.ActiveVersions...),
+		From:            from,
 		To:              next,
 		StartedAt:       cmd.At,
 		Deadline:        cmd.At.Add(window),
@@ -193,6 +199,7 @@ func (f *FSM) failVersion(svc *protocol.Service, version int, reason string, at 
 		}
 	}
 	if svc.Rollout != nil && svc.Rollout.To == version {
+		svc.ActiveVersions = svc.Rollout.From // a rolling update routed to it too
 		svc.Rollout = nil
 	}
 }

@@ -53,6 +53,9 @@ func writeApplyError(w http.ResponseWriter, err error) {
 			err.Error()+"; use `baton serve update` to change it or `baton serve down` first")
 	case errors.Is(err, ErrServiceDeleting):
 		writeError(w, http.StatusConflict, protocol.CodeBadRequest, err.Error()+"; wait until it is gone")
+	case errors.Is(err, ErrOutcomeUnknown):
+		writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable,
+			err.Error()+"; check `baton serve status` before retrying")
 	case errors.Is(err, ErrNotLeader):
 		writeError(w, http.StatusServiceUnavailable, protocol.CodeNotLeader,
 			"this coordinator is not the leader ("+err.Error()+"); retry shortly")
@@ -84,6 +87,11 @@ func parseSpec(w http.ResponseWriter, filename, text, baseDir string) (*protocol
 	}
 	if baseDir != "" {
 		spec.ResolveWorkdir(baseDir)
+	}
+	if p := spec.Service.ReplicaPolicy; p.MaxReplicas > p.MinReplicas {
+		spec.Warnings = append(spec.Warnings, fmt.Sprintf(
+			"%s: service.replica_policy: autoscaling is not implemented yet; baton runs min_replicas (%d) replicas",
+			filename, p.MinReplicas))
 	}
 	return spec, true
 }

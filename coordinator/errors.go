@@ -17,6 +17,10 @@ var (
 	ErrRolloutChanged = errors.New("rollout changed")
 	// ErrNoPortsLeft means every LB port is taken.
 	ErrNoPortsLeft = errors.New("no free LB port")
-	// ErrNotLeader means this coordinator is not the Raft leader.
+	// ErrNotLeader means this coordinator is not the Raft leader; the
+	// command was not applied and may be retried.
 	ErrNotLeader = errors.New("not the leader")
+	// ErrOutcomeUnknown means leadership was lost while a command was in
+	// flight: it may or may not have been applied.
+	ErrOutcomeUnknown = errors.New("leadership lost while applying; the change may or may not have been made")
 )

@@ -158,6 +158,7 @@ func (f *FSM) applyAddVersion(buf []byte) any {
 		f.failVersion(svc, svc.Rollout.To, fmt.Sprintf("superseded by version %d", next), cmd.At)
 	}
 	svc.LatestVersion = next
+	f.pruneVersions(cmd.Service)
 	s.Versions[cmd.Service][next] = &protocol.Version{
 		Service:   cmd.Service,
 		Number:    next,
@@ -201,6 +202,34 @@ func (f *FSM) failVersion(svc *protocol.Service, version int, reason string, at 
 	if svc.Rollout != nil && svc.Rollout.To == version {
 		svc.ActiveVersions = svc.Rollout.From // a rolling update routed to it too
 		svc.Rollout = nil
+	}
+}
+
+// keepOldVersions is how many retired or failed versions a service keeps
+// (for status and history); older ones with no replicas left are dropped.
+const keepOldVersions = 10
+
+// pruneVersions drops the oldest retired or failed versions beyond
+// keepOldVersions that no replica refers to any more.
+func (f *FSM) pruneVersions(service string) {
+	versions := f.state.Versions[service]
+	inUse := map[int]bool{}
+	for _, r := range f.state.Replicas {
+		if r.Service == service {
+			inUse[r.Version] = true
+		}
+	}
+	var old []int
+	for n, v := range versions {
+		if v.State == protocol.VersionRetired || v.State == protocol.VersionFailed {
+			old = append(old, n)
+		}
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(old)))
+	for i, n := range old {
+		if i >= keepOldVersions && !inUse[n] {
+			delete(versions, n)
+		}
 	}
 }
 

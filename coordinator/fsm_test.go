@@ -243,3 +243,24 @@ type memSink struct{ bytes.Buffer }
 func (m *memSink) ID() string    { return "mem" }
 func (m *memSink) Cancel() error { return nil }
 func (m *memSink) Close() error  { return nil }
+
+func TestFSMPrunesOldVersions(t *testing.T) {
+	f := NewFSM()
+	t0 := time.Unix(1000, 0).UTC()
+	applyCmd(t, f, 1, CmdCreateService, CreateServiceCmd{Name: "web", Spec: testSpec(1), FirstPort: 30001, At: t0})
+	// Version 2 keeps a replica, so it must survive pruning.
+	applyCmd(t, f, 2, CmdAddVersion, AddVersionCmd{Service: "web", Spec: testSpec(1), ProgressSeconds: 60, At: t0})
+	applyCmd(t, f, 3, CmdAddReplicas, AddReplicasCmd{At: t0, Replicas: []protocol.Replica{{Service: "web", Version: 2, Status: protocol.ReplicaStarting, AgentID: "a"}}})
+	for i := uint64(0); i < 20; i++ {
+		applyCmd(t, f, 4+i, CmdAddVersion, AddVersionCmd{Service: "web", Spec: testSpec(1), ProgressSeconds: 60, At: t0})
+	}
+	vs := f.State().Versions["web"]
+	// active v1, pending v22, v2 (in use), and the newest 10 failed (v12..v21).
+	if len(vs) != 13 || vs[1] == nil || vs[2] == nil || vs[22] == nil || vs[12] == nil || vs[11] != nil {
+		keys := []int{}
+		for k := range vs {
+			keys = append(keys, k)
+		}
+		t.Fatalf("versions kept: %v", sortedInts(keys))
+	}
+}

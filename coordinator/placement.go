@@ -171,7 +171,7 @@ func gpuMatches(device, want string) bool {
 
 // noFitReason explains why nothing fits, for the PENDING replica's status.
 func (p *placer) noFitReason(res protocol.Resources) string {
-	want := describeResources(res)
+	want := res.String()
 	if len(p.agents) == 0 {
 		return fmt.Sprintf("no agent fits %s: no agents are alive", want)
 	}
@@ -201,34 +201,6 @@ func (p *placer) noFitReason(res protocol.Resources) string {
 		have = append(have, desc)
 	}
 	return fmt.Sprintf("no agent fits %s (%s)", want, strings.Join(have, "; "))
-}
-
-func describeResources(res protocol.Resources) string {
-	var parts []string
-	if res.CPUs.IsSet() {
-		parts = append(parts, "cpus "+describeQuantity(res.CPUs))
-	}
-	if res.Memory.IsSet() {
-		parts = append(parts, "memory "+describeQuantity(res.Memory)+"GB")
-	}
-	if res.Accelerators.IsSet() {
-		var opts []string
-		for _, o := range res.Accelerators.Options {
-			opts = append(opts, fmt.Sprintf("%s:%d", o.Name, o.Count))
-		}
-		parts = append(parts, "accelerators "+strings.Join(opts, " or "))
-	}
-	if len(parts) == 0 {
-		return "any resources"
-	}
-	return strings.Join(parts, ", ")
-}
-
-func describeQuantity(q protocol.Quantity) string {
-	if q.AtLeast {
-		return num(q.Value) + "+"
-	}
-	return num(q.Value)
 }
 
 func num(f float64) string {

@@ -113,8 +113,11 @@ func (s *Server) raftApply(t CommandType, cmd any) (any, uint64, error) {
 	}
 	f := s.raft.raft.Apply(buf, 10*time.Second)
 	if err := f.Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader):
 			return nil, 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		case errors.Is(err, raft.ErrLeadershipLost):
+			return nil, 0, ErrOutcomeUnknown
 		}
 		return nil, 0, fmt.Errorf("raft apply %s: %w", t, err)
 	}

@@ -78,7 +78,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	gatherer, ok := cfg.Registry.(prometheus.Gatherer)
 	if !ok {
-		gatherer = prometheus.DefaultGatherer
+		return nil, errors.New("lb config: Registry must also be a prometheus.Gatherer (a *prometheus.Registry is) so /metrics can serve it")
 	}
 	ln, err := net.Listen("tcp", cfg.AdminAddr)
 	if err != nil {

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -48,19 +49,12 @@ func (a Allocation) Describe(agentID string) string {
 	if agentID == "" {
 		return "-"
 	}
-	parts := []string{fmt.Sprintf("vCPU=%s", formatNumber(a.CPUs))}
+	parts := []string{"vCPU=" + strconv.FormatFloat(a.CPUs, 'f', -1, 64)}
 	if a.MemoryGB > 0 {
-		parts = append(parts, fmt.Sprintf("mem=%sGB", formatNumber(a.MemoryGB)))
+		parts = append(parts, "mem="+strconv.FormatFloat(a.MemoryGB, 'f', -1, 64)+"GB")
 	}
 	if len(a.GPUUUIDs) > 0 {
 		parts = append(parts, fmt.Sprintf("%s:%d", a.GPUName, len(a.GPUUUIDs)))
 	}
 	return fmt.Sprintf("1x %s(%s)", agentID, strings.Join(parts, ", "))
-}
-
-func formatNumber(f float64) string {
-	if f == float64(int64(f)) {
-		return fmt.Sprintf("%d", int64(f))
-	}
-	return fmt.Sprintf("%g", f)
 }

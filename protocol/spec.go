@@ -1,5 +1,11 @@
 package protocol
 
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
 // TaskSpec is a parsed and validated SkyServe-compatible task YAML. It is
 // stored in the FSM (inside Version) and sent to agents, so it is plain data
 // with JSON tags.
@@ -94,3 +100,45 @@ type AcceleratorOption struct {
 
 // IsSet reports whether any accelerator was requested.
 func (a AcceleratorRequest) IsSet() bool { return len(a.Options) > 0 }
+
+// String renders 4 as "4" and at-least 4 as "4+", as a task file writes them.
+func (q Quantity) String() string {
+	s := strconv.FormatFloat(q.Value, 'f', -1, 64)
+	if q.AtLeast {
+		s += "+"
+	}
+	return s
+}
+
+// String renders the accelerators as "A100:1", "A100:1 or H100:1" (a set)
+// or "A100:2, else T4:1" (a list in order of preference).
+func (a AcceleratorRequest) String() string {
+	opts := make([]string, len(a.Options))
+	for i, o := range a.Options {
+		opts[i] = fmt.Sprintf("%s:%d", o.Name, o.Count)
+	}
+	sep := " or "
+	if a.Ordered {
+		sep = ", else "
+	}
+	return strings.Join(opts, sep)
+}
+
+// String describes what a replica asks for, like
+// "cpus 4+, memory 16 GiB, accelerators A100:1", or "any resources".
+func (r Resources) String() string {
+	var parts []string
+	if r.CPUs.IsSet() {
+		parts = append(parts, "cpus "+r.CPUs.String())
+	}
+	if r.Memory.IsSet() {
+		parts = append(parts, "memory "+r.Memory.String()+" GiB")
+	}
+	if r.Accelerators.IsSet() {
+		parts = append(parts, "accelerators "+r.Accelerators.String())
+	}
+	if len(parts) == 0 {
+		return "any resources"
+	}
+	return strings.Join(parts, ", ")
+}

@@ -358,22 +358,8 @@ func describeSpec(s *protocol.TaskSpec) string {
 	} else {
 		parts = append(parts, countNoun(p.MinReplicas, "replica", "replicas"))
 	}
-	if q := s.Resources.CPUs; q.IsSet() {
-		parts = append(parts, "cpus "+formatQuantity(q))
-	}
-	if q := s.Resources.Memory; q.IsSet() {
-		parts = append(parts, "memory "+formatQuantity(q)+" GiB")
-	}
-	if a := s.Resources.Accelerators; a.IsSet() {
-		var opts []string
-		for _, o := range a.Options {
-			opts = append(opts, fmt.Sprintf("%s:%d", o.Name, o.Count))
-		}
-		sep := " or "
-		if a.Ordered {
-			sep = ", else "
-		}
-		parts = append(parts, "accelerators "+strings.Join(opts, sep))
+	if res := s.Resources.String(); res != "any resources" {
+		parts = append(parts, res)
 	}
 	if path := s.Service.ReadinessProbe.Path; path != "" {
 		method := "GET"
@@ -386,15 +372,6 @@ func describeSpec(s *protocol.TaskSpec) string {
 		parts = append(parts, "workdir "+s.Workdir)
 	}
 	return strings.Join(parts, ", ")
-}
-
-// formatQuantity renders 4 as `4` and at-least 4 as `4+`.
-func formatQuantity(q protocol.Quantity) string {
-	s := strconv.FormatFloat(q.Value, 'f', -1, 64)
-	if q.AtLeast {
-		s += "+"
-	}
-	return s
 }
 
 // countNoun renders `1 replica` or `n replicas`.

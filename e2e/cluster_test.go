@@ -17,10 +17,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/baton-dev/baton/internal/loadgen"
+	"github.com/baton-dev/baton/internal/procscan"
 	"github.com/baton-dev/baton/internal/testutil"
 	"github.com/baton-dev/baton/protocol"
 )
@@ -110,10 +113,16 @@ func newCluster(t *testing.T, agents ...agentOpts) *cluster {
 }
 
 func (c *cluster) startCoordinator() {
-	c.start("coordinator", "coordinator", "--dev", "--data-dir", filepath.Join(c.dir, "coordinator"),
+	p := c.start("coordinator", "coordinator", "--dev", "--data-dir", filepath.Join(c.dir, "coordinator"),
 		"--http-addr", c.apiAddr, "--raft-addr", c.raftAddr, "--nats-port", strconv.Itoa(c.natsPort),
 		"--lb-host", c.lbHost, "--first-lb-port", strconv.Itoa(c.lbPort))
-	testutil.WaitFor(c.t, 20*time.Second, func() error {
+	testutil.WaitFor(c.t, 30*time.Second, func() error {
+		select {
+		case <-p.done:
+			log, _ := os.ReadFile(p.logPath)
+			c.t.Fatalf("coordinator exited while starting:\n%s", log)
+		default:
+		}
 		resp, err := http.Get("http://" + c.apiAddr + "/healthz")
 		if err != nil {
 			return err
@@ -323,45 +332,26 @@ func (c *cluster) waitReady(name string, version, want int, timeout time.Duratio
 	return st
 }
 
-// replicaProcesses lists the PIDs of processes whose environment says they
-// belong to the service (BATON_SERVICE=name), read from /proc: the OS's
-// view, not baton's.
-func replicaProcesses(t *testing.T, service string) []int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []byte("BATON_SERVICE=" + service + "\x00")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err != nil {
-			continue
-		}
-		if bytes.Contains(env, want) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+// replicaProcesses lists the processes of a service, from /proc.
+func replicaProcesses(service string) []int {
+	return procscan.WithEnv("BATON_SERVICE=" + service)
 }
 
-// replicaPID finds the main process of one replica from /proc.
-func replicaPIDs(t *testing.T, service string, id int) []int {
-	t.Helper()
-	want := []byte("BATON_REPLICA_ID=" + strconv.Itoa(id) + "\x00")
-	var out []int
-	for _, pid := range replicaProcesses(t, service) {
-		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if err == nil && bytes.Contains(env, want) {
-			out = append(out, pid)
-		}
-	}
-	return out
+// replicaPIDs lists the processes of one replica, from /proc.
+func replicaPIDs(service string, id int) []int {
+	return procscan.WithEnv("BATON_SERVICE="+service, "BATON_REPLICA_ID="+strconv.Itoa(id))
+}
+
+// startLoad runs a load on url until the returned stop is called; stop
+// returns every result. served counts successes as they happen.
+func startLoad(url string, workers int) (stop func() []loadgen.Result, served *atomic.Int64) {
+	served = new(atomic.Int64)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan []loadgen.Result, 1)
+	go func() {
+		done <- loadgen.Run(ctx, loadgen.Config{URL: url, Workers: workers, MaxDuration: 3 * time.Minute, Served: served})
+	}()
+	return func() []loadgen.Result { cancel(); return <-done }, served
 }
 
 // portClosed reports whether nothing accepts connections on addr.

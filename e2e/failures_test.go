@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -76,7 +74,7 @@ func TestKilledReplicaIsReplaced(t *testing.T) {
 	st := c.waitReady("web", 1, 2, 60*time.Second)
 	endpoint := service(st, "web").Endpoint
 
-	pids := replicaPIDs(t, "web", 1)
+	pids := replicaPIDs("web", 1)
 	if len(pids) == 0 {
 		t.Fatal("no process found for replica 1")
 	}
@@ -164,16 +162,8 @@ func TestCoordinatorRestart(t *testing.T) {
 	before := c.waitReady("web", 1, 2, 60*time.Second)
 	endpoint := service(before, "web").Endpoint
 
-	ctx, stop := context.WithCancel(context.Background())
-	var results []loadgen.Result
-	var wg sync.WaitGroup
-	var served atomic.Int64
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		results = loadgen.Run(ctx, loadgen.Config{URL: "http://" + endpoint + "/", Workers: 4, MaxDuration: 2 * time.Minute, Served: &served})
-	}()
-	waitServed(t, &served, 20)
+	stop, served := startLoad("http://"+endpoint+"/", 4)
+	waitServed(t, served, 20)
 	c.kill9("coordinator")
 	down := time.Now()
 	time.Sleep(2 * time.Second) // the LB serves from its last table meanwhile
@@ -182,8 +172,7 @@ func TestCoordinatorRestart(t *testing.T) {
 	c.waitAgents(2)
 	after := c.waitReady("web", 1, 2, 30*time.Second)
 	time.Sleep(time.Second)
-	stop()
-	wg.Wait()
+	results := stop()
 
 	b, a := service(before, "web"), service(after, "web")
 	if a.Version != b.Version || a.Endpoint != b.Endpoint || fmt.Sprint(a.ActiveVersions) != fmt.Sprint(b.ActiveVersions) {

@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,16 +27,8 @@ func TestRollingUpdateUnderLoad(t *testing.T) {
 	st := c.waitReady("web", 1, 2, 60*time.Second)
 	endpoint := service(st, "web").Endpoint
 
-	ctx, stop := context.WithCancel(context.Background())
-	var results []loadgen.Result
-	var wg sync.WaitGroup
-	var served atomic.Int64
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		results = loadgen.Run(ctx, loadgen.Config{URL: "http://" + endpoint + "/", Workers: 6, MaxDuration: 2 * time.Minute, Served: &served})
-	}()
-	waitServed(t, &served, 30)
+	stop, served := startLoad("http://"+endpoint+"/", 6)
+	waitServed(t, served, 30)
 	out := c.mustCLI("serve", "update", "web", f2, "--mode", "rolling", "-y")
 	if !strings.Contains(out, "rolling") {
 		t.Errorf("update output does not mention the mode: %q", out)
@@ -60,9 +49,8 @@ func TestRollingUpdateUnderLoad(t *testing.T) {
 		}
 		return nil
 	})
-	waitServed(t, &served, served.Load()+30)
-	stop()
-	wg.Wait()
+	waitServed(t, served, served.Load()+30)
+	results := stop()
 	sum := loadgen.Summarize(results)
 	t.Logf("rolling update under load: %d requests, %d failed, by version %v", sum.Sent, sum.Failed, sum.ByVersion)
 	if sum.Failed != 0 {

@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -50,16 +48,8 @@ func TestSeedWalkthrough(t *testing.T) {
 	}
 
 	// Load through the LB for the whole update.
-	ctx, stopLoad := context.WithCancel(context.Background())
-	var results []loadgen.Result
-	var loadDone sync.WaitGroup
-	var served atomic.Int64
-	loadDone.Add(1)
-	go func() {
-		defer loadDone.Done()
-		results = loadgen.Run(ctx, loadgen.Config{URL: "http://" + endpoint + "/", Workers: 8, MaxDuration: 3 * time.Minute, Served: &served})
-	}()
-	waitServed(t, &served, 50) // some version-1 traffic before the update
+	stopLoad, served := startLoad("http://"+endpoint+"/", 8)
+	waitServed(t, served, 50) // some version-1 traffic before the update
 
 	updateAt := time.Now()
 	c.mustCLI("serve", "update", "http-server", "examples/http_server/task_v2.yaml", "-y")
@@ -133,8 +123,7 @@ func TestSeedWalkthrough(t *testing.T) {
 		}
 	}
 	time.Sleep(time.Second) // v2-only traffic after the old replicas are gone
-	stopLoad()
-	loadDone.Wait()
+	results := stopLoad()
 
 	st = c.status("http-server")
 	svc = service(st, "http-server")
@@ -145,7 +134,7 @@ func TestSeedWalkthrough(t *testing.T) {
 	if fmt.Sprint(ids(reps)) != "[3 4]" {
 		t.Fatalf("after update want replicas [3 4], got %v", ids(reps))
 	}
-	if len(replicaPIDs(t, "http-server", 1)) != 0 || len(replicaPIDs(t, "http-server", 2)) != 0 {
+	if len(replicaPIDs("http-server", 1)) != 0 || len(replicaPIDs("http-server", 2)) != 0 {
 		t.Fatal("processes of retired replicas 1 or 2 are still running")
 	}
 
@@ -176,7 +165,7 @@ func TestSeedWalkthrough(t *testing.T) {
 		if len(st.Services) != 0 {
 			return fmt.Errorf("services still listed: %+v", st.Services)
 		}
-		if pids := replicaProcesses(t, "http-server"); len(pids) != 0 {
+		if pids := replicaProcesses("http-server"); len(pids) != 0 {
 			return fmt.Errorf("replica processes still running: %v", pids)
 		}
 		if !portClosed(endpoint) {

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/internal/loadgen"
+	"github.com/baton-dev/baton/internal/procscan"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -98,7 +99,7 @@ func run(bin string, workers int) (err error) {
 			<-devDone
 		}
 		logf.Close()
-		if left := serviceProcesses("http-server"); len(left) > 0 {
+		if left := procscan.WithEnv("BATON_SERVICE=http-server"); len(left) > 0 {
 			err = errors.Join(err, fmt.Errorf("replica processes left behind: %v", left))
 		}
 		if err != nil {
@@ -313,23 +314,4 @@ func countReady(st protocol.StatusResponse, version int) int {
 		}
 	}
 	return n
-}
-
-// serviceProcesses lists processes whose environment names the service,
-// from /proc: what the OS sees, not what baton thinks.
-func serviceProcesses(service string) []int {
-	entries, _ := os.ReadDir("/proc")
-	want := []byte("BATON_SERVICE=" + service + "\x00")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err == nil && bytes.Contains(env, want) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }

@@ -363,7 +363,7 @@ func TestRollingUpdate(t *testing.T) {
 			if r.Version == 2 && !r.Status.IsTerminal() && r.Status != protocol.ReplicaReady {
 				startingNew++
 			}
-			if r.Version == 1 {
+			if r.Version == 1 && !r.Status.IsFailed() {
 				old++
 			}
 		}

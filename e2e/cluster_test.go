@@ -155,6 +155,9 @@ func (c *cluster) start(name string, args ...string) *proc {
 		c.t.Fatal(err)
 	}
 	p.cmd = exec.Command(batonBin, args...)
+	// Replicas inherit the agent's environment: the marker tells this
+	// cluster's processes from any other's on the machine.
+	p.cmd.Env = append(os.Environ(), c.marker())
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
@@ -332,14 +335,17 @@ func (c *cluster) waitReady(name string, version, want int, timeout time.Duratio
 	return st
 }
 
-// replicaProcesses lists the processes of a service, from /proc.
-func replicaProcesses(service string) []int {
-	return procscan.WithEnv("BATON_SERVICE=" + service)
+// marker is the environment entry every process of this cluster carries.
+func (c *cluster) marker() string { return "BATON_E2E_CLUSTER=" + c.dir }
+
+// replicaProcesses lists this cluster's processes of a service, from /proc.
+func (c *cluster) replicaProcesses(service string) []int {
+	return procscan.WithEnv(c.marker(), "BATON_SERVICE="+service)
 }
 
-// replicaPIDs lists the processes of one replica, from /proc.
-func replicaPIDs(service string, id int) []int {
-	return procscan.WithEnv("BATON_SERVICE="+service, "BATON_REPLICA_ID="+strconv.Itoa(id))
+// replicaPIDs lists this cluster's processes of one replica, from /proc.
+func (c *cluster) replicaPIDs(service string, id int) []int {
+	return procscan.WithEnv(c.marker(), "BATON_SERVICE="+service, "BATON_REPLICA_ID="+strconv.Itoa(id))
 }
 
 // startLoad runs a load on url until the returned stop is called; stop

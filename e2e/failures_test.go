@@ -74,7 +74,7 @@ func TestKilledReplicaIsReplaced(t *testing.T) {
 	st := c.waitReady("web", 1, 2, 60*time.Second)
 	endpoint := service(st, "web").Endpoint
 
-	pids := replicaPIDs("web", 1)
+	pids := c.replicaPIDs("web", 1)
 	if len(pids) == 0 {
 		t.Fatal("no process found for replica 1")
 	}

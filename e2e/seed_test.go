@@ -134,7 +134,7 @@ func TestSeedWalkthrough(t *testing.T) {
 	if fmt.Sprint(ids(reps)) != "[3 4]" {
 		t.Fatalf("after update want replicas [3 4], got %v", ids(reps))
 	}
-	if len(replicaPIDs("http-server", 1)) != 0 || len(replicaPIDs("http-server", 2)) != 0 {
+	if len(c.replicaPIDs("http-server", 1)) != 0 || len(c.replicaPIDs("http-server", 2)) != 0 {
 		t.Fatal("processes of retired replicas 1 or 2 are still running")
 	}
 
@@ -165,7 +165,7 @@ func TestSeedWalkthrough(t *testing.T) {
 		if len(st.Services) != 0 {
 			return fmt.Errorf("services still listed: %+v", st.Services)
 		}
-		if pids := replicaProcesses("http-server"); len(pids) != 0 {
+		if pids := c.replicaProcesses("http-server"); len(pids) != 0 {
 			return fmt.Errorf("replica processes still running: %v", pids)
 		}
 		if !portClosed(endpoint) {

@@ -345,6 +345,20 @@ func readTask(file string) ([]byte, *protocol.TaskSpec, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	// The agents run setup and run in the workdir; like SkyPilot, check
+	// here that it exists before anything changes in the cluster.
+	if spec.Workdir != "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, nil, err
+		}
+		resolved := *spec
+		resolved.ResolveWorkdir(wd)
+		if fi, err := os.Stat(resolved.Workdir); err != nil || !fi.IsDir() {
+			return nil, nil, fmt.Errorf("%s: workdir: %s is not a directory (a relative workdir is resolved against the current directory, %s)",
+				file, resolved.Workdir, wd)
+		}
+	}
 	return data, spec, nil
 }
 

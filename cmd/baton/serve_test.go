@@ -435,3 +435,15 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestServeUpMissingWorkdir(t *testing.T) {
+	f := newFakeCoordinator(t)
+	path := writeTask(t, "workdir: "+filepath.Join(t.TempDir(), "absent")+"\n"+validTask)
+	_, _, err := runServe(t, f, false, "", "up", path, "-y")
+	if err == nil || !strings.Contains(err.Error(), path+": workdir:") || !strings.Contains(err.Error(), "is not a directory") {
+		t.Fatalf("error %v, want %q naming the missing workdir", err, path+": workdir:")
+	}
+	if reqs := f.seen(); len(reqs) != 0 {
+		t.Fatalf("coordinator was contacted: %v", reqs)
+	}
+}

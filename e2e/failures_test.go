@@ -192,3 +192,36 @@ func TestCoordinatorRestart(t *testing.T) {
 		t.Fatalf("LB must keep serving while the coordinator is down: %d of %d failed: %v", sum.Failed, sum.Sent, sum.FirstErrors)
 	}
 }
+
+// TestAgentRestartLeavesNoOrphans: kill -9 an agent and start it again with
+// the same data dir. Its old replica processes are gone (from the OS's
+// view), and the service is back at full strength.
+func TestAgentRestartLeavesNoOrphans(t *testing.T) {
+	c := newCluster(t, agentOpts{cpus: 4})
+	c.mustCLI("serve", "up", "examples/http_server/task.yaml", "-n", "web", "-y")
+	c.waitReady("web", 1, 2, 60*time.Second)
+	before := map[int]bool{}
+	for _, pid := range c.replicaProcesses("web") {
+		before[pid] = true
+	}
+	if len(before) == 0 {
+		t.Fatal("no replica processes found")
+	}
+	c.kill9("agent-1")
+	c.startAgent("agent-1", "127.0.0.11", agentOpts{cpus: 4})
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		for _, pid := range c.replicaProcesses("web") {
+			if before[pid] {
+				return fmt.Errorf("replica process %d from before the agent restart still runs", pid)
+			}
+		}
+		st, err := c.statusAPI()
+		if err != nil {
+			return err
+		}
+		if s := service(st, "web"); s.ReadyReplicas != 2 {
+			return fmt.Errorf("%d READY: %+v", s.ReadyReplicas, st.Replicas)
+		}
+		return nil
+	})
+}

@@ -209,7 +209,7 @@ func (c *controller) reconcile() {
 	}
 	c.publishRoutes(st, now, repair)
 	c.publishDesired(st, now, repair)
-	c.recordMetrics(st, now)
+	c.recordMetrics(st)
 }
 
 // reconcileAgents registers agents that report and marks silent ones lost.

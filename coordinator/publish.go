@@ -242,7 +242,7 @@ func (c *controller) publishDesired(st *State, now time.Time, repair bool) {
 }
 
 // recordMetrics refreshes the replica and agent gauges.
-func (c *controller) recordMetrics(st *State, now time.Time) {
+func (c *controller) recordMetrics(st *State) {
 	c.s.metrics.replicas.Reset()
 	for _, r := range st.Replicas {
 		c.s.metrics.replicas.WithLabelValues(r.Service, string(r.Status)).Inc()

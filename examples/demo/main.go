@@ -139,7 +139,7 @@ func run(bin string, workers int) (err error) {
 	go func() {
 		loadDone <- loadgen.Run(ctx, loadgen.Config{URL: "http://" + endpoint + "/", Workers: workers, MaxDuration: 5 * time.Minute})
 	}()
-	time.Sleep(time.Second)
+	time.Sleep(2 * time.Second) // version-1 traffic before the update
 
 	// 3. update
 	updateAt := time.Now()
@@ -186,7 +186,7 @@ func run(bin string, workers int) (err error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(time.Second)
+	time.Sleep(2 * time.Second) // version-2 traffic after the old replicas are gone
 	stopLoad()
 	results := <-loadDone
 	if _, err := d.cli("serve", "status", "http-server"); err != nil {

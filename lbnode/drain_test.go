@@ -1,6 +1,7 @@
 package lbnode
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -77,4 +78,42 @@ func TestAckReportsDrainingReplica(t *testing.T) {
 	waitAck("without draining replicas after the last request", func(a protocol.LBAck) bool {
 		return a.Epochs["svc"] == 2 && len(a.Draining) == 0
 	})
+}
+
+// TestRequestRoutedAfterSwapAvoidsRetiredReplica: a request that loaded
+// its route just before a swap, and picks a replica the new table dropped,
+// moves to the new route instead of sending to a replica the leader may
+// already be stopping.
+func TestRequestRoutedAfterSwapAvoidsRetiredReplica(t *testing.T) {
+	url := testutil.NATS(t)
+	nc := connectNATS(t, url)
+	n := startNode(t, testConfig(t, url))
+	oldR, newR := replicaServer(t, 1), replicaServer(t, 2)
+	port := testutil.FreePort(t, "127.0.0.1")
+	pushTable(t, n, nc, table("svc", 1, port, "", ep(1, 1, hostPort(oldR))))
+	n.mu.Lock()
+	s := n.services["svc"]
+	n.mu.Unlock()
+	stale := s.route.Load() // what a request in flight loaded
+	pushTable(t, n, nc, table("svc", 2, port, "", ep(2, 2, hostPort(newR))))
+
+	req := httptest.NewRequest(http.MethodGet, "http://svc/", nil)
+	st := &proxyState{route: stale}
+	req = req.WithContext(context.WithValue(req.Context(), ctxKey{}, st))
+	req.URL.Scheme, req.RequestURI = "http", ""
+	resp, err := s.roundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get(protocol.HeaderReplica); got != "2" {
+		t.Fatalf("request went to replica %s, want 2 (the old one was retired)", got)
+	}
+	st.ep.backend.done()
+	n.mu.Lock()
+	ack := n.ackLocked()
+	n.mu.Unlock()
+	if len(ack.Draining) != 0 {
+		t.Fatalf("nothing should be draining: %v", ack.Draining)
+	}
 }

@@ -57,7 +57,13 @@ type Node struct {
 	mu       sync.Mutex
 	services map[string]*service
 	deleted  map[string]uint64 // service -> epoch of the table that deleted it
+	// draining holds backends of deleted services with requests in flight.
+	draining map[string]*backend
 	closed   bool
+
+	// ackMu serializes building and publishing acks, so that an older ack
+	// is never published after a newer one. Lock order: ackMu, then mu.
+	ackMu sync.Mutex
 
 	// wg counts the service listeners' Serve goroutines and their
 	// shutdowns; Run waits for it before returning.
@@ -95,6 +101,7 @@ func New(cfg Config) (*Node, error) {
 		ackNow:    make(chan struct{}, 1),
 		services:  make(map[string]*service),
 		deleted:   make(map[string]uint64),
+		draining:  make(map[string]*backend),
 	}, nil
 }
 
@@ -316,21 +323,33 @@ func (n *Node) ackLocked() protocol.LBAck {
 	for name, epoch := range n.deleted {
 		ack.Epochs[name] = epoch
 	}
+	addDraining := func(addr string, b *backend) bool {
+		c := b.inFlight.Load()
+		if c > 0 && b.retired.Load() {
+			if ack.Draining == nil {
+				ack.Draining = map[string]int64{}
+			}
+			ack.Draining[addr] += c
+		}
+		return c > 0
+	}
 	for name, s := range n.services {
 		ack.Epochs[name] = s.route.Load().table.Epoch
 		for addr, b := range s.backends {
-			if c := b.inFlight.Load(); c > 0 && b.retired.Load() {
-				if ack.Draining == nil {
-					ack.Draining = map[string]int64{}
-				}
-				ack.Draining[addr] += c
-			}
+			addDraining(addr, b)
+		}
+	}
+	for addr, b := range n.draining {
+		if !addDraining(addr, b) {
+			delete(n.draining, addr)
 		}
 	}
 	return ack
 }
 
 func (n *Node) publishAck(nc *nats.Conn) {
+	n.ackMu.Lock()
+	defer n.ackMu.Unlock()
 	n.mu.Lock()
 	ack := n.ackLocked()
 	n.mu.Unlock()

@@ -149,13 +149,29 @@ func (s *service) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	eps := st.route.endpoints
 	body := req.Body
-	for {
+	for reloads := 0; ; {
 		candidates := eps
 		if len(st.tried) > 0 {
 			candidates = untried(eps, st.tried)
 		}
 		ep := st.route.selector.Select(candidates)
 		ep.backend.inFlight.Add(1)
+		if ep.backend.retired.Load() && reloads < 3 {
+			// A table without this replica was applied after the request
+			// loaded its route, and the LB may already have told the leader
+			// that nothing is in flight to it: use the new route instead.
+			// (The count is visible before the retired flag is read, so the
+			// pruning side either sees it or we see the flag.)
+			ep.backend.done()
+			reloads++
+			st.route = s.route.Load()
+			eps = st.route.endpoints
+			st.tried = nil
+			if len(eps) == 0 {
+				return nil, errRouteEmptied
+			}
+			continue
+		}
 		st.ep = ep
 
 		out := req
@@ -269,8 +285,23 @@ func (b *trackedBody) Close() error { return nil }
 
 // proxyError answers a request that no replica served: 502 with what was
 // tried, or nothing useful when the client already left.
+// errRouteEmptied means the service's table lost its last replica while the
+// request was being routed.
+var errRouteEmptied = errors.New("no ready replica left in the route table")
+
 func (s *service) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	st, _ := r.Context().Value(ctxKey{}).(*proxyState)
+	if errors.Is(err, errRouteEmptied) {
+		if st != nil {
+			st.code = http.StatusServiceUnavailable
+		}
+		h := w.Header()
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		h.Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, s.route.Load().unavailable)
+		return
+	}
 	if r.Context().Err() != nil {
 		// The client went away; 499 as nginx counts it.
 		if st != nil {

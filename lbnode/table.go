@@ -195,6 +195,9 @@ func (n *Node) updateServiceLocked(t *protocol.RouteTable) {
 	}
 	r := s.buildRouteLocked(t)
 	prev := s.route.Swap(r)
+	// Only after the swap: a request that loaded the old route either is
+	// counted on its backend by now or will see the retired flag.
+	s.retireUnnamedLocked(r)
 	n.metrics.routeEpoch.WithLabelValues(t.Service).Set(float64(t.Epoch))
 
 	if prev != nil && prev.table.Port != t.Port && s.lis != nil {
@@ -225,7 +228,6 @@ func (s *service) buildRouteLocked(t *protocol.RouteTable) *route {
 		unavailable: fmt.Sprintf("no ready replica for service %q (active versions %v); try again shortly\n",
 			t.Service, t.ActiveVersions),
 	}
-	named := make(map[string]bool, len(t.Endpoints))
 	for _, e := range t.Endpoints {
 		if e.Address == "" {
 			s.node.log.Warn("endpoint without address ignored", "service", t.Service, "replica_id", e.ReplicaID)
@@ -237,7 +239,6 @@ func (s *service) buildRouteLocked(t *protocol.RouteTable) *route {
 			s.backends[e.Address] = b
 		}
 		b.retired.Store(false)
-		named[e.Address] = true
 		v := strconv.Itoa(e.Version)
 		r.endpoints = append(r.endpoints, &endpoint{
 			ep:         e,
@@ -247,19 +248,27 @@ func (s *service) buildRouteLocked(t *protocol.RouteTable) *route {
 			replicaHdr: []string{strconv.Itoa(e.ReplicaID)},
 		})
 	}
+	return r
+}
+
+// retireUnnamedLocked marks the backends r does not name as retired and
+// forgets the idle ones. A retired backend with requests in flight keeps
+// its counter (reported as draining in acks) until a later table finds it
+// idle; those requests still decrement it. n.mu must be held.
+func (s *service) retireUnnamedLocked(r *route) {
+	named := make(map[string]bool, len(r.endpoints))
+	for _, e := range r.endpoints {
+		named[e.ep.Address] = true
+	}
 	for addr, b := range s.backends {
 		if named[addr] {
 			continue
 		}
-		// A backend with requests in flight keeps its counter (reported as
-		// draining) until a later table finds it idle; those requests still
-		// decrement it.
 		b.retired.Store(true)
 		if b.inFlight.Load() == 0 {
 			delete(s.backends, addr)
 		}
 	}
-	return r
 }
 
 // deleteServiceLocked stops serving t.Service and frees its port, keeping
@@ -273,6 +282,14 @@ func (n *Node) deleteServiceLocked(t *protocol.RouteTable) {
 		return
 	}
 	delete(n.services, t.Service)
+	// Requests still running on its replicas keep being reported as
+	// draining, so the leader does not stop those replicas under them.
+	for addr, b := range s.backends {
+		b.retired.Store(true)
+		if b.inFlight.Load() > 0 {
+			n.draining[addr] = b
+		}
+	}
 	if s.lis != nil {
 		s.lis.stop(&n.wg, n.cfg.ShutdownTimeout)
 		s.lis = nil

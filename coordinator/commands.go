@@ -104,6 +104,10 @@ type ReplicaUpdate struct {
 	ID      int                    `json:"id"`
 	From    protocol.ReplicaStatus `json:"from"`
 	Status  protocol.ReplicaStatus `json:"status"`
+	// IfRolloutTo, when non-zero, applies the update only while the
+	// service is rolling out to that version (retiring an old replica for
+	// a new one).
+	IfRolloutTo int `json:"if_rollout_to,omitempty"`
 	// Endpoint replaces the replica's endpoint when non-empty.
 	Endpoint string `json:"endpoint,omitempty"`
 	Reason   string `json:"reason"`

@@ -391,9 +391,17 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 		}
 
 		targets := replicaTargets(st, svc, reps)
+		// Live replicas of a version nobody wants any more (planned just
+		// before it failed or was replaced) are retired.
+		for _, r := range reps {
+			if _, ok := targets[r.Version]; !ok && !r.Status.IsTerminal() {
+				retires = append(retires, ReplicaUpdate{Service: name, ID: r.ID, From: r.Status,
+					Status: protocol.ReplicaShuttingDown, Reason: fmt.Sprintf("version %d is not active", r.Version)})
+			}
+		}
 		for _, vn := range sortedKeys(targets) {
 			v := st.Version(name, vn)
-			if v == nil || v.State == protocol.VersionFailed {
+			if v == nil {
 				continue
 			}
 			want := targets[vn]
@@ -409,6 +417,9 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 			if live > want {
 				retires = append(retires, surplus(reps, vn, live-want, svc.Rollout)...)
 				continue
+			}
+			if v.State == protocol.VersionFailed {
+				continue // a failed version only shrinks
 			}
 			streak, lastFail := v.Failures, v.LastFailureAt
 			rollingOut := svc.Rollout != nil && svc.Rollout.To == vn
@@ -518,23 +529,46 @@ func replicaTargets(st *State, svc *protocol.Service, reps []*protocol.Replica) 
 		}
 		return 0
 	}
-	for _, vn := range svc.ActiveVersions {
-		targets[vn] = minOf(vn)
+	failed := func(vn int) bool {
+		v := st.Version(svc.Name, vn)
+		return v == nil || v.State == protocol.VersionFailed
 	}
-	ro := svc.Rollout
-	if ro == nil {
-		return targets
-	}
-	targets[ro.To] = minOf(ro.To)
-	if ro.Mode == protocol.UpdateRolling {
-		readyNew := 0
+	ready := func(vn int) int {
+		n := 0
 		for _, r := range reps {
-			if r.Version == ro.To && r.Status == protocol.ReplicaReady {
-				readyNew++
+			if r.Version == vn && r.Status == protocol.ReplicaReady {
+				n++
 			}
 		}
-		for _, vn := range ro.From {
-			targets[vn] = max(0, minOf(vn)-readyNew)
+		return n
+	}
+	for _, vn := range svc.ActiveVersions {
+		if !failed(vn) {
+			targets[vn] = minOf(vn)
+		}
+	}
+	if ro := svc.Rollout; ro != nil {
+		targets[ro.To] = minOf(ro.To)
+		if ro.Mode == protocol.UpdateRolling {
+			for _, vn := range ro.From {
+				if !failed(vn) {
+					targets[vn] = max(0, minOf(vn)-ready(ro.To))
+				}
+			}
+		}
+	}
+	// A failed version still routed to (a rolling update that failed)
+	// keeps as many READY replicas as the healthy versions still lack.
+	want, have := 0, 0
+	for vn, t := range targets {
+		if t > 0 {
+			want = max(want, minOf(vn))
+		}
+		have += ready(vn)
+	}
+	for _, vn := range svc.ActiveVersions {
+		if failed(vn) {
+			targets[vn] = max(0, want-have)
 		}
 	}
 	return targets
@@ -556,14 +590,14 @@ func surplus(reps []*protocol.Replica, version, n int, ro *protocol.Rollout) []R
 		}
 		return live[i].ID > live[j].ID
 	})
-	reason := "no longer needed"
-	if ro != nil && ro.Mode == protocol.UpdateRolling {
-		reason = fmt.Sprintf("replaced by version %d (rolling update)", ro.To)
+	reason, ifRollout := "no longer needed", 0
+	if ro != nil && ro.Mode == protocol.UpdateRolling && version != ro.To {
+		reason, ifRollout = fmt.Sprintf("replaced by version %d (rolling update)", ro.To), ro.To
 	}
 	var out []ReplicaUpdate
 	for _, r := range live[:min(n, len(live))] {
 		out = append(out, ReplicaUpdate{Service: r.Service, ID: r.ID, From: r.Status,
-			Status: protocol.ReplicaShuttingDown, Reason: reason})
+			Status: protocol.ReplicaShuttingDown, Reason: reason, IfRolloutTo: ifRollout})
 	}
 	return out
 }

@@ -194,15 +194,39 @@ func (f *FSM) failVersion(svc *protocol.Service, version int, reason string, at 
 	}
 	v.State = protocol.VersionFailed
 	v.Reason = reason
+	// A rolling update's READY new replicas may be carrying traffic for the
+	// old replicas they retired: they keep serving (the version stays
+	// active, failed) and retire one by one as the old version's replicas
+	// come back. Everything else of the version stops now.
+	keepReady := svc.Rollout != nil && svc.Rollout.To == version && svc.Rollout.Mode == protocol.UpdateRolling
 	for _, r := range f.state.Replicas {
-		if r.Service == svc.Name && r.Version == version {
+		if r.Service == svc.Name && r.Version == version && !(keepReady && r.Status == protocol.ReplicaReady) {
 			shutDown(r, "version "+fmt.Sprint(version)+" "+reason, at)
 		}
 	}
 	if svc.Rollout != nil && svc.Rollout.To == version {
-		svc.ActiveVersions = svc.Rollout.From // a rolling update routed to it too
 		svc.Rollout = nil
 	}
+	f.dropIdleFailedVersions(svc)
+}
+
+// dropIdleFailedVersions takes failed versions with no live replica out of
+// the active set.
+func (f *FSM) dropIdleFailedVersions(svc *protocol.Service) {
+	live := map[int]bool{}
+	for _, r := range f.state.Replicas {
+		if r.Service == svc.Name && !r.Status.IsTerminal() {
+			live[r.Version] = true
+		}
+	}
+	kept := svc.ActiveVersions[:0]
+	for _, vn := range svc.ActiveVersions {
+		if v := f.state.Version(svc.Name, vn); v != nil && v.State == protocol.VersionFailed && !live[vn] {
+			continue
+		}
+		kept = append(kept, vn)
+	}
+	svc.ActiveVersions = kept
 }
 
 // keepOldVersions is how many retired or failed versions a service keeps
@@ -288,7 +312,12 @@ func (f *FSM) applyAddReplicas(buf []byte) any {
 		if !ok || svc.Deleting {
 			continue
 		}
-		if f.state.Version(r.Service, r.Version) == nil {
+		// Only versions still wanted get replicas: the leader may have
+		// planned this one before the version failed or was replaced.
+		v := f.state.Version(r.Service, r.Version)
+		wanted := v != nil && v.State != protocol.VersionFailed && v.State != protocol.VersionRetired &&
+			(svc.IsActive(r.Version) || (svc.Rollout != nil && svc.Rollout.To == r.Version))
+		if !wanted {
 			continue
 		}
 		r.ID = svc.NextReplicaID
@@ -305,10 +334,14 @@ func (f *FSM) applyAddReplicas(buf []byte) any {
 func (f *FSM) applyUpdateReplicas(buf []byte) any {
 	var cmd UpdateReplicasCmd
 	decode(buf, &cmd)
+	touched := map[string]bool{}
 	for _, u := range cmd.Updates {
 		r, ok := f.state.Replicas[protocol.ReplicaKey(u.Service, u.ID)]
-		if !ok || r.Status != u.From {
+		if !ok || (u.From != "" && r.Status != u.From) {
 			continue // deleted or changed meanwhile; the leader will look again
+		}
+		if svc := f.state.Services[r.Service]; u.IfRolloutTo != 0 && (svc == nil || svc.Rollout == nil || svc.Rollout.To != u.IfRolloutTo) {
+			continue // planned for a rollout that has ended
 		}
 		if u.AgentID != "" {
 			r.AgentID = u.AgentID
@@ -338,6 +371,12 @@ func (f *FSM) applyUpdateReplicas(buf []byte) any {
 			v.LastFailureAt = cmd.At
 		}
 		r.Status = u.Status
+		touched[r.Service] = true
+	}
+	for _, name := range sortedKeysOf(touched) {
+		if svc := f.state.Services[name]; svc != nil {
+			f.dropIdleFailedVersions(svc)
+		}
 	}
 	return nil
 }
@@ -413,10 +452,12 @@ func (f *FSM) applySetAgentAlive(buf []byte) any {
 	if cmd.Alive {
 		return nil
 	}
+	touched := map[string]bool{}
 	for k, r := range f.state.Replicas {
 		if r.AgentID != cmd.ID {
 			continue
 		}
+		touched[r.Service] = true
 		switch {
 		case r.Status == protocol.ReplicaShuttingDown:
 			delete(f.state.Replicas, k) // its process went with the agent
@@ -424,6 +465,11 @@ func (f *FSM) applySetAgentAlive(buf []byte) any {
 			r.Status = protocol.ReplicaFailed
 			r.Reason = cmd.Reason
 			r.StatusAt = cmd.At
+		}
+	}
+	for _, name := range sortedKeysOf(touched) {
+		if svc := f.state.Services[name]; svc != nil {
+			f.dropIdleFailedVersions(svc)
 		}
 	}
 	return nil
@@ -476,6 +522,17 @@ func cloneService(svc *protocol.Service) protocol.Service {
 		c.Rollout = &ro
 	}
 	return c
+}
+
+// sortedKeysOf returns a set's keys in order, so Apply's effects never
+// depend on map iteration order.
+func sortedKeysOf(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // sortedInts returns a sorted copy.

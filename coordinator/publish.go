@@ -148,6 +148,13 @@ func (c *controller) drained(key string, r *protocol.Replica, lbs []lbInfo, now 
 	if d == nil {
 		return false // not yet out of a published table
 	}
+	// A new leader first hears from the LBs (they ack the tables it sends
+	// on taking over): until then an empty or partial set of acks says
+	// nothing about what is in flight.
+	if grace := c.leaderSince.Add(c.cfg.AckTimeout); now.Before(grace) {
+		c.wakeAt(grace)
+		return false
+	}
 	if d.ackedAt.IsZero() {
 		acked := true
 		for _, lb := range lbs {

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -262,5 +263,57 @@ func TestFSMPrunesOldVersions(t *testing.T) {
 			keys = append(keys, k)
 		}
 		t.Fatalf("versions kept: %v", sortedInts(keys))
+	}
+}
+
+// TestFSMIgnoresPlansForVersionsNoLongerWanted: replicas planned for a
+// version that failed meanwhile are not added, and a retirement planned for
+// a rollout that has ended is dropped.
+func TestFSMIgnoresPlansForVersionsNoLongerWanted(t *testing.T) {
+	f := NewFSM()
+	t0 := time.Unix(1000, 0).UTC()
+	applyCmd(t, f, 1, CmdCreateService, CreateServiceCmd{Name: "web", Spec: testSpec(1), FirstPort: 30001, At: t0})
+	applyCmd(t, f, 2, CmdAddReplicas, AddReplicasCmd{At: t0, Replicas: []protocol.Replica{{Service: "web", Version: 1, Status: protocol.ReplicaReady, AgentID: "a"}}})
+	applyCmd(t, f, 3, CmdAddVersion, AddVersionCmd{Service: "web", Spec: testSpec(1), Mode: protocol.UpdateRolling, ProgressSeconds: 60, At: t0})
+	applyCmd(t, f, 4, CmdAddVersion, AddVersionCmd{Service: "web", Spec: testSpec(1), Mode: protocol.UpdateBlueGreen, ProgressSeconds: 60, At: t0})
+	if added := applyCmd(t, f, 5, CmdAddReplicas, AddReplicasCmd{At: t0, Replicas: []protocol.Replica{{Service: "web", Version: 2, Status: protocol.ReplicaPending}}}).([]int); len(added) != 0 {
+		t.Fatalf("a replica of the superseded version 2 was added: %v", added)
+	}
+	applyCmd(t, f, 6, CmdUpdateReplicas, UpdateReplicasCmd{At: t0, Updates: []ReplicaUpdate{
+		{Service: "web", ID: 1, From: protocol.ReplicaReady, Status: protocol.ReplicaShuttingDown, IfRolloutTo: 2},
+	}})
+	if r := f.State().Replicas["web/1"]; r.Status != protocol.ReplicaReady {
+		t.Fatalf("retirement for the ended rollout to v2 was applied: %s", r.Status)
+	}
+	if got := f.State().Services["web"].ActiveVersions; fmt.Sprint(got) != "[1]" {
+		t.Fatalf("active versions %v, want [1] (failed v2 had no live replica)", got)
+	}
+}
+
+// TestFSMFailedRollingVersionKeepsReadyReplicas: a rolling version that
+// fails keeps its READY replicas routed until they are retired, then
+// leaves the active set.
+func TestFSMFailedRollingVersionKeepsReadyReplicas(t *testing.T) {
+	f := NewFSM()
+	t0 := time.Unix(1000, 0).UTC()
+	applyCmd(t, f, 1, CmdCreateService, CreateServiceCmd{Name: "web", Spec: testSpec(2), FirstPort: 30001, At: t0})
+	applyCmd(t, f, 2, CmdAddVersion, AddVersionCmd{Service: "web", Spec: testSpec(2), Mode: protocol.UpdateRolling, ProgressSeconds: 60, At: t0})
+	applyCmd(t, f, 3, CmdAddReplicas, AddReplicasCmd{At: t0, Replicas: []protocol.Replica{
+		{Service: "web", Version: 2, Status: protocol.ReplicaReady, AgentID: "a"},
+		{Service: "web", Version: 2, Status: protocol.ReplicaStarting, AgentID: "a"},
+	}})
+	applyCmd(t, f, 4, CmdFailVersion, FailVersionCmd{Service: "web", Version: 2, Reason: "failed", At: t0})
+	st := f.State()
+	if st.Replicas["web/1"].Status != protocol.ReplicaReady || st.Replicas["web/2"].Status != protocol.ReplicaShuttingDown {
+		t.Fatalf("after failing: replica 1 %s, 2 %s; want READY and SHUTTING_DOWN", st.Replicas["web/1"].Status, st.Replicas["web/2"].Status)
+	}
+	if got := st.Services["web"].ActiveVersions; fmt.Sprint(got) != "[1 2]" {
+		t.Fatalf("active %v, want [1 2] while the READY v2 replica serves", got)
+	}
+	applyCmd(t, f, 5, CmdUpdateReplicas, UpdateReplicasCmd{At: t0, Updates: []ReplicaUpdate{
+		{Service: "web", ID: 1, From: protocol.ReplicaReady, Status: protocol.ReplicaShuttingDown},
+	}})
+	if got := f.State().Services["web"].ActiveVersions; fmt.Sprint(got) != "[1]" {
+		t.Fatalf("active %v, want [1] once the failed version has no live replica", got)
 	}
 }

@@ -67,3 +67,50 @@ func TestRollingUpdateUnderLoad(t *testing.T) {
 		t.Fatalf("replicas %v, want [3 4]", ids(replicas(st, "web")))
 	}
 }
+
+// TestResourcesOnlyUpdateMovesReplicas: an update that changes nothing but
+// resources (cpus 2+ -> 4+) is a new version whose replicas land on the
+// agents that fit, with no failed request.
+func TestResourcesOnlyUpdateMovesReplicas(t *testing.T) {
+	c := newCluster(t, agentOpts{cpus: 2}, agentOpts{cpus: 2}, agentOpts{cpus: 4}, agentOpts{cpus: 4})
+	dir := t.TempDir()
+	v1 := strings.ReplaceAll(readFile(t, repoRoot+"/examples/http_server/task.yaml"), "workdir: examples/http_server", "workdir: "+repoRoot+"/examples/http_server")
+	v2 := strings.Replace(v1, "cpus: 2+", "cpus: 4+", 1)
+	if v2 == v1 {
+		t.Fatal("could not derive the resources-only change from the example task")
+	}
+	c.mustCLI("serve", "up", writeTask(t, dir, "v1.yaml", v1), "-n", "web", "-y")
+	st := c.waitReady("web", 1, 2, 60*time.Second)
+	for _, r := range replicas(st, "web") {
+		if r.Agent != "agent-1" && r.Agent != "agent-2" {
+			t.Errorf("v1 replica %d on %s, want a 2-CPU agent", r.ID, r.Agent)
+		}
+	}
+	stop, served := startLoad("http://"+service(st, "web").Endpoint+"/", 4)
+	waitServed(t, served, 20)
+	c.mustCLI("serve", "update", "web", writeTask(t, dir, "v2.yaml", v2), "-y")
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		st, err := c.statusAPI()
+		if err != nil {
+			return err
+		}
+		reps := replicas(st, "web")
+		if fmt.Sprint(ids(reps)) != "[3 4]" || service(st, "web").ReadyReplicas != 2 {
+			return fmt.Errorf("replicas %v", reps)
+		}
+		return nil
+	})
+	waitServed(t, served, served.Load()+20)
+	sum := loadgen.Summarize(stop())
+	if sum.Failed != 0 || sum.ByVersion[2] == 0 {
+		t.Fatalf("load during the update: %+v", sum)
+	}
+	for _, r := range replicas(c.status("web"), "web") {
+		if r.Agent != "agent-3" && r.Agent != "agent-4" {
+			t.Errorf("v2 replica %d (cpus 4+) on %s, want a 4-CPU agent", r.ID, r.Agent)
+		}
+		if !strings.Contains(r.Resources, "vCPU=4") {
+			t.Errorf("v2 replica %d resources %q, want vCPU=4", r.ID, r.Resources)
+		}
+	}
+}

@@ -295,7 +295,7 @@ func TestProgressDeadlineFailsPendingVersion(t *testing.T) {
 // TestLostAgentsReplicasMove: when an agent goes silent, its replicas are
 // FAILED and replaced on another agent.
 func TestLostAgentsReplicasMove(t *testing.T) {
-	c := newTestCluster(t, nil, 2, 4)
+	c := newTestCluster(t, func(cfg *coordinator.Config) { cfg.AgentGCAfter = 2 * time.Second }, 2, 4)
 	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 1, "2", ""), Filename: "v1.yaml"})
 	c.waitReady(1, 1)
 	if r := replicaOf(c.status(), 1); r.Agent != "agent-1" {
@@ -319,6 +319,20 @@ func TestLostAgentsReplicasMove(t *testing.T) {
 		}
 		return nil
 	})
+	// Lost long enough, the agent is forgotten; its failed replica stays listed.
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		var agents []protocol.Agent
+		if err := c.get("/v1/agents", &agents); err != nil {
+			return err
+		}
+		if len(agents) != 1 || agents[0].ID != "agent-2" {
+			return fmt.Errorf("agents %+v", agents)
+		}
+		return nil
+	})
+	if r := replicaOf(c.status(), 1); r == nil || !r.Status.IsFailed() {
+		t.Fatalf("failed replica 1 should stay listed: %+v", r)
+	}
 }
 
 // TestUpdateSupersedesRollout: an update during a rollout fails the version

@@ -25,6 +25,7 @@ const (
 	CmdFailVersion    CommandType = 9
 	CmdUpsertAgent    CommandType = 10
 	CmdSetAgentAlive  CommandType = 11
+	CmdRemoveAgent    CommandType = 12
 )
 
 func (t CommandType) String() string {
@@ -51,6 +52,8 @@ func (t CommandType) String() string {
 		return "upsert_agent"
 	case CmdSetAgentAlive:
 		return "set_agent_alive"
+	case CmdRemoveAgent:
+		return "remove_agent"
 	}
 	return fmt.Sprintf("command(%d)", byte(t))
 }
@@ -158,6 +161,12 @@ type SetAgentAliveCmd struct {
 	Alive  bool      `json:"alive"`
 	Reason string    `json:"reason,omitempty"`
 	At     time.Time `json:"at"`
+}
+
+// RemoveAgentCmd forgets an agent that has been lost for a long time and
+// runs nothing.
+type RemoveAgentCmd struct {
+	ID string `json:"id"`
 }
 
 // encodeCommand frames a command as its type byte followed by JSON.

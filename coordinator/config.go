@@ -41,6 +41,9 @@ type Config struct {
 	// AgentTimeout is how long an agent may stay silent before it is lost
 	// and its replicas are replaced. Default 15s.
 	AgentTimeout time.Duration
+	// AgentGCAfter is how long a lost agent stays listed (with its
+	// capacity) before it is forgotten. Default 24h.
+	AgentGCAfter time.Duration
 	// ReportGrace is how long a placed replica may go unreported by its
 	// (alive) agent before it is FAILED. Default 30s.
 	ReportGrace time.Duration
@@ -96,6 +99,7 @@ func DefaultConfig() Config {
 		ReconcileInterval:      time.Second,
 		PublishInterval:        5 * time.Second,
 		AgentTimeout:           15 * time.Second,
+		AgentGCAfter:           24 * time.Hour,
 		ReportGrace:            30 * time.Second,
 		AckTimeout:             5 * time.Second,
 		DrainTimeout:           2 * time.Minute,
@@ -116,6 +120,7 @@ func DevConfig() Config {
 	c.ReconcileInterval = 200 * time.Millisecond
 	c.PublishInterval = 2 * time.Second
 	c.AgentTimeout = 5 * time.Second
+	c.AgentGCAfter = 10 * time.Minute
 	c.ReportGrace = 10 * time.Second
 	c.AckTimeout = 3 * time.Second
 	c.DrainTimeout = 30 * time.Second
@@ -157,6 +162,7 @@ func (c Config) withDefaults() Config {
 	setDur(&c.ReconcileInterval, d.ReconcileInterval)
 	setDur(&c.PublishInterval, d.PublishInterval)
 	setDur(&c.AgentTimeout, d.AgentTimeout)
+	setDur(&c.AgentGCAfter, d.AgentGCAfter)
 	setDur(&c.ReportGrace, d.ReportGrace)
 	setDur(&c.AckTimeout, d.AckTimeout)
 	setDur(&c.DrainTimeout, d.DrainTimeout)

@@ -246,6 +246,12 @@ func (c *controller) reconcileAgents(st *State, now time.Time) {
 	for _, id := range st.AgentIDs() {
 		a := st.Agents[id]
 		if !a.Alive {
+			if now.Sub(a.LastSeen) > c.cfg.AgentGCAfter && !holdsReplicas(st, id) {
+				if c.apply(CmdRemoveAgent, RemoveAgentCmd{ID: id}) {
+					c.forgetAgent(id)
+					c.log.Info("lost agent forgotten", "agent_id", id, "lost_for", now.Sub(a.LastSeen).String())
+				}
+			}
 			continue
 		}
 		last, ok := seen[id]
@@ -259,6 +265,26 @@ func (c *controller) reconcileAgents(st *State, now time.Time) {
 			}
 		}
 	}
+}
+
+// holdsReplicas reports whether any replica that is not FAILED is on the
+// agent.
+func holdsReplicas(st *State, agentID string) bool {
+	for _, r := range st.Replicas {
+		if r.AgentID == agentID && !r.Status.IsFailed() {
+			return true
+		}
+	}
+	return false
+}
+
+// forgetAgent drops what the leader remembers of a removed agent.
+func (c *controller) forgetAgent(id string) {
+	c.mu.Lock()
+	delete(c.reports, id)
+	delete(c.reportAt, id)
+	c.mu.Unlock()
+	delete(c.sentDesired, id)
 }
 
 func agentChanged(cur, rep *protocol.Agent) bool {

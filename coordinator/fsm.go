@@ -91,6 +91,8 @@ func (f *FSM) dispatch(t CommandType, buf []byte, index uint64) any {
 		return f.applyUpsertAgent(buf)
 	case CmdSetAgentAlive:
 		return f.applySetAgentAlive(buf)
+	case CmdRemoveAgent:
+		return f.applyRemoveAgent(buf)
 	}
 	panic(fmt.Sprintf("fsm: unknown command type %d at index %d", byte(t), index))
 }
@@ -472,6 +474,25 @@ func (f *FSM) applySetAgentAlive(buf []byte) any {
 			f.dropIdleFailedVersions(svc)
 		}
 	}
+	return nil
+}
+
+func (f *FSM) applyRemoveAgent(buf []byte) any {
+	var cmd RemoveAgentCmd
+	decode(buf, &cmd)
+	a, ok := f.state.Agents[cmd.ID]
+	if !ok {
+		return fmt.Errorf("agent %q not found", cmd.ID)
+	}
+	if a.Alive {
+		return fmt.Errorf("agent %q is alive", cmd.ID)
+	}
+	for _, r := range f.state.Replicas {
+		if r.AgentID == cmd.ID && !r.Status.IsFailed() {
+			return fmt.Errorf("agent %q still holds replica %s", cmd.ID, r.Key())
+		}
+	}
+	delete(f.state.Agents, cmd.ID)
 	return nil
 }
 

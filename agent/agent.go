@@ -276,10 +276,13 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // heartbeat publishes the status every HeartbeatInterval (and immediately),
-// re-reading GPU health each time.
+// re-reading GPU health each time. It also prunes old replica directories now and then.
 func (a *Agent) heartbeat(ctx context.Context) {
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
+	prune := time.NewTicker(min(max(a.cfg.ReplicaDirTTL/10, time.Minute), time.Hour))
+	defer prune.Stop()
+	a.pruneReplicaDirs(time.Now())
 	for {
 		a.publish()
 		select {
@@ -287,6 +290,8 @@ func (a *Agent) heartbeat(ctx context.Context) {
 			return
 		case <-t.C:
 			a.refreshGPUs()
+		case now := <-prune.C:
+			a.pruneReplicaDirs(now)
 		}
 	}
 }

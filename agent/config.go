@@ -72,6 +72,9 @@ type Config struct {
 	// StopGrace is the wait between SIGTERM and SIGKILL when stopping a
 	// replica's process group. Default 10s.
 	StopGrace time.Duration
+	// ReplicaDirTTL is how long the directory and log of a replica this
+	// agent no longer runs are kept (for `baton serve logs`). Default 24h.
+	ReplicaDirTTL time.Duration
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registry receives the agent's metrics, each with the const label
@@ -94,6 +97,7 @@ func DefaultConfig() Config {
 		ProbeInterval:         2 * time.Second,
 		ProbeFailureThreshold: 3,
 		StopGrace:             10 * time.Second,
+		ReplicaDirTTL:         24 * time.Hour,
 	}
 }
 
@@ -145,6 +149,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = def.StopGrace
+	}
+	if cfg.ReplicaDirTTL <= 0 {
+		cfg.ReplicaDirTTL = def.ReplicaDirTTL
 	}
 	if cfg.CPUs < 0 || cfg.MemoryGB < 0 {
 		return cfg, fmt.Errorf("cpus %g / memory %g GB: must not be negative (0 = detect)", cfg.CPUs, cfg.MemoryGB)

@@ -34,6 +34,9 @@ func newCoordinatorCmd() *cobra.Command {
 				if flags.Changed("agent-timeout") {
 					d.AgentTimeout = cfg.AgentTimeout
 				}
+				if flags.Changed("agent-gc-after") {
+					d.AgentGCAfter = cfg.AgentGCAfter
+				}
 				if flags.Changed("drain-delay") {
 					d.DrainDelay = cfg.DrainDelay
 				}
@@ -67,6 +70,7 @@ func newCoordinatorCmd() *cobra.Command {
 	f.StringVar(&cfg.LBHost, "lb-host", cfg.LBHost, "host shown in service endpoints (where clients reach the LBs)")
 	f.IntVar(&cfg.FirstLBPort, "first-lb-port", cfg.FirstLBPort, "lowest LB port given to a service")
 	f.DurationVar(&cfg.AgentTimeout, "agent-timeout", cfg.AgentTimeout, "silence after which an agent is lost and its replicas replaced")
+	f.DurationVar(&cfg.AgentGCAfter, "agent-gc-after", cfg.AgentGCAfter, "how long a lost agent stays listed before it is forgotten")
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", cfg.DrainDelay, "how long a retired replica keeps running after the LBs report no requests in flight to it")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "longest wait for requests in flight to a retired replica before it is stopped")
 	f.DurationVar(&cfg.ProgressDeadline, "progress-deadline", cfg.ProgressDeadline, "how long a new version may go without a new READY replica before it fails")

@@ -1,0 +1,46 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestPruneReplicaDirs(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ID = "gc-test"
+	cfg.DataDir = t.TempDir()
+	cfg.Accelerators = "A100:1" // fake GPUs: no NVML needed
+	cfg.ReplicaDirTTL = time.Hour
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	mk := func(name string, age time.Duration, files ...string) string {
+		dir := filepath.Join(cfg.DataDir, "replicas", name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range append(files, "replica.log") {
+			p := filepath.Join(dir, f)
+			if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_ = os.Chtimes(p, now.Add(-age), now.Add(-age))
+		}
+		_ = os.Chtimes(dir, now.Add(-age), now.Add(-age))
+		return dir
+	}
+	old := mk("web-1", 2*time.Hour)
+	recent := mk("web-2", 10*time.Minute)
+	orphan := mk("web-3", 2*time.Hour, pgidFile)
+	a.pruneReplicaDirs(now)
+	for dir, want := range map[string]bool{old: false, recent: true, orphan: true} {
+		_, err := os.Stat(dir)
+		if got := err == nil; got != want {
+			t.Errorf("%s exists = %v, want %v", filepath.Base(dir), got, want)
+		}
+	}
+}

@@ -131,6 +131,7 @@ func newAgentCmd() *cobra.Command {
 	f.StringSliceVar(&labels, "label", nil, "key=value label (repeatable)")
 	f.DurationVar(&cfg.ProbeInterval, "probe-interval", cfg.ProbeInterval, "readiness probe interval")
 	f.DurationVar(&cfg.StopGrace, "stop-grace", cfg.StopGrace, "wait between SIGTERM and SIGKILL when stopping a replica")
+	f.DurationVar(&cfg.ReplicaDirTTL, "replica-dir-ttl", cfg.ReplicaDirTTL, "how long the directory and log of a stopped replica are kept")
 	f.BoolVar(&dev, "dev", false, "use the fast dev timings")
 	_ = cmd.MarkFlagRequired("id")
 	logs.register(cmd)

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/baton-dev/baton/internal/procscan"
 )
 
 // procAttr puts a replica's process in its own group and has the kernel
@@ -64,19 +66,7 @@ func groupAlive(pgid int) bool {
 // group from an unrelated one that reused the pgid.
 func groupHasEnv(pgid int, pairs ...string) bool {
 	for _, pid := range groupMembers(pgid) {
-		env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-		if err != nil {
-			continue
-		}
-		vars := map[string]bool{}
-		for _, kv := range bytes.Split(env, []byte{0}) {
-			vars[string(kv)] = true
-		}
-		all := true
-		for _, p := range pairs {
-			all = all && vars[p]
-		}
-		if all {
+		if procscan.HasEnv(pid, pairs...) {
 			return true
 		}
 	}

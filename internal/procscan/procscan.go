@@ -24,15 +24,18 @@ func WithEnv(pairs ...string) []int {
 		if err != nil {
 			continue
 		}
-		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err != nil {
-			continue
-		}
-		if hasAll(env, pairs) {
+		if HasEnv(pid, pairs...) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// HasEnv reports whether process pid's initial environment holds every
+// one of pairs ("KEY=value"). An unreadable process has none.
+func HasEnv(pid int, pairs ...string) bool {
+	env, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ"))
+	return err == nil && hasAll(env, pairs)
 }
 
 func hasAll(environ []byte, pairs []string) bool {

@@ -472,3 +472,29 @@ func TestFailedRollingUpdateKeepsCapacity(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRollingUpdateInFullCluster: with no spare capacity, a rolling update
+// retires one old replica at a time to make room (never dropping below one
+// READY replica) instead of stalling.
+func TestRollingUpdateInFullCluster(t *testing.T) {
+	c := newTestCluster(t, nil, 2)
+	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 2, "1", ""), Filename: "v1.yaml"})
+	c.waitReady(1, 2)
+	c.post("/v1/services/web/update", protocol.UpdateRequest{YAML: task(t, 2, 2, "1", ""), Filename: "v2.yaml", Mode: protocol.UpdateRolling})
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		st := c.status()
+		ready := 0
+		for _, r := range st.Replicas {
+			if r.Status == protocol.ReplicaReady {
+				ready++
+			}
+		}
+		if ready < 1 {
+			t.Errorf("no READY replica during the rolling update: %+v", st.Replicas)
+		}
+		if svc := st.Services[0]; fmt.Sprint(svc.ActiveVersions) != "[2]" || svc.ReadyReplicas != 2 || svc.TotalReplicas != 2 {
+			return fmt.Errorf("service %+v replicas %+v", svc, st.Replicas)
+		}
+		return nil
+	})
+}

@@ -447,6 +447,9 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 			if v.State == protocol.VersionFailed {
 				continue // a failed version only shrinks
 			}
+			if ro := svc.Rollout; ro != nil && ro.Mode == protocol.UpdateRolling && vn != ro.To {
+				continue // the old version only shrinks while new replicas replace it
+			}
 			streak, lastFail := v.Failures, v.LastFailureAt
 			rollingOut := svc.Rollout != nil && svc.Rollout.To == vn
 			if rollingOut && streak >= c.maxFailures(v.Spec.Service.ReplicaPolicy.MinReplicas) {
@@ -456,19 +459,22 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 				}
 				continue
 			}
+			if rollingOut && svc.Rollout.Mode == protocol.UpdateRolling {
+				// One new replica at a time: the next starts once this one is READY.
+				if starting > 0 {
+					if u, ok := c.makeRoom(st, svc, reps, vn); ok {
+						retires = append(retires, u)
+					}
+					continue
+				}
+				want = min(want, live+1)
+			}
 			if live >= want {
 				continue
 			}
 			if retryAt := lastFail.Add(c.backoff(streak)); streak > 0 && now.Before(retryAt) {
 				c.wakeAt(retryAt)
 				continue
-			}
-			if rollingOut && svc.Rollout.Mode == protocol.UpdateRolling {
-				// One new replica at a time: the next starts once this one is READY.
-				if starting > 0 {
-					continue
-				}
-				want = live + 1
 			}
 			avoid := failedOn(reps, vn)
 			for i := live; i < want; i++ {
@@ -598,6 +604,43 @@ func replicaTargets(st *State, svc *protocol.Service, reps []*protocol.Replica) 
 		}
 	}
 	return targets
+}
+
+// makeRoom lets a rolling update go on in a full cluster: when the new
+// version's replica is PENDING for lack of room, it retires one old READY
+// replica whose agent would then fit it, as long as another replica stays
+// READY and no other retirement is under way (at most one unavailable).
+func (c *controller) makeRoom(st *State, svc *protocol.Service, reps []*protocol.Replica, to int) (ReplicaUpdate, bool) {
+	ready := 0
+	var old []*protocol.Replica
+	for _, r := range reps {
+		switch {
+		case r.Status == protocol.ReplicaShuttingDown:
+			return ReplicaUpdate{}, false // room is being made already
+		case r.Version == to && !r.Status.IsTerminal() && r.Status != protocol.ReplicaReady && r.Status != protocol.ReplicaPending:
+			return ReplicaUpdate{}, false // the new replica is starting: it found room
+		case r.Status == protocol.ReplicaReady:
+			ready++
+			if r.Version != to {
+				old = append(old, r)
+			}
+		}
+	}
+	if ready < 2 || len(old) == 0 {
+		return ReplicaUpdate{}, false
+	}
+	res := st.Version(svc.Name, to).Spec.Resources
+	sort.Slice(old, func(i, j int) bool { return old[i].ID > old[j].ID })
+	for _, r := range old {
+		without := st.Clone()
+		delete(without.Replicas, r.Key())
+		if !newPlacer(without).fitsOn(r.AgentID, res) {
+			continue
+		}
+		return ReplicaUpdate{Service: svc.Name, ID: r.ID, From: protocol.ReplicaReady, Status: protocol.ReplicaShuttingDown,
+			Reason: fmt.Sprintf("making room for version %d (rolling update)", to), IfRolloutTo: to}, true
+	}
+	return ReplicaUpdate{}, false
 }
 
 // surplus picks n live replicas of version to retire: those not READY

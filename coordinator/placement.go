@@ -106,6 +106,25 @@ func (p *placer) pick(res protocol.Resources, skip map[string]bool) (candidate, 
 	return *best, true
 }
 
+// fitsOn reports whether res fits on the agent now, without reserving.
+func (p *placer) fitsOn(agentID string, res protocol.Resources) bool {
+	options := res.Accelerators.Options
+	if len(options) == 0 {
+		options = []protocol.AcceleratorOption{{}}
+	}
+	for _, a := range p.agents {
+		if a.ID != agentID {
+			continue
+		}
+		for _, opt := range options {
+			if _, ok := p.fit(a, res, opt); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // smaller orders agents by size (GPUs, then CPUs, then memory, then id) so
 // small replicas do not take the big machines that big replicas need.
 func smaller(a, b *protocol.Agent) bool {

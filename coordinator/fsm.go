@@ -212,6 +212,16 @@ func (f *FSM) failVersion(svc *protocol.Service, version int, reason string, at 
 	f.dropIdleFailedVersions(svc)
 }
 
+// dropIdleFailedVersionsOf runs dropIdleFailedVersions for each named
+// service, in name order (Apply must not depend on map order).
+func (f *FSM) dropIdleFailedVersionsOf(services map[string]bool) {
+	for _, name := range sortedKeysOf(services) {
+		if svc := f.state.Services[name]; svc != nil {
+			f.dropIdleFailedVersions(svc)
+		}
+	}
+}
+
 // dropIdleFailedVersions takes failed versions with no live replica out of
 // the active set.
 func (f *FSM) dropIdleFailedVersions(svc *protocol.Service) {
@@ -375,11 +385,7 @@ func (f *FSM) applyUpdateReplicas(buf []byte) any {
 		r.Status = u.Status
 		touched[r.Service] = true
 	}
-	for _, name := range sortedKeysOf(touched) {
-		if svc := f.state.Services[name]; svc != nil {
-			f.dropIdleFailedVersions(svc)
-		}
-	}
+	f.dropIdleFailedVersionsOf(touched)
 	return nil
 }
 
@@ -469,11 +475,7 @@ func (f *FSM) applySetAgentAlive(buf []byte) any {
 			r.StatusAt = cmd.At
 		}
 	}
-	for _, name := range sortedKeysOf(touched) {
-		if svc := f.state.Services[name]; svc != nil {
-			f.dropIdleFailedVersions(svc)
-		}
-	}
+	f.dropIdleFailedVersionsOf(touched)
 	return nil
 }
 

@@ -61,7 +61,7 @@ func statusView(st *State, names []string, lbHost string, maxFailures int, now t
 				Endpoint:    r.Endpoint,
 				Agent:       r.AgentID,
 				LaunchedAt:  r.LaunchedAt,
-				Resources:   r.Resources.Describe(r.AgentID),
+				Resources:   displayAllocation(st, r).Describe(r.AgentID),
 				Status:      r.Status,
 				Region:      region,
 				Reason:      r.Reason,
@@ -106,4 +106,17 @@ func serviceStatus(st *State, svc *protocol.Service, reps []*protocol.Replica, m
 		return protocol.ServiceReplicaInit, reason
 	}
 	return protocol.ServiceNoReplica, reason
+}
+
+// displayAllocation is what status shows for a replica's resources: what
+// it reserved, with the whole machine's vCPUs when it asked for no CPUs (as
+// SkyServe shows an instance's).
+func displayAllocation(st *State, r *protocol.Replica) protocol.Allocation {
+	a := r.Resources
+	if a.CPUs == 0 {
+		if agent := st.Agents[r.AgentID]; agent != nil {
+			a.CPUs = agent.Capacity.CPUs
+		}
+	}
+	return a
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/internal/loadgen"
+	"github.com/baton-dev/baton/internal/procscan"
 	"github.com/baton-dev/baton/internal/testutil"
 	"github.com/baton-dev/baton/protocol"
 )
@@ -113,4 +114,41 @@ func TestResourcesOnlyUpdateMovesReplicas(t *testing.T) {
 			t.Errorf("v2 replica %d resources %q, want vCPU=4", r.ID, r.Resources)
 		}
 	}
+}
+
+// TestAcceleratorPlacement: a task asking for A100:1 lands on the agent
+// with (fake) A100s, gets its GPU as CUDA_VISIBLE_DEVICES, and a second
+// replica that finds no free A100 stays PENDING with the reason.
+func TestAcceleratorPlacement(t *testing.T) {
+	c := newCluster(t, agentOpts{cpus: 4}, agentOpts{cpus: 4, accelerators: "A100:1"})
+	c.mustCLI("serve", "up", "examples/http_server/task_gpu.yaml", "-n", "gpu", "-y")
+	st := c.waitReady("gpu", 1, 1, 60*time.Second)
+	var onGPU *protocol.ReplicaStatusView
+	for _, r := range replicas(st, "gpu") {
+		if r.Status == protocol.ReplicaReady {
+			onGPU = &r
+		}
+	}
+	if onGPU == nil || onGPU.Agent != "agent-2" || !strings.Contains(onGPU.Resources, "A100:1") {
+		t.Fatalf("READY replica should be on agent-2 with A100:1: %+v", onGPU)
+	}
+	pids := c.replicaPIDs("gpu", onGPU.ID)
+	if len(pids) == 0 {
+		t.Fatal("no process for the GPU replica")
+	}
+	if !procscan.HasEnv(pids[0], "CUDA_VISIBLE_DEVICES=GPU-fake-agent-2-0") {
+		t.Errorf("replica process lacks CUDA_VISIBLE_DEVICES=GPU-fake-agent-2-0")
+	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		st, err := c.statusAPI()
+		if err != nil {
+			return err
+		}
+		for _, r := range replicas(st, "gpu") {
+			if r.Status == protocol.ReplicaPending && strings.Contains(r.Reason, "accelerators A100:1") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no PENDING replica waiting for an A100: %+v", st.Replicas)
+	})
 }

@@ -287,18 +287,14 @@ func (c *controller) forgetAgent(id string) {
 	delete(c.sentDesired, id)
 }
 
+// agentChanged reports whether a report changes what the FSM records of
+// an agent (liveness aside).
 func agentChanged(cur, rep *protocol.Agent) bool {
-	a, _ := json.Marshal(struct {
-		A, H, R string
-		L       map[string]string
-		C       protocol.Capacity
-	}{cur.Address, cur.Host, cur.Region, cur.Labels, cur.Capacity})
-	b, _ := json.Marshal(struct {
-		A, H, R string
-		L       map[string]string
-		C       protocol.Capacity
-	}{rep.Address, rep.Host, rep.Region, rep.Labels, rep.Capacity})
-	return string(a) != string(b)
+	recorded := func(a *protocol.Agent) string {
+		b, _ := json.Marshal([]any{a.Address, a.Host, a.Region, a.Labels, a.Capacity})
+		return string(b)
+	}
+	return recorded(cur) != recorded(rep)
 }
 
 // reconcileReports folds the agents' replica reports into the FSM.

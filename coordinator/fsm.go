@@ -398,15 +398,25 @@ func (f *FSM) applyDeleteReplicas(buf []byte) any {
 	return nil
 }
 
+// rollingOutTo returns the service if it is rolling out to version; a flip
+// or failure planned for a rollout that has since ended is rejected.
+func (f *FSM) rollingOutTo(service string, version int) (*protocol.Service, error) {
+	svc, ok := f.state.Services[service]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrServiceNotFound, service)
+	}
+	if svc.Rollout == nil || svc.Rollout.To != version {
+		return nil, fmt.Errorf("%w: %q is not rolling out to version %d", ErrRolloutChanged, service, version)
+	}
+	return svc, nil
+}
+
 func (f *FSM) applyFlip(buf []byte) any {
 	var cmd FlipCmd
 	decode(buf, &cmd)
-	svc, ok := f.state.Services[cmd.Service]
-	if !ok {
-		return fmt.Errorf("%w: %q", ErrServiceNotFound, cmd.Service)
-	}
-	if svc.Rollout == nil || svc.Rollout.To != cmd.To {
-		return fmt.Errorf("%w: flip of %q to version %d", ErrRolloutChanged, cmd.Service, cmd.To)
+	svc, err := f.rollingOutTo(cmd.Service, cmd.To)
+	if err != nil {
+		return err
 	}
 	for _, old := range svc.ActiveVersions {
 		if v := f.state.Version(cmd.Service, old); v != nil && old != cmd.To {
@@ -427,12 +437,9 @@ func (f *FSM) applyFlip(buf []byte) any {
 func (f *FSM) applyFailVersion(buf []byte) any {
 	var cmd FailVersionCmd
 	decode(buf, &cmd)
-	svc, ok := f.state.Services[cmd.Service]
-	if !ok {
-		return fmt.Errorf("%w: %q", ErrServiceNotFound, cmd.Service)
-	}
-	if svc.Rollout == nil || svc.Rollout.To != cmd.Version {
-		return fmt.Errorf("%w: fail %q version %d", ErrRolloutChanged, cmd.Service, cmd.Version)
+	svc, err := f.rollingOutTo(cmd.Service, cmd.Version)
+	if err != nil {
+		return err
 	}
 	f.failVersion(svc, cmd.Version, cmd.Reason, cmd.At)
 	return nil

@@ -38,8 +38,10 @@ type controller struct {
 	leaderSince time.Time
 	wake        time.Time         // reconcile again by then (zero: at the next tick)
 	sentDesired map[string]string // agent id -> last desired set (JSON, without epoch)
-	lastRepair  time.Time
-	drains      map[string]*drain // replica key -> drain progress
+	// replicaSeries are the replica gauge series set by the last recordMetrics.
+	replicaSeries map[replicaSeriesKey]int
+	lastRepair    time.Time
+	drains        map[string]*drain // replica key -> drain progress
 }
 
 type lbInfo struct {

@@ -248,12 +248,26 @@ func (c *controller) publishDesired(st *State, now time.Time, repair bool) {
 	}
 }
 
+// replicaSeriesKey names one series of the replicas-by-status gauge.
+type replicaSeriesKey struct{ service, status string }
+
 // recordMetrics refreshes the replica and agent gauges.
 func (c *controller) recordMetrics(st *State) {
-	c.s.metrics.replicas.Reset()
+	// Set every series before deleting stale ones so that a scrape never
+	// sees a half-filled vector, as it could between Reset and Inc.
+	counts := map[replicaSeriesKey]int{}
 	for _, r := range st.Replicas {
-		c.s.metrics.replicas.WithLabelValues(r.Service, string(r.Status)).Inc()
+		counts[replicaSeriesKey{r.Service, string(r.Status)}]++
 	}
+	for k, n := range counts {
+		c.s.metrics.replicas.WithLabelValues(k.service, k.status).Set(float64(n))
+	}
+	for k := range c.replicaSeries {
+		if _, ok := counts[k]; !ok {
+			c.s.metrics.replicas.DeleteLabelValues(k.service, k.status)
+		}
+	}
+	c.replicaSeries = counts
 	alive := 0
 	for _, a := range st.Agents {
 		if a.Alive {

@@ -85,23 +85,30 @@ func TestDaemonsServeMetricsAndHealth(t *testing.T) {
 		}
 		return nil
 	})
-	coord := scrape(t, c.apiAddr)
-	for series, want := range map[string]float64{
-		`baton_coordinator_replicas{service="web",status="READY"}`: 2,
-		`baton_coordinator_raft_state{state="Leader"}`:             1,
-		`baton_coordinator_is_leader`:                              1,
-	} {
-		if v, ok := metricValue(coord, series); !ok || v != want {
-			t.Errorf("coordinator %s = %v (found %v), want %v", series, v, ok, want)
+	// Gauges are set on the daemons' own ticks, so they may trail the API.
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		coord := scrape(t, c.apiAddr)
+		for series, want := range map[string]float64{
+			`baton_coordinator_replicas{service="web",status="READY"}`: 2,
+			`baton_coordinator_raft_state{state="Leader"}`:             1,
+			`baton_coordinator_is_leader`:                              1,
+		} {
+			if v, ok := metricValue(coord, series); !ok || v != want {
+				return fmt.Errorf("coordinator %s = %v (found %v), want %v", series, v, ok, want)
+			}
 		}
-	}
-	total := 0.0
-	for _, a := range agents {
-		page := scrape(t, a.Address)
-		v, _ := metricValue(page, fmt.Sprintf(`baton_agent_replicas{agent=%q,status="READY"}`, a.ID))
-		total += v
-	}
-	if total != 2 {
-		t.Errorf("agents report %v READY replicas, want 2", total)
-	}
+		return nil
+	})
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		total := 0.0
+		for _, a := range agents {
+			page := scrape(t, a.Address)
+			v, _ := metricValue(page, fmt.Sprintf(`baton_agent_replicas{agent=%q,status="READY"}`, a.ID))
+			total += v
+		}
+		if total != 2 {
+			return fmt.Errorf("agents report %v READY replicas, want 2", total)
+		}
+		return nil
+	})
 }

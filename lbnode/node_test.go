@@ -63,18 +63,23 @@ func TestTableAppliedFromPush(t *testing.T) {
 	if dump.LBID != "lb-test" || len(dump.Tables) != 1 || dump.Tables[0].Epoch != 7 || dump.Listening["web"] == "" {
 		t.Fatalf("/v1/routes = %+v", dump)
 	}
-	_, metricsText, _ := get(t, newClient(), admin+"/metrics")
-	for _, want := range []string{
-		`baton_lb_requests_total{code="200",service="web",version="2"} 1`,
-		`baton_lb_route_epoch{service="web"} 7`,
-		`baton_lb_request_duration_seconds_count{service="web"} 1`,
-		`baton_lb_in_flight_requests{service="web"} 0`,
-		`baton_lb_route_updates_total 1`,
-	} {
-		if !strings.Contains(metricsText, want) {
-			t.Errorf("/metrics lacks %q", want)
+	// The proxy records a request once its handler returns, which can be
+	// just after the client has read the whole body.
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		_, metricsText, _ := get(t, newClient(), admin+"/metrics")
+		for _, want := range []string{
+			`baton_lb_requests_total{code="200",service="web",version="2"} 1`,
+			`baton_lb_route_epoch{service="web"} 7`,
+			`baton_lb_request_duration_seconds_count{service="web"} 1`,
+			`baton_lb_in_flight_requests{service="web"} 0`,
+			`baton_lb_route_updates_total 1`,
+		} {
+			if !strings.Contains(metricsText, want) {
+				return fmt.Errorf("/metrics lacks %q", want)
+			}
 		}
-	}
+		return nil
+	})
 }
 
 // syncResponder answers route sync requests with whatever tables it holds.

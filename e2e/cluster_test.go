@@ -95,14 +95,28 @@ func newCluster(t *testing.T, agents ...agentOpts) *cluster {
 		lbHost: "127.0.0.21",
 		procs:  map[string]*proc{},
 	}
-	c.apiAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
-	c.raftAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
-	c.natsPort = testutil.FreePort(t, "127.0.0.1")
-	c.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort)
-	// A port free on the LB's address now; the demo uses 30001 and up.
-	c.lbPort = testutil.FreePort(t, c.lbHost)
 	t.Cleanup(c.stopAll)
-	c.startCoordinator()
+	// The ports are free when picked but bound only by the coordinator
+	// process; another socket may take one meanwhile, so try fresh ones.
+	for attempt := 1; ; attempt++ {
+		c.apiAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
+		c.raftAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
+		c.natsPort = testutil.FreePort(t, "127.0.0.1")
+		c.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort)
+		// A port free on the LB's address now; the demo uses 30001 and up.
+		c.lbPort = testutil.FreePort(t, c.lbHost)
+		err := c.tryStartCoordinator()
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("coordinator start attempt %d: port taken, trying others", attempt)
+		if err := os.RemoveAll(filepath.Join(c.dir, "coordinator")); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for i, a := range agents {
 		c.startAgent(fmt.Sprintf("agent-%d", i+1), fmt.Sprintf("127.0.0.%d", 11+i), a)
 	}
@@ -112,27 +126,41 @@ func newCluster(t *testing.T, agents ...agentOpts) *cluster {
 	return c
 }
 
+// startCoordinator starts the coordinator and waits until it is healthy.
 func (c *cluster) startCoordinator() {
+	c.t.Helper()
+	if err := c.tryStartCoordinator(); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// tryStartCoordinator starts the coordinator and waits until it is
+// healthy; it returns an error with the log if the process exited first.
+func (c *cluster) tryStartCoordinator() error {
 	p := c.start("coordinator", "coordinator", "--dev", "--data-dir", filepath.Join(c.dir, "coordinator"),
 		"--http-addr", c.apiAddr, "--raft-addr", c.raftAddr, "--nats-port", strconv.Itoa(c.natsPort),
 		"--lb-host", c.lbHost, "--first-lb-port", strconv.Itoa(c.lbPort))
-	testutil.WaitFor(c.t, 30*time.Second, func() error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
 		select {
 		case <-p.done:
 			log, _ := os.ReadFile(p.logPath)
-			c.t.Fatalf("coordinator exited while starting:\n%s", log)
+			return fmt.Errorf("coordinator exited while starting:\n%s", log)
 		default:
 		}
 		resp, err := http.Get("http://" + c.apiAddr + "/healthz")
-		if err != nil {
-			return err
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("healthz %d", resp.StatusCode)
 		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("healthz %d", resp.StatusCode)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("coordinator not healthy after 30s: %v", err)
 		}
-		return nil
-	})
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (c *cluster) startAgent(id, host string, a agentOpts) {
@@ -332,7 +360,49 @@ func (c *cluster) waitReady(name string, version, want int, timeout time.Duratio
 		}
 		return nil
 	})
+	c.waitRouted(name, version, want)
 	return st
+}
+
+// waitRouted waits until the LB routes to want replicas of version and
+// listens on the service's port: READY in the coordinator's state comes a
+// Raft apply and a NATS message before that.
+func (c *cluster) waitRouted(name string, version, want int) {
+	c.t.Helper()
+	admin := c.lbAdminAddr(c.t)
+	testutil.WaitFor(c.t, 15*time.Second, func() error {
+		resp, err := http.Get("http://" + admin + "/v1/routes")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var dump struct {
+			Tables    []protocol.RouteTable `json:"tables"`
+			Listening map[string]string     `json:"listening"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&dump); err != nil {
+			return err
+		}
+		if dump.Listening[name] == "" {
+			return fmt.Errorf("LB not listening for %s: %+v", name, dump)
+		}
+		for _, table := range dump.Tables {
+			if table.Service != name {
+				continue
+			}
+			n := 0
+			for _, e := range table.Endpoints {
+				if e.Version == version {
+					n++
+				}
+			}
+			if n < want {
+				return fmt.Errorf("LB routes %d/%d replicas of %s version %d: %+v", n, want, name, version, table)
+			}
+			return nil
+		}
+		return fmt.Errorf("LB has no table for %s", name)
+	})
 }
 
 // marker is the environment entry every process of this cluster carries.

@@ -56,8 +56,12 @@ func getText(t *testing.T, url string) (int, string) {
 func TestReplicaLifecycle(t *testing.T) {
 	t.Parallel()
 	h := startAgent(t, nil)
-	port := testutil.FreePort(t, "0.0.0.0")
+	port := specPort(t)
 	asg := serverAssignment(t, "web", 1)
+	// The server dies on SIGTERM at once; the shell leading the group waits
+	// 0.5s more (well inside the 1s StopGrace), so that SHUTTING_DOWN lasts
+	// long enough to be published, not just set and dropped.
+	asg.Spec.Run = `trap 'sleep 0.5; kill $pid 2>/dev/null' TERM; python3 ` + serverScript(t) + ` & pid=$!; wait`
 	asg.Spec.Setup = "sleep 0.3; echo setup-done"
 	asg.Spec.Service.Port = port
 	asg.Spec.Envs = map[string]string{"FOO": "bar", "PORT": "overridden-by-agent"}
@@ -371,7 +375,7 @@ func TestPortTaken(t *testing.T) {
 	asg := serverAssignment(t, "ports", 1)
 	asg.Spec.Service.Port = busyPort
 	same := serverAssignment(t, "ports", 2) // same free port as 3: one must yield
-	port := testutil.FreePort(t, "0.0.0.0")
+	port := specPort(t)
 	same.Spec.Service.Port = port
 	other := serverAssignment(t, "ports", 3)
 	other.Spec.Service.Port = port

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -234,6 +235,37 @@ func serverAssignment(t *testing.T, svc string, id int) protocol.ReplicaAssignme
 			},
 		},
 	}
+}
+
+// specPorts are the ports specPort handed out in this test binary.
+var specPorts struct {
+	sync.Mutex
+	used map[int]bool
+}
+
+// specPort returns a port for a replica's spec that is free now. It is in
+// the agent's own pick range and outside the kernel's ephemeral range, so
+// no outgoing connection (a probe, a NATS client, another test's
+// listener on port 0) can take it before the replica binds it; and it is
+// never handed to two tests of this binary.
+func specPort(t *testing.T) int {
+	t.Helper()
+	lo, hi := ephemeralPorts()
+	specPorts.Lock()
+	defer specPorts.Unlock()
+	if specPorts.used == nil {
+		specPorts.used = map[int]bool{}
+	}
+	for range 1000 {
+		port := pickPortMin + rand.IntN(pickPortMax-pickPortMin+1)
+		if (port >= lo && port <= hi) || specPorts.used[port] || !portFree("127.0.0.1", port) {
+			continue
+		}
+		specPorts.used[port] = true
+		return port
+	}
+	t.Fatalf("no free port in %d-%d outside the ephemeral range %d-%d", pickPortMin, pickPortMax, lo, hi)
+	return 0
 }
 
 // groupGone reports whether no live process is left in group pgid.

@@ -253,9 +253,13 @@ func TestFailingVersionRollsBack(t *testing.T) {
 	if failed != 3 {
 		t.Errorf("want exactly 3 failed tries of version 2 (MaxConsecutiveFailures x min_replicas), got %d", failed)
 	}
-	if vs := c.lbVersions(); fmt.Sprint(vs) != "[1]" {
-		t.Errorf("LB routes to versions %v, want [1]", vs)
-	}
+	// Route tables reach the LB over NATS, after the API shows the state.
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if vs := c.lbVersions(); fmt.Sprint(vs) != "[1]" {
+			return fmt.Errorf("LB routes to versions %v, want [1]", vs)
+		}
+		return nil
+	})
 	// The service can still be updated to a good version afterwards.
 	c.post("/v1/services/web/update", protocol.UpdateRequest{YAML: task(t, 3, 1, "1", ""), Filename: "v3.yaml"})
 	testutil.WaitFor(t, 30*time.Second, func() error {
@@ -269,7 +273,10 @@ func TestFailingVersionRollsBack(t *testing.T) {
 // TestProgressDeadlineFailsPendingVersion: a version that never gets a
 // READY replica fails at its deadline and its PENDING replicas go away.
 func TestProgressDeadlineFailsPendingVersion(t *testing.T) {
-	c := newTestCluster(t, func(cfg *coordinator.Config) { cfg.ProgressDeadline = time.Second }, 2)
+	// The PENDING replica lives until the deadline (5s plus the 1s initial
+	// delay): long enough for the first wait below to see it on a loaded
+	// machine, short enough for the second one to see the failure.
+	c := newTestCluster(t, func(cfg *coordinator.Config) { cfg.ProgressDeadline = 5 * time.Second }, 2)
 	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 1, "1", ""), Filename: "v1.yaml"})
 	c.waitReady(1, 1)
 	c.post("/v1/services/web/update", protocol.UpdateRequest{YAML: task(t, 2, 1, "8+", ""), Filename: "v2.yaml"})
@@ -287,9 +294,12 @@ func TestProgressDeadlineFailsPendingVersion(t *testing.T) {
 		}
 		return nil
 	})
-	if vs := c.lbVersions(); fmt.Sprint(vs) != "[1]" {
-		t.Errorf("LB routes to versions %v, want [1]", vs)
-	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if vs := c.lbVersions(); fmt.Sprint(vs) != "[1]" {
+			return fmt.Errorf("LB routes to versions %v, want [1]", vs)
+		}
+		return nil
+	})
 }
 
 // TestLostAgentsReplicasMove: when an agent goes silent, its replicas are
@@ -430,9 +440,12 @@ func TestRollingUpdateOfCrashingVersionRollsBack(t *testing.T) {
 			t.Errorf("old replica %d should still serve: %+v", id, r)
 		}
 	}
-	if vs := c.lbVersions(); fmt.Sprint(vs) != "[1 1]" {
-		t.Errorf("LB routes to %v, want both old replicas", vs)
-	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if vs := c.lbVersions(); fmt.Sprint(vs) != "[1 1]" {
+			return fmt.Errorf("LB routes to %v, want both old replicas", vs)
+		}
+		return nil
+	})
 }
 
 // TestFailedRollingUpdateKeepsCapacity: when a rolling update fails after

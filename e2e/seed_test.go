@@ -78,10 +78,10 @@ func TestSeedWalkthrough(t *testing.T) {
 
 	// Poll until the old replicas are gone, recording what we saw.
 	var (
-		flipAt         time.Time
-		sawShutting    = map[int]bool{}
-		goneAt         time.Time
-		newAgents      = map[int]string{}
+		flipAt      time.Time
+		sawShutting = map[int]bool{}
+		goneAt      time.Time
+		newAgents   = map[int]string{}
 		// When 2 READY v2 replicas were first seen with v1 still active.
 		allReadyAt time.Time
 	)

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,10 +147,16 @@ func replicaServer(t testing.TB, id int) *httptest.Server {
 
 func hostPort(s *httptest.Server) string { return s.Listener.Addr().String() }
 
-// closedAddr is a loopback address nothing listens on.
+// closedAddrs counts the addresses closedAddr has handed out.
+var closedAddrs atomic.Int32
+
+// closedAddr is a loopback address nothing listens on: port 1 (tcpmux,
+// privileged and unused) on a different 127/8 address each call. A freed
+// ephemeral port could be taken by another test meanwhile.
 func closedAddr(t testing.TB) string {
 	t.Helper()
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t, "127.0.0.1")))
+	n := closedAddrs.Add(1)
+	return fmt.Sprintf("127.0.%d.%d:1", 100+n/250, 1+n%250)
 }
 
 func table(service string, epoch uint64, port int, policy string, eps ...protocol.Endpoint) protocol.RouteTable {

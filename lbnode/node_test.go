@@ -134,8 +134,11 @@ func TestSyncAtStartAndRepair(t *testing.T) {
 
 	cfg := testConfig(t, url)
 	cfg.SyncInterval = time.Hour // only the sync at start may deliver the tables
+	// That single sync is never retried, so give its reply ample time on a
+	// loaded machine; the wait below outlasts the timeout.
+	cfg.SyncTimeout = 5 * time.Second
 	n := startNode(t, cfg)
-	testutil.WaitFor(t, 5*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, func() error {
 		return errors.Join(tableEpochIs(n, "a", 10), tableEpochIs(n, "b", 12))
 	})
 	_, body, _ := get(t, newClient(), waitListening(t, n, "b"))

@@ -121,8 +121,9 @@ func TestClientErrors(t *testing.T) {
 }
 
 func TestClientUnreachable(t *testing.T) {
-	port := testutil.FreePort(t, "127.0.0.1")
-	addr := fmt.Sprintf("http://127.0.0.1:%d", port)
+	// Port 1 (tcpmux) is privileged and unused: nothing can start listening
+	// there during the test, unlike on a freed ephemeral port.
+	addr := "http://127.0.0.1:1"
 	_, err := newAPIClient(addr).Status(context.Background(), nil)
 	want := fmt.Sprintf("cannot reach the baton coordinator at %s (is it running? set $BATON_ADDR or --addr)", addr)
 	if err == nil || err.Error() != want {

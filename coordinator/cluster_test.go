@@ -511,3 +511,21 @@ func TestRollingUpdateInFullCluster(t *testing.T) {
 		return nil
 	})
 }
+
+// TestExternalNATS runs the cluster on a NATS server the coordinator did
+// not start (--nats-url): agents, the LB and the controller all meet there.
+func TestExternalNATS(t *testing.T) {
+	external := testutil.NATS(t)
+	c := newTestCluster(t, func(cfg *coordinator.Config) { cfg.NATSURL = external }, 2)
+	if c.natsURL != external {
+		t.Fatalf("coordinator uses NATS at %s, want the external %s", c.natsURL, external)
+	}
+	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 2, "1", ""), Filename: "v1.yaml"})
+	c.waitReady(1, 2)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if v := c.lbVersions(); fmt.Sprint(v) != "[1 1]" {
+			return fmt.Errorf("LB routes to versions %v, want [1 1]", v)
+		}
+		return nil
+	})
+}

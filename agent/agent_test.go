@@ -86,6 +86,8 @@ func TestReplicaLifecycle(t *testing.T) {
 	wantEnv := map[string]string{
 		"PORT": strconv.Itoa(port), "CUDA_VISIBLE_DEVICES": "GPU-fake-a1-1", "FOO": "bar",
 		"BATON_SERVICE": "web", "BATON_REPLICA_ID": "1", "BATON_VERSION": "3",
+		"SKYPILOT_SERVE_REPLICA_ID": "1", "SKYPILOT_NUM_GPUS_PER_NODE": "1", "SKYPILOT_NUM_NODES": "1",
+		"SKYPILOT_NODE_RANK": "0", "SKYPILOT_NODE_IPS": "127.0.0.1",
 		"cwd": h.replicaDir("web", 1),
 	}
 	for k, v := range wantEnv {
@@ -345,6 +347,9 @@ func TestProbeKinds(t *testing.T) {
 		{"post with data and headers", protocol.ReadinessProbe{Path: "/ready", PostData: `{"q": 1}`, Headers: map[string]string{"X-Probe": "yes"}, InitialDelaySeconds: 20}, protocol.ReplicaReady},
 		{"post missing header", protocol.ReadinessProbe{Path: "/ready", PostData: `{"q": 1}`, InitialDelaySeconds: 3}, protocol.ReplicaFailedInitialDelay},
 		{"get of a 404 path", protocol.ReadinessProbe{Path: "/nope", InitialDelaySeconds: 3}, protocol.ReplicaFailedInitialDelay},
+		{"redirect followed", protocol.ReadinessProbe{Path: "/moved", InitialDelaySeconds: 20}, protocol.ReplicaReady},
+		// 0 is honoured, not taken for "unset": the first failure fails it.
+		{"no initial delay", protocol.ReadinessProbe{Path: "/nope", InitialDelaySeconds: 0}, protocol.ReplicaFailedInitialDelay},
 	}
 	h := startAgent(t, nil)
 	var asgs []protocol.ReplicaAssignment

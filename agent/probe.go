@@ -53,16 +53,18 @@ func newProber(host string, port int, rp protocol.ReadinessProbe) *prober {
 	if pr.timeout <= 0 {
 		pr.timeout = defaultProbeTimeoutSeconds * time.Second
 	}
-	if pr.initialDelaySeconds <= 0 {
+	// The parser fills in initial_delay_seconds (1200 when absent), so 0
+	// here was asked for: the first failed probe fails the replica.
+	if pr.initialDelaySeconds < 0 {
 		pr.initialDelaySeconds = defaultInitialDelaySeconds
 	}
 	pr.client = &http.Client{
 		// A fresh connection per probe: a probe must see a replica that
 		// stopped accepting, not a kept-alive socket.
 		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
+		// Redirects are followed (up to 10), as SkyServe's probe does: a
+		// framework answering /health with 307 to /health/ is ready when
+		// the final answer is 200.
 	}
 	return pr
 }

@@ -305,7 +305,8 @@ func (a *Agent) finish(r *replica) {
 }
 
 // replicaEnv is the agent's environment, then the spec's envs, then
-// PORT, CUDA_VISIBLE_DEVICES and the BATON_* variables (later wins).
+// PORT, CUDA_VISIBLE_DEVICES, the BATON_* variables and the SKYPILOT_*
+// ones that SkyServe task YAMLs use, for a single-node replica (later wins).
 func (a *Agent) replicaEnv(r *replica, port int) []string {
 	env := os.Environ()
 	keys := make([]string, 0, len(r.asg.Spec.Envs))
@@ -322,6 +323,11 @@ func (a *Agent) replicaEnv(r *replica, port int) []string {
 		"BATON_SERVICE="+r.asg.Service,
 		"BATON_REPLICA_ID="+strconv.Itoa(r.asg.ReplicaID),
 		"BATON_VERSION="+strconv.Itoa(r.asg.Version),
+		"SKYPILOT_SERVE_REPLICA_ID="+strconv.Itoa(r.asg.ReplicaID),
+		"SKYPILOT_NUM_GPUS_PER_NODE="+strconv.Itoa(len(r.asg.GPUUUIDs)),
+		"SKYPILOT_NUM_NODES=1",
+		"SKYPILOT_NODE_RANK=0",
+		"SKYPILOT_NODE_IPS="+a.cfg.Host,
 	)
 }
 

@@ -1,5 +1,6 @@
 # A tiny HTTP server for the agent's tests. It listens on $PORT.
 #   GET  /health  200, or 500 while a file "unhealthy" exists in the cwd
+#   GET  /moved   307 to /health
 #   GET  /env     the replica's environment and cwd as JSON
 #   POST /ready   200 only for body {"q": 1}, JSON content type, X-Probe: yes
 import http.server
@@ -25,9 +26,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if os.path.exists("unhealthy"):
                 return self.reply(500, "sick")
             return self.reply(200, "ok")
+        if self.path == "/moved":
+            self.send_response(307)
+            self.send_header("Location", "/health")
+            self.send_header("Content-Length", "0")
+            return self.end_headers()
         if self.path == "/env":
             keys = ["PORT", "CUDA_VISIBLE_DEVICES", "BATON_SERVICE",
-                    "BATON_REPLICA_ID", "BATON_VERSION", "FOO"]
+                    "BATON_REPLICA_ID", "BATON_VERSION", "FOO",
+                    "SKYPILOT_SERVE_REPLICA_ID", "SKYPILOT_NUM_GPUS_PER_NODE",
+                    "SKYPILOT_NUM_NODES", "SKYPILOT_NODE_RANK", "SKYPILOT_NODE_IPS"]
             env = {k: os.environ.get(k) for k in keys}
             env["cwd"] = os.getcwd()
             return self.reply(200, json.dumps(env))

@@ -384,7 +384,15 @@ func TestPortTaken(t *testing.T) {
 	same.Spec.Service.Port = port
 	other := serverAssignment(t, "ports", 3)
 	other.Spec.Service.Port = port
-	h.desire(1, asg, same, other)
+	// A run that hard-codes its port cannot take another: its failure
+	// says why.
+	fixed := serverAssignment(t, "ports", 4)
+	fixed.Spec.Service.Port = busyPort
+	fixed.Spec.Run = "exec python3 -m http.server " + strconv.Itoa(busyPort)
+	h.desire(1, asg, same, other, fixed)
+	if rep := h.waitStatus("ports", 4, protocol.ReplicaFailed, readyTimeout); !strings.Contains(rep.Reason, fmt.Sprintf("port %d was in use on this host", busyPort)) {
+		t.Errorf("hard-coded port failure reason = %q, want the port hint", rep.Reason)
+	}
 	seen := map[string]bool{}
 	for id := 1; id <= 3; id++ {
 		rep := h.waitStatus("ports", id, protocol.ReplicaReady, readyTimeout)

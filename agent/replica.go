@@ -244,6 +244,10 @@ func (a *Agent) watch(r *replica, p *proc, port int) string {
 		select {
 		case <-p.exited:
 			reason := exitReason("run", p.err)
+			if want := r.asg.Spec.Service.Port; want > 0 && want != port {
+				// The usual cause: a run that hard-codes the task's port.
+				reason += fmt.Sprintf(" (port %d was in use on this host, so the replica got PORT=%d; listen on $PORT)", want, port)
+			}
 			a.setStatus(r, protocol.ReplicaFailed, reason)
 			return reason
 		case <-r.stop:

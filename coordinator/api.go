@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -76,11 +77,11 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // parseSpec parses a task YAML sent by the CLI, writing the error response
 // itself on failure.
-func parseSpec(w http.ResponseWriter, filename, text, baseDir string) (*protocol.TaskSpec, bool) {
+func parseSpec(w http.ResponseWriter, filename, text, baseDir string, envs map[string]string) (*protocol.TaskSpec, bool) {
 	if filename == "" {
 		filename = "task.yaml"
 	}
-	spec, err := protocol.ParseTask(filename, []byte(text))
+	spec, err := protocol.ParseTaskWithEnvs(filename, []byte(text), envs)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, protocol.CodeInvalidSpec, err.Error())
 		return nil, false
@@ -96,6 +97,13 @@ func parseSpec(w http.ResponseWriter, filename, text, baseDir string) (*protocol
 	return spec, true
 }
 
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
 func (s *Server) endpoint(port int) string {
 	return fmt.Sprintf("%s:%d", s.cfg.LBHost, port)
 }
@@ -105,12 +113,23 @@ func (s *Server) handleUp(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	if err := protocol.ValidateServiceName(req.Name); err != nil {
-		writeError(w, http.StatusBadRequest, protocol.CodeInvalidName, err.Error())
+	spec, ok := parseSpec(w, req.Filename, req.YAML, req.BaseDir, req.Envs)
+	if !ok {
 		return
 	}
-	spec, ok := parseSpec(w, req.Filename, req.YAML, req.BaseDir)
-	if !ok {
+	fromTask := req.Name == "" && spec.Name != ""
+	if req.Name == "" {
+		req.Name = spec.Name
+	}
+	if req.Name == "" {
+		// As SkyServe names a service the user did not name.
+		req.Name = fmt.Sprintf("service-%04x", rand.IntN(1<<16))
+	}
+	if err := protocol.ValidateServiceName(req.Name); err != nil {
+		if fromTask {
+			err = protocol.TaskNameError(orDefault(req.Filename, "task.yaml"), spec, err)
+		}
+		writeError(w, http.StatusBadRequest, protocol.CodeInvalidName, err.Error())
 		return
 	}
 	res, _, err := s.raftApply(CmdCreateService, CreateServiceCmd{
@@ -142,7 +161,7 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("update mode %q: use blue_green (the default) or rolling", mode))
 		return
 	}
-	spec, ok := parseSpec(w, req.Filename, req.YAML, req.BaseDir)
+	spec, ok := parseSpec(w, req.Filename, req.YAML, req.BaseDir, req.Envs)
 	if !ok {
 		return
 	}

@@ -403,7 +403,7 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 				continue
 			}
 			v := st.Version(name, r.Version)
-			cand, reason, ok := p.place(v.Spec.Resources, failedOn(reps, r.Version))
+			cand, reason, ok := p.place(v.Spec.Resources, v.Spec.Service.Port, failedOn(reps, r.Version))
 			switch {
 			case ok:
 				placements = append(placements, ReplicaUpdate{Service: name, ID: r.ID, From: protocol.ReplicaPending,
@@ -477,7 +477,7 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 			avoid := failedOn(reps, vn)
 			for i := live; i < want; i++ {
 				r := protocol.Replica{Service: name, Version: vn, Status: protocol.ReplicaPending}
-				if cand, reason, ok := p.place(v.Spec.Resources, avoid); ok {
+				if cand, reason, ok := p.place(v.Spec.Resources, v.Spec.Service.Port, avoid); ok {
 					r.Status = protocol.ReplicaProvisioning
 					r.AgentID = cand.agent.ID
 					r.Resources = cand.alloc

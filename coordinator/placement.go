@@ -2,7 +2,9 @@ package coordinator
 
 import (
 	"fmt"
+	"net"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/baton-dev/baton/protocol"
@@ -13,6 +15,10 @@ import (
 type placer struct {
 	agents []*protocol.Agent // alive agents, sorted by id
 	used   map[string]*usage
+	// hostPorts are the ports replicas listen on (or asked for and may
+	// yet get) per agent host: a task that names its port, as SkyServe
+	// tasks with a fixed port in `run` do, is placed where it is free.
+	hostPorts map[string]map[int]bool
 }
 
 type usage struct {
@@ -23,7 +29,7 @@ type usage struct {
 // newPlacer counts what every replica that holds resources uses. A
 // SHUTTING_DOWN replica still holds its share until it is gone.
 func newPlacer(st *State) *placer {
-	p := &placer{used: map[string]*usage{}}
+	p := &placer{used: map[string]*usage{}, hostPorts: map[string]map[int]bool{}}
 	for _, id := range st.AgentIDs() {
 		a := st.Agents[id]
 		p.used[id] = &usage{gpus: map[string]bool{}}
@@ -36,8 +42,35 @@ func newPlacer(st *State) *placer {
 			continue
 		}
 		p.take(r.AgentID, r.Resources)
+		if a := st.Agents[r.AgentID]; a != nil {
+			port := endpointPort(r.Endpoint)
+			if v := st.Version(r.Service, r.Version); port == 0 && v != nil {
+				port = v.Spec.Service.Port
+			}
+			p.takePort(a.Host, port)
+		}
 	}
 	return p
+}
+
+// endpointPort is the port of a host:port endpoint, 0 if there is none.
+func endpointPort(endpoint string) int {
+	_, port, err := net.SplitHostPort(endpoint)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(port)
+	return n
+}
+
+func (p *placer) takePort(host string, port int) {
+	if port <= 0 {
+		return
+	}
+	if p.hostPorts[host] == nil {
+		p.hostPorts[host] = map[int]bool{}
+	}
+	p.hostPorts[host][port] = true
 }
 
 func (p *placer) take(agentID string, a protocol.Allocation) {
@@ -60,22 +93,30 @@ type candidate struct {
 }
 
 // place picks the smallest agent that fits res and reserves its share,
-// preferring agents not in avoid (where the same version failed before).
-// On no fit it returns a reason saying what is missing.
-func (p *placer) place(res protocol.Resources, avoid map[string]bool) (candidate, string, bool) {
-	if len(avoid) > 0 {
-		if c, ok := p.pick(res, avoid); ok {
+// preferring, in this order, agents whose host has the replica's port
+// free (port 0: any) and agents not in avoid (where the same version
+// failed before). A host without the port free is still used when nothing
+// else fits: the agent then gives the replica another $PORT. On no fit it
+// returns a reason saying what is missing.
+func (p *placer) place(res protocol.Resources, port int, avoid map[string]bool) (candidate, string, bool) {
+	portFree := func(a *protocol.Agent) bool { return port <= 0 || !p.hostPorts[a.Host][port] }
+	tiers := []func(*protocol.Agent) bool{
+		func(a *protocol.Agent) bool { return portFree(a) && !avoid[a.ID] },
+		portFree,
+		func(a *protocol.Agent) bool { return !avoid[a.ID] },
+		func(*protocol.Agent) bool { return true },
+	}
+	for _, allowed := range tiers {
+		if c, ok := p.pick(res, allowed); ok {
+			p.takePort(c.agent.Host, port)
 			return c, "", true
 		}
-	}
-	if c, ok := p.pick(res, nil); ok {
-		return c, "", true
 	}
 	return candidate{}, p.noFitReason(res), false
 }
 
-// pick reserves the best fit among agents not in skip.
-func (p *placer) pick(res protocol.Resources, skip map[string]bool) (candidate, bool) {
+// pick reserves the best fit among the allowed agents.
+func (p *placer) pick(res protocol.Resources, allowed func(*protocol.Agent) bool) (candidate, bool) {
 	options := res.Accelerators.Options
 	if len(options) == 0 {
 		options = []protocol.AcceleratorOption{{}}
@@ -83,7 +124,7 @@ func (p *placer) pick(res protocol.Resources, skip map[string]bool) (candidate, 
 	var best *candidate
 	for _, opt := range options {
 		for _, a := range p.agents {
-			if skip[a.ID] {
+			if !allowed(a) {
 				continue
 			}
 			c, ok := p.fit(a, res, opt)

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -53,7 +54,7 @@ func TestPlacement(t *testing.T) {
 			}
 			p := newPlacer(st)
 			for i, res := range tt.res {
-				c, reason, ok := p.place(res, nil)
+				c, reason, ok := p.place(res, 0, nil)
 				got := ""
 				if ok {
 					got = c.agent.ID
@@ -77,11 +78,11 @@ func TestPlacementCountsExistingReplicas(t *testing.T) {
 	st.Replicas["s/1"] = &protocol.Replica{Service: "s", ID: 1, AgentID: "a", Status: protocol.ReplicaShuttingDown, Resources: protocol.Allocation{CPUs: 4}}
 	st.Replicas["s/2"] = &protocol.Replica{Service: "s", ID: 2, AgentID: "a", Status: protocol.ReplicaFailed, Resources: protocol.Allocation{CPUs: 4}}
 	p := newPlacer(st)
-	if _, _, ok := p.place(protocol.Resources{CPUs: protocol.Quantity{Value: 1, AtLeast: true}}, nil); ok {
+	if _, _, ok := p.place(protocol.Resources{CPUs: protocol.Quantity{Value: 1, AtLeast: true}}, 0, nil); ok {
 		t.Fatal("a shutting-down replica's CPUs must stay reserved until it is gone")
 	}
 	delete(st.Replicas, "s/1")
-	if _, _, ok := newPlacer(st).place(protocol.Resources{CPUs: protocol.Quantity{Value: 4, AtLeast: true}}, nil); !ok {
+	if _, _, ok := newPlacer(st).place(protocol.Resources{CPUs: protocol.Quantity{Value: 4, AtLeast: true}}, 0, nil); !ok {
 		t.Fatal("a failed replica must not hold resources")
 	}
 }
@@ -91,15 +92,55 @@ func TestPlacementAvoidsAgentsWhereTheVersionFailed(t *testing.T) {
 	st.Agents["a"] = agentWith("a", 2)
 	st.Agents["b"] = agentWith("b", 4)
 	res := protocol.Resources{CPUs: protocol.Quantity{Value: 2, AtLeast: true}}
-	if c, _, _ := newPlacer(st).place(res, nil); c.agent.ID != "a" {
+	if c, _, _ := newPlacer(st).place(res, 0, nil); c.agent.ID != "a" {
 		t.Fatalf("without failures the smallest agent a should win, got %s", c.agent.ID)
 	}
-	if c, _, _ := newPlacer(st).place(res, map[string]bool{"a": true}); c.agent.ID != "b" {
+	if c, _, _ := newPlacer(st).place(res, 0, map[string]bool{"a": true}); c.agent.ID != "b" {
 		t.Fatalf("after a failure on a, b should be preferred, got %s", c.agent.ID)
 	}
-	if c, _, ok := newPlacer(st).place(res, map[string]bool{"a": true, "b": true}); !ok {
+	if c, _, ok := newPlacer(st).place(res, 0, map[string]bool{"a": true, "b": true}); !ok {
 		t.Fatal("when every fitting agent saw a failure, placement must still succeed")
 	} else if c.agent.ID != "a" {
 		t.Fatalf("fallback should use the normal order, got %s", c.agent.ID)
+	}
+}
+
+// TestPlacementSpreadsFixedPorts: replicas of a task that names its port
+// (SkyServe tasks often hard-code it in `run`) go to hosts where that port
+// is free, even when a smaller agent would fit; when no host has it free
+// they still run, and the agent hands out another $PORT.
+func TestPlacementSpreadsFixedPorts(t *testing.T) {
+	st := NewState()
+	for i, id := range []string{"a", "b", "c"} {
+		a := agentWith(id, 8)
+		a.Host = fmt.Sprintf("10.0.0.%d", i+1)
+		st.Agents[id] = a
+	}
+	// c shares its host with a (two agents on one machine).
+	st.Agents["c"].Host = "10.0.0.1"
+	st.Services["web"] = &protocol.Service{Name: "web"}
+	st.Versions["web"] = map[int]*protocol.Version{1: {Service: "web", Number: 1, Spec: protocol.TaskSpec{Service: protocol.ServiceSpec{Port: 8080}}}}
+	// Replica 1 listens on 8080 on a's host.
+	st.Replicas["web/1"] = &protocol.Replica{Service: "web", ID: 1, Version: 1, AgentID: "a", Status: protocol.ReplicaReady,
+		Endpoint: "10.0.0.1:8080", Resources: protocol.Allocation{CPUs: 1}}
+	res := protocol.Resources{CPUs: protocol.Quantity{Value: 1}}
+	p := newPlacer(st)
+	c, _, ok := p.place(res, 8080, nil)
+	if !ok || c.agent.ID != "b" {
+		t.Fatalf("second replica on %v (ok %v), want b: the only host with 8080 free", c.agent, ok)
+	}
+	// Every host now has 8080 taken: placement falls back to the smallest fit.
+	if c, _, ok := p.place(res, 8080, nil); !ok || c.agent.ID != "a" {
+		t.Fatalf("third replica on %v (ok %v), want a (no host has 8080 free; smallest fit)", c.agent, ok)
+	}
+	// A replica that names no port ignores ports.
+	if c, _, ok := newPlacer(st).place(res, 0, nil); !ok || c.agent.ID != "a" {
+		t.Fatalf("portless replica on %v, want a", c.agent)
+	}
+	// A replica given another port than its spec's frees the spec port on
+	// that host.
+	st.Replicas["web/1"].Endpoint = "10.0.0.1:12345"
+	if c, _, ok := newPlacer(st).place(res, 8080, nil); !ok || c.agent.ID != "a" {
+		t.Fatalf("replica on %v, want a: 8080 is free on its host", c.agent)
 	}
 }

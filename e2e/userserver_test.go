@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -107,4 +108,56 @@ func readFile(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestSkyServeStyleTask runs a task written as for SkyServe: no name: (the
+// service gets a generated one), no readiness_probe (probes /), memory
+// with a unit, a required env given with --env, and SkyPilot's variables.
+func TestSkyServeStyleTask(t *testing.T) {
+	c := newCluster(t, agentOpts{cpus: 2})
+	home := t.TempDir()
+	writeTask(t, home, "task.yaml", `workdir: .
+envs:
+  TOKEN:
+run: |
+  mkdir -p www && echo "$TOKEN $SKYPILOT_SERVE_REPLICA_ID $SKYPILOT_NUM_NODES" > www/index.html
+  exec python3 -m http.server --directory www $PORT
+service:
+  replicas: 1
+resources:
+  cpus: 1
+  memory: 1GB
+`)
+	cli := func(args ...string) (string, string, error) {
+		cmd := exec.Command(batonBin, args...)
+		cmd.Dir = home
+		cmd.Env = append(cmd.Environ(), "BATON_ADDR=http://"+c.apiAddr)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		return out.String(), errb.String(), err
+	}
+	// Without the required env nothing is created.
+	if _, stderr, err := cli("serve", "up", "task.yaml", "-y"); err == nil || !strings.Contains(stderr, "task.yaml:3: envs.TOKEN: has no value; pass it with --env TOKEN=VALUE") {
+		t.Fatalf("up without --env: err %v, stderr %q", err, stderr)
+	}
+	if st := c.status(); len(st.Services) != 0 {
+		t.Fatalf("a rejected up created %+v", st.Services)
+	}
+	out, stderr, err := cli("serve", "up", "task.yaml", "-y", "--env", "TOKEN=sesame")
+	if err != nil {
+		t.Fatalf("up: %v\n%s%s", err, out, stderr)
+	}
+	m := regexp.MustCompile(`Service "(service-[0-9a-f]{4})" is up`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("up printed %q, want a generated service-xxxx name", out)
+	}
+	name := m[1]
+	st := c.waitReady(name, 1, 1, 60*time.Second)
+	if got := get(t, "http://"+service(st, name).Endpoint+"/"); got != "sesame 1 1\n" {
+		t.Fatalf("replica answered %q, want the --env value and SkyPilot's variables", got)
+	}
+	if r := replicas(st, name)[1]; !strings.Contains(r.Resources, "mem=1GB") {
+		t.Errorf("replica resources %q, want mem=1GB reserved", r.Resources)
+	}
 }

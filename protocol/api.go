@@ -18,12 +18,16 @@ import (
 
 // UpRequest creates a service from a task YAML.
 type UpRequest struct {
+	// Name is the service's name; empty takes the task's name: field, or
+	// generates one (service-xxxx) if the task has none.
 	Name string `json:"name"`
 	// YAML is the task file's text and Filename its name (for errors).
 	YAML     string `json:"yaml"`
 	Filename string `json:"filename"`
 	// BaseDir resolves a relative workdir (the CLI's working directory).
 	BaseDir string `json:"base_dir,omitempty"`
+	// Envs override or fill in the task's envs (the CLI's --env).
+	Envs map[string]string `json:"envs,omitempty"`
 }
 
 // UpdateRequest adds a new version to a service.
@@ -33,6 +37,8 @@ type UpdateRequest struct {
 	BaseDir  string `json:"base_dir,omitempty"`
 	// Mode is blue_green (default) or rolling.
 	Mode string `json:"mode,omitempty"`
+	// Envs override or fill in the task's envs (the CLI's --env).
+	Envs map[string]string `json:"envs,omitempty"`
 }
 
 // ServiceResponse answers up, update and down.

@@ -23,6 +23,10 @@ var ErrInvalidServiceName = errors.New("invalid service name")
 // Field is the dotted path of the offending key (empty for problems with the
 // file as a whole, then the format is `file:line: message`). Message says
 // what is wrong and what would be valid.
+//
+// Line is 0 for a problem that is not in the file but in what came with it,
+// such as a bad `--env KEY=VALUE` override (Field `--env KEY`); Error()
+// then leaves the line out: `file: field: message`.
 type SpecError struct {
 	File    string
 	Line    int
@@ -32,10 +36,14 @@ type SpecError struct {
 
 // Error implements error.
 func (e *SpecError) Error() string {
-	if e.Field == "" {
-		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Message)
+	loc := fmt.Sprintf("%s:%d", e.File, e.Line)
+	if e.Line == 0 {
+		loc = e.File
 	}
-	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Field, e.Message)
+	if e.Field == "" {
+		return fmt.Sprintf("%s: %s", loc, e.Message)
+	}
+	return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Message)
 }
 
 // Is reports whether target is ErrInvalidSpec.

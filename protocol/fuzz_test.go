@@ -35,6 +35,9 @@ func FuzzParseTask(f *testing.F) {
 		"a: &x\n  b: *x\n<<: *x\n",
 		"--- \n...\n---\nrun: x\n",
 		"!!str run: !!int x\nservice: !custom\n  readiness_probe: !!str /\n",
+		"\xEF\xBB\xBFrun: x\nservice: {}\nresources: {memory: 512MB+, gpus: A100:2}\n",
+		"run: x\nservice:\n  readiness_probe: {path: /, initial_delay_seconds: 0.5, timeout_seconds: 1e3}\n  replica_policy: {min_replicas: 1, upscale_delay_seconds: 1.5}\n",
+		"run: x\nservice: {replicas: 2}\nenvs: {HF_TOKEN: , A: null, B: 1}\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -44,6 +47,8 @@ func FuzzParseTask(f *testing.F) {
 			if spec != nil {
 				t.Fatalf("ParseTask returned both a spec and an error: %v", err)
 			}
+			// Overrides can fill required envs but never cause a panic.
+			_, _ = ParseTaskWithEnvs("fuzz.yaml", data, map[string]string{"HF_TOKEN": "x", "A": ""})
 			for _, line := range strings.Split(err.Error(), "\n") {
 				if !errLineRE.MatchString(line) {
 					t.Fatalf("error line %q does not start with fuzz.yaml:LINE:", line)
@@ -52,6 +57,17 @@ func FuzzParseTask(f *testing.F) {
 			return
 		}
 		checkInvariants(t, spec)
+		for k, line := range spec.Lines {
+			if line < 1 {
+				t.Fatalf("Lines[%q] = %d", k, line)
+			}
+		}
+		// A spec with no required envs parses the same with overrides.
+		over := map[string]string{"FUZZ_ENV": "x"}
+		withEnv, err := ParseTaskWithEnvs("fuzz.yaml", data, over)
+		if err != nil || withEnv.Envs["FUZZ_ENV"] != "x" {
+			t.Fatalf("ParseTaskWithEnvs with an override: %v", err)
+		}
 		for _, w := range spec.Warnings {
 			if !errLineRE.MatchString(w) {
 				t.Fatalf("warning %q does not start with fuzz.yaml:LINE:", w)

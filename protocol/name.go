@@ -36,3 +36,14 @@ func ValidateServiceName(name string) error {
 	}
 	return nil
 }
+
+// TaskNameError places err, a ValidateServiceName error for the name taken
+// from a task's name: field, at that field's line in file, and says how to
+// name the service instead. It still matches ErrInvalidServiceName.
+func TaskNameError(file string, spec *TaskSpec, err error) error {
+	loc := file
+	if line := spec.Lines["name"]; line > 0 {
+		loc = fmt.Sprintf("%s:%d", file, line)
+	}
+	return fmt.Errorf("%s: name: %w (or name the service with -n NAME)", loc, err)
+}

@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -20,6 +21,9 @@ import (
 // Defaults ParseTask fills in when the YAML leaves a field out. They are
 // SkyServe's defaults.
 const (
+	// DefaultProbePath is the readiness probe's path when the service has
+	// no readiness_probe.
+	DefaultProbePath = "/"
 	// DefaultInitialDelaySeconds is readiness_probe.initial_delay_seconds.
 	DefaultInitialDelaySeconds = 1200
 	// DefaultProbeTimeoutSeconds is readiness_probe.timeout_seconds.
@@ -67,6 +71,13 @@ var (
 	resourcesKeys     = []string{"accelerators", "cpus", "memory", "ports"}
 )
 
+// keyAliases are other names SkyPilot accepts for a key, by parent field.
+// They are not listed among the valid keys, but a typo close to an alias is
+// pointed at the key it stands for.
+var keyAliases = map[string]map[string]string{
+	"resources": {"gpus": "accelerators"},
+}
+
 // cloudKeys are SkyPilot fields that only mean something on a cloud. They
 // are accepted at the top level and in resources, and ignored with a warning.
 var cloudKeys = map[string]bool{
@@ -92,6 +103,7 @@ var unsupportedHints = map[string]string{
 var (
 	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	quantityRE = regexp.MustCompile(`^([0-9]+(\.[0-9]+)?|\.[0-9]+)(\+?)$`)
+	memoryRE   = regexp.MustCompile(`^(?i)([0-9]+(?:\.[0-9]+)?|\.[0-9]+) *([kmgtp]b)? *(\+?)$`)
 	digitsRE   = regexp.MustCompile(`^[0-9]+$`)
 	accNameRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 	dupKeyRE   = regexp.MustCompile(`already defined at \[([0-9]+):[0-9]+\]`)
@@ -100,9 +112,10 @@ var (
 )
 
 // ParseTask parses and validates a SkyServe-compatible task YAML and returns
-// it with every default filled in (readiness probe delays, one replica, the
+// it with every default filled in (readiness probe, one replica, the
 // least_load policy, ...). filename is used only in messages ("<input>" if
-// empty).
+// empty). It is ParseTaskWithEnvs with no overrides, so an env written
+// without a value (`HF_TOKEN:`) is an error.
 //
 // On failure the error is a *SpecError (one problem) or SpecErrors (several),
 // both matching ErrInvalidSpec, each formatted `file:line: field: message`.
@@ -113,9 +126,27 @@ var (
 // Workdir is returned as written; call ResolveWorkdir to make it absolute.
 // ParseTask is safe for concurrent use.
 func ParseTask(filename string, data []byte) (*TaskSpec, error) {
+	return ParseTaskWithEnvs(filename, data, nil)
+}
+
+// ParseTaskWithEnvs is ParseTask with env overrides, as the CLI's
+// `--env KEY=VALUE` flags give them. Following SkyPilot, an override
+// replaces the env of the same name in the YAML or adds a new one, and an
+// env the YAML declares without a value (`HF_TOKEN:` or `HF_TOKEN: null`,
+// meaning "required") must get one from overrides; otherwise it is an error
+// at its line: `envs.HF_TOKEN: has no value; pass it with --env
+// HF_TOKEN=VALUE`.
+//
+// An override whose key is not a valid env name (see ValidateEnvName) is a
+// *SpecError with Line 0 and Field `--env KEY`, printed without a line as
+// `file: --env KEY: message`. overrides is not modified.
+func ParseTaskWithEnvs(filename string, data []byte, overrides map[string]string) (*TaskSpec, error) {
 	if filename == "" {
 		filename = "<input>"
 	}
+	// A UTF-8 byte order mark (some Windows editors write one) is not YAML.
+	// It sits on line 1, so removing it leaves line numbers as they are.
+	data = bytes.TrimPrefix(data, []byte("\xEF\xBB\xBF"))
 	if len(data) > MaxTaskFileSize {
 		return nil, &SpecError{File: filename, Line: 1, Message: fmt.Sprintf(
 			"the file is %d bytes; task files are limited to %d (keep large scripts in workdir and call them from run)", len(data), MaxTaskFileSize)}
@@ -128,13 +159,18 @@ func ParseTask(filename string, data []byte) (*TaskSpec, error) {
 	if err != nil {
 		return nil, yamlError(filename, err)
 	}
-	p := &taskParser{file: filename, anchors: map[string][]*ast.AnchorNode{}}
+	p := &taskParser{file: filename, anchors: map[string][]*ast.AnchorNode{}, lines: map[string]int{}}
 	for _, doc := range file.Docs {
 		if doc != nil && doc.Body != nil {
 			ast.Walk(p, doc.Body)
 		}
 	}
 	spec := p.parseFile(file)
+	if spec != nil {
+		p.applyEnvOverrides(spec, overrides)
+	} else {
+		p.applyEnvOverrides(&TaskSpec{}, overrides) // only to report bad names
+	}
 	if len(p.errs) > 0 {
 		sort.SliceStable(p.errs, func(i, j int) bool { return p.errs[i].Line < p.errs[j].Line })
 		if len(p.errs) == 1 {
@@ -146,7 +182,22 @@ func ParseTask(filename string, data []byte) (*TaskSpec, error) {
 	for _, w := range p.warns {
 		spec.Warnings = append(spec.Warnings, w.Error())
 	}
+	spec.Lines = p.lines
 	return spec, nil
+}
+
+// ValidateEnvName returns nil if name can be an environment variable name
+// in a task (letters, digits and _, not starting with a digit), else an
+// error saying so. The CLI can use it to check `--env NAME=VALUE` flags.
+func ValidateEnvName(name string) error {
+	if envNameRE.MatchString(name) {
+		return nil
+	}
+	return errors.New(envNameMessage(name))
+}
+
+func envNameMessage(name string) string {
+	return fmt.Sprintf("%q is not a valid environment variable name; use letters, digits and _, not starting with a digit (e.g. MODEL_NAME)", name)
 }
 
 // ResolveWorkdir makes a relative Workdir absolute against baseDir (the
@@ -244,6 +295,17 @@ type taskParser struct {
 	errs    SpecErrors
 	warns   []*SpecError
 	anchors map[string][]*ast.AnchorNode // by name, in document order
+	lines   map[string]int               // TaskSpec.Lines
+	// requiredEnvs are the envs written without a value, by name, with
+	// their lines; applyEnvOverrides reports those no override fills.
+	requiredEnvs map[string]int
+}
+
+// mark records the line of a key for TaskSpec.Lines.
+func (p *taskParser) mark(field string, line int) {
+	if _, ok := p.lines[field]; !ok {
+		p.lines[field] = line
+	}
 }
 
 // Visit implements ast.Visitor; it records anchors so aliases can be resolved.
@@ -403,10 +465,39 @@ func (p *taskParser) unknownKey(e entry, parent string, valid []string) {
 	msg := "unknown key"
 	if hint, ok := unsupportedHints[e.key]; ok {
 		msg = "not supported: " + hint
-	} else if s := closest(e.key, valid); s != "" {
+	} else if s := p.suggest(e.key, parent, valid); s != "" {
 		msg += fmt.Sprintf("; did you mean %s?", s)
 	}
 	p.errorf(e.line, join(parent, e.key), "%s (valid keys here: %s)", msg, strings.Join(valid, ", "))
+}
+
+// suggest is the key the user probably meant: the closest valid key or
+// alias (an alias suggests the key it stands for), or, at the top level, a
+// resources key written outside resources.
+func (p *taskParser) suggest(key, parent string, valid []string) string {
+	aliases := keyAliases[parent]
+	cands := valid
+	for a := range aliases {
+		cands = append(cands[:len(cands):len(cands)], a)
+	}
+	if s := closest(key, cands); s != "" {
+		if to, ok := aliases[s]; ok {
+			return to
+		}
+		return s
+	}
+	if parent == "" {
+		k := strings.ToLower(key)
+		if to, ok := keyAliases["resources"][k]; ok {
+			k = to
+		}
+		for _, r := range resourcesKeys {
+			if k == r {
+				return "resources." + r
+			}
+		}
+	}
+	return ""
 }
 
 // join builds a dotted field path. A key with characters other than
@@ -539,6 +630,56 @@ func (p *taskParser) integer(field string, n ast.Node, line, lo int, example str
 	return 0, false
 }
 
+// seconds reads a number of seconds: >= 0 if zeroOK, else > 0. Fractions
+// are rounded up to the next whole second (SkyServe's schema allows any
+// number; baton keeps whole seconds).
+func (p *taskParser) seconds(field string, n ast.Node, line int, zeroOK bool, example string) (int, bool) {
+	r, _ := p.resolve(n)
+	line = lineAt(n, line)
+	want := "a number of seconds > 0 (e.g. " + example + ")"
+	if zeroOK {
+		want = "a number of seconds >= 0 (e.g. " + example + ")"
+	}
+	var f float64
+	switch v := r.(type) {
+	case *ast.IntegerNode:
+		f = math.Inf(1)
+		if i, fits := intOf(v); fits {
+			f = float64(i)
+		}
+	case *ast.FloatNode:
+		f = v.Value
+	case *ast.StringNode:
+		quoted := v.Token != nil && (v.Token.Type == token.SingleQuoteType || v.Token.Type == token.DoubleQuoteType)
+		switch {
+		case looksNumeric(v.Value) && quoted:
+			p.errorf(line, field, "%q is a string; use %s without quotes", v.Value, want)
+		case looksNumeric(v.Value):
+			p.errorf(line, field, "%s is not a number in YAML (write an exponent like 1.0e+3); use %s", v.Value, want)
+		default:
+			p.errorf(line, field, "%q is not a number; use %s", v.Value, want)
+		}
+		return 0, false
+	case nil:
+		p.errorf(line, field, "has no value; use %s", want)
+		return 0, false
+	default:
+		p.errorf(line, field, "must be %s, got %s", want, describe(r))
+		return 0, false
+	}
+	switch {
+	case math.IsNaN(f):
+		p.errorf(line, field, "%s is not a number; use %s", r.GetToken().Value, want)
+	case f < 0 || (f == 0 && !zeroOK):
+		p.errorf(line, field, "%s is too small; use %s", r.GetToken().Value, want)
+	case math.Ceil(f) > maxInt:
+		p.errorf(line, field, "%s is too large; use %s up to %d", r.GetToken().Value, want, maxInt)
+	default:
+		return int(math.Ceil(f)), true
+	}
+	return 0, false
+}
+
 // positiveNumber reads a finite number > 0.
 func (p *taskParser) positiveNumber(field string, n ast.Node, line int, example string) (float64, bool) {
 	r, _ := p.resolve(n)
@@ -633,7 +774,7 @@ func (p *taskParser) parseFile(file *ast.File) *TaskSpec {
 		body = doc.Body
 	}
 	if body == nil {
-		p.errorf(1, "", "the file is empty; a task needs at least run and service.readiness_probe")
+		p.errorf(1, "", "the file is empty; a task needs at least run and service (e.g. service: {readiness_probe: /health})")
 		return nil
 	}
 	r, _ := p.resolve(body)
@@ -648,6 +789,7 @@ func (p *taskParser) parseFile(file *ast.File) *TaskSpec {
 	var serviceLine int
 	var svc, res []entry
 	for _, e := range es {
+		p.mark(join("", e.key), e.line)
 		switch {
 		case e.key == "name":
 			if !p.isNull(e.value) {
@@ -701,13 +843,15 @@ func (p *taskParser) parseFile(file *ast.File) *TaskSpec {
 	}
 	p.parseResources(res, &spec.Resources)
 	if !haveService {
-		p.errorf(firstLine, "service", "required: add a service section with at least a readiness probe (e.g. service: {readiness_probe: /health, replicas: 2})")
+		p.errorf(firstLine, "service", "required: add a service section (e.g. service: {readiness_probe: /health, replicas: 2})")
 	} else if serviceOK {
 		p.parseService(svc, serviceLine, spec)
 	}
 	return spec
 }
 
+// parseEnvs reads envs. An env with no value is required: it is left out
+// of the map and recorded in p.requiredEnvs for applyEnvOverrides.
 func (p *taskParser) parseEnvs(e entry) map[string]string {
 	if p.isNull(e.value) {
 		return nil
@@ -719,7 +863,15 @@ func (p *taskParser) parseEnvs(e entry) map[string]string {
 	envs := make(map[string]string, len(es))
 	for _, kv := range es {
 		if !envNameRE.MatchString(kv.key) {
-			p.errorf(kv.line, "envs", "%q is not a valid environment variable name; use letters, digits and _, not starting with a digit (e.g. MODEL_NAME)", kv.key)
+			p.errorf(kv.line, "envs", "%s", envNameMessage(kv.key))
+			continue
+		}
+		p.mark(join("envs", kv.key), kv.line)
+		if p.isNull(kv.value) {
+			if p.requiredEnvs == nil {
+				p.requiredEnvs = map[string]int{}
+			}
+			p.requiredEnvs[kv.key] = lineAt(kv.value, kv.line)
 			continue
 		}
 		if v, ok := p.scalarText(join("envs", kv.key), kv.value, kv.line, fmt.Sprintf("a string, number or boolean (e.g. %s: value)", kv.key)); ok {
@@ -727,6 +879,41 @@ func (p *taskParser) parseEnvs(e entry) map[string]string {
 		}
 	}
 	return envs
+}
+
+// applyEnvOverrides puts the --env overrides into spec.Envs and reports
+// invalid override names and required envs that no override fills.
+func (p *taskParser) applyEnvOverrides(spec *TaskSpec, overrides map[string]string) {
+	keys := make([]string, 0, len(overrides))
+	for k := range overrides {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := ValidateEnvName(k); err != nil {
+			name := k
+			if !plainKeyRE.MatchString(name) {
+				name = strconv.Quote(name)
+			}
+			p.errs = append(p.errs, &SpecError{File: p.file, Line: 0, Field: "--env " + name,
+				Message: err.Error() + "; write --env NAME=VALUE"})
+			continue
+		}
+		if spec.Envs == nil {
+			spec.Envs = make(map[string]string, len(overrides))
+		}
+		spec.Envs[k] = overrides[k]
+	}
+	var missing []string
+	for k := range p.requiredEnvs {
+		if _, ok := overrides[k]; !ok {
+			missing = append(missing, k)
+		}
+	}
+	sort.Strings(missing)
+	for _, k := range missing {
+		p.errorf(p.requiredEnvs[k], join("envs", k), "has no value; pass it with --env %s=VALUE", k)
+	}
 }
 
 // --- service.
@@ -737,6 +924,7 @@ func (p *taskParser) parseService(es []entry, serviceLine int, spec *TaskSpec) {
 	var probe, replicas, policy, ports *entry
 	for i := range es {
 		e := &es[i]
+		p.mark(join("service", e.key), e.line)
 		switch e.key {
 		case "readiness_probe":
 			probe = e
@@ -759,13 +947,13 @@ func (p *taskParser) parseService(es []entry, serviceLine int, spec *TaskSpec) {
 		}
 	}
 
-	if probe == nil || p.isNull(probe.value) {
-		line := serviceLine
-		if probe != nil {
-			line = probe.line
-		}
-		p.errorf(line, "service.readiness_probe", "required: give the path that answers HTTP 200 once a replica is ready (e.g. readiness_probe: /health)")
-	} else {
+	switch {
+	case probe == nil:
+		// SkyServe's default: probe / with the default delays.
+		s.ReadinessProbe = ReadinessProbe{Path: DefaultProbePath, InitialDelaySeconds: DefaultInitialDelaySeconds, TimeoutSeconds: DefaultProbeTimeoutSeconds}
+	case p.isNull(probe.value):
+		p.errorf(probe.line, "service.readiness_probe", "is empty; give the path that answers HTTP 200 once a replica is ready (e.g. readiness_probe: /health), or remove the key to probe %s", DefaultProbePath)
+	default:
 		p.parseProbe(*probe, &s.ReadinessProbe)
 	}
 
@@ -823,6 +1011,7 @@ func (p *taskParser) parseProbe(e entry, probe *ReadinessProbe) {
 	havePath := false
 	for _, kv := range es {
 		f := join(field, kv.key)
+		p.mark(f, kv.line)
 		switch kv.key {
 		case "path":
 			havePath = true
@@ -830,11 +1019,11 @@ func (p *taskParser) parseProbe(e entry, probe *ReadinessProbe) {
 				probe.Path, _ = p.probePath(f, path, lineAt(kv.value, kv.line))
 			}
 		case "initial_delay_seconds":
-			if n, ok := p.integer(f, kv.value, kv.line, 0, "1200"); ok {
+			if n, ok := p.seconds(f, kv.value, kv.line, true, "1200"); ok {
 				probe.InitialDelaySeconds = n
 			}
 		case "timeout_seconds":
-			if n, ok := p.integer(f, kv.value, kv.line, 1, "15"); ok {
+			if n, ok := p.seconds(f, kv.value, kv.line, false, "15"); ok {
 				probe.TimeoutSeconds = n
 			}
 		case "post_data":
@@ -1012,6 +1201,7 @@ func (p *taskParser) parseReplicaPolicy(e entry, rp *ReplicaPolicy) {
 	var maxLine, qpsLine int
 	for _, kv := range es {
 		f := join(field, kv.key)
+		p.mark(f, kv.line)
 		var ok bool
 		switch kv.key {
 		case "min_replicas":
@@ -1027,11 +1217,11 @@ func (p *taskParser) parseReplicaPolicy(e entry, rp *ReplicaPolicy) {
 			rp.TargetQPSPerReplica, ok = p.positiveNumber(f, kv.value, kv.line, "2.5")
 			bad = bad || !ok
 		case "upscale_delay_seconds":
-			if n, ok := p.integer(f, kv.value, kv.line, 0, "300"); ok {
+			if n, ok := p.seconds(f, kv.value, kv.line, true, "300"); ok {
 				rp.UpscaleDelaySeconds = n
 			}
 		case "downscale_delay_seconds":
-			if n, ok := p.integer(f, kv.value, kv.line, 0, "1200"); ok {
+			if n, ok := p.seconds(f, kv.value, kv.line, true, "1200"); ok {
 				rp.DownscaleDelaySeconds = n
 			}
 		case "num_overprovision":
@@ -1065,14 +1255,23 @@ func (p *taskParser) parseReplicaPolicy(e entry, rp *ReplicaPolicy) {
 // --- resources.
 
 func (p *taskParser) parseResources(es []entry, res *Resources) {
-	for _, e := range es {
+	var acc *entry // the first of accelerators and gpus
+	for i, e := range es {
 		f := join("resources", e.key)
+		p.mark(f, e.line)
 		switch {
 		case e.key == "cpus":
 			res.CPUs, _ = p.quantity(f, e.value, e.line, "4")
 		case e.key == "memory":
-			res.Memory, _ = p.quantity(f, e.value, e.line, "16")
-		case e.key == "accelerators":
+			res.Memory, _ = p.memory(f, e.value, e.line)
+		case e.key == "accelerators" || e.key == "gpus":
+			// gpus is SkyPilot's other name for accelerators.
+			if acc != nil {
+				p.errorf(e.line, f, "%s (line %d) and %s (line %d) are both set; gpus is another name for accelerators, so keep one",
+					acc.key, acc.line, e.key, e.line)
+				continue
+			}
+			acc = &es[i]
 			res.Accelerators = p.accelerators(f, e.value, e.line)
 		case e.key == "ports":
 			res.Ports = p.ports(f, e.value, e.line)
@@ -1089,9 +1288,6 @@ func (p *taskParser) quantity(field string, n ast.Node, line int, example string
 	r, _ := p.resolve(n)
 	line = lineAt(n, line)
 	hint := fmt.Sprintf("use %s or %s+", example, example)
-	if strings.HasSuffix(field, "memory") {
-		hint += ", in GiB"
-	}
 	var q Quantity
 	switch v := r.(type) {
 	case nil:
@@ -1119,6 +1315,56 @@ func (p *taskParser) quantity(field string, n ast.Node, line int, example string
 	}
 	if !(q.Value > 0) || math.IsInf(q.Value, 0) {
 		p.errorf(line, field, "%s is not allowed; it must be more than 0 (%s)", r.GetToken().Value, hint)
+		return Quantity{}, false
+	}
+	return q, true
+}
+
+// memoryHint lists the forms resources.memory takes.
+const memoryHint = "use a size like 16, 16+, 16GB, 512MB or 1TB+; units are KB, MB, GB, TB and PB (GB meaning GiB), and a bare number is GB"
+
+// memoryUnits are the memory units in GiB. As in SkyPilot, GB is GiB and
+// the others are powers of 1024 from it.
+var memoryUnits = map[string]float64{
+	"":   1,
+	"kb": 1.0 / (1 << 20),
+	"mb": 1.0 / (1 << 10),
+	"gb": 1,
+	"tb": 1 << 10,
+	"pb": 1 << 20,
+}
+
+// memory reads resources.memory: a quantity in GiB, or one with a unit such
+// as `16GB`, `512mb` or `1TB+`.
+func (p *taskParser) memory(field string, n ast.Node, line int) (Quantity, bool) {
+	r, _ := p.resolve(n)
+	line = lineAt(n, line)
+	var q Quantity
+	switch v := r.(type) {
+	case nil:
+		return q, true
+	case *ast.IntegerNode:
+		q.Value = floatOf(v)
+	case *ast.FloatNode:
+		q.Value = v.Value
+	case *ast.StringNode:
+		m := memoryRE.FindStringSubmatch(strings.TrimSpace(v.Value))
+		var f float64
+		var err error
+		if m != nil {
+			f, err = strconv.ParseFloat(m[1], 64)
+		}
+		if m == nil || err != nil {
+			p.errorf(line, field, "%q is not a memory size (%s)", v.Value, memoryHint)
+			return Quantity{}, false
+		}
+		q.Value, q.AtLeast = f*memoryUnits[strings.ToLower(m[2])], m[3] == "+"
+	default:
+		p.errorf(line, field, "must be a memory size, got %s (%s)", describe(r), memoryHint)
+		return Quantity{}, false
+	}
+	if !(q.Value > 0) || math.IsInf(q.Value, 0) {
+		p.errorf(line, field, "%s is not allowed; it must be more than 0 (%s)", r.GetToken().Value, memoryHint)
 		return Quantity{}, false
 	}
 	return q, true

@@ -46,6 +46,7 @@ func TestParseTaskDefaults(t *testing.T) {
 			},
 			LoadBalancingPolicy: PolicyLeastLoad,
 		},
+		Lines: map[string]int{"run": 1, "service": 2, "service.readiness_probe": 3},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
@@ -355,6 +356,102 @@ func TestParseTaskValid(t *testing.T) {
 			},
 		},
 		{
+			name: "memory units",
+			data: withMinimal("resources:", "  memory: 16GB"),
+			check: func(t *testing.T, s *TaskSpec) {
+				if got := s.Resources.Memory; got != (Quantity{Value: 16}) {
+					t.Errorf("Memory = %+v", got)
+				}
+			},
+		},
+		{
+			name: "gpus is accelerators",
+			data: withMinimal("resources:", "  gpus: {L4: 1, A100: 2}"),
+			check: func(t *testing.T, s *TaskSpec) {
+				wantAcc(t, s, AcceleratorRequest{Options: []AcceleratorOption{{"A100", 2}, {"L4", 1}}})
+			},
+		},
+		{
+			name: "gpus list keeps order",
+			data: withMinimal("resources:", "  gpus: [H100:8, A100:8]"),
+			check: func(t *testing.T, s *TaskSpec) {
+				wantAcc(t, s, AcceleratorRequest{Ordered: true, Options: []AcceleratorOption{{"H100", 8}, {"A100", 8}}})
+			},
+		},
+		{
+			name: "no readiness probe probes /",
+			data: yml("run: x", "service:", "  replicas: 2"),
+			check: func(t *testing.T, s *TaskSpec) {
+				wantProbe(t, s, ReadinessProbe{Path: "/", InitialDelaySeconds: 1200, TimeoutSeconds: 15})
+				wantPolicy(t, s, ReplicaPolicy{MinReplicas: 2, MaxReplicas: 2, UpscaleDelaySeconds: 300, DownscaleDelaySeconds: 1200})
+			},
+		},
+		{
+			name: "empty service mapping",
+			data: yml("run: x", "service: {}"),
+			check: func(t *testing.T, s *TaskSpec) {
+				wantProbe(t, s, ReadinessProbe{Path: "/", InitialDelaySeconds: 1200, TimeoutSeconds: 15})
+				wantPolicy(t, s, ReplicaPolicy{MinReplicas: 1, MaxReplicas: 1, UpscaleDelaySeconds: 300, DownscaleDelaySeconds: 1200})
+			},
+		},
+		{
+			name: "fractional seconds round up",
+			data: yml(
+				"run: x",
+				"service:",
+				"  readiness_probe:",
+				"    path: /",
+				"    initial_delay_seconds: 0.5",
+				"    timeout_seconds: 2.1",
+				"  replica_policy:",
+				"    min_replicas: 1",
+				"    upscale_delay_seconds: 0.1",
+				"    downscale_delay_seconds: 59.9",
+			),
+			check: func(t *testing.T, s *TaskSpec) {
+				wantProbe(t, s, ReadinessProbe{Path: "/", InitialDelaySeconds: 1, TimeoutSeconds: 3})
+				wantPolicy(t, s, ReplicaPolicy{MinReplicas: 1, MaxReplicas: 1, UpscaleDelaySeconds: 1, DownscaleDelaySeconds: 60})
+			},
+		},
+		{
+			name: "whole floats and zero delays stay",
+			data: yml(
+				"run: x",
+				"service:",
+				"  readiness_probe:",
+				"    path: /",
+				"    initial_delay_seconds: 0.0",
+				"    timeout_seconds: 5.0",
+				"  replica_policy:",
+				"    min_replicas: 1",
+				"    upscale_delay_seconds: 0",
+				"    downscale_delay_seconds: 1.0e+3",
+			),
+			check: func(t *testing.T, s *TaskSpec) {
+				wantProbe(t, s, ReadinessProbe{Path: "/", InitialDelaySeconds: 0, TimeoutSeconds: 5})
+				wantPolicy(t, s, ReplicaPolicy{MinReplicas: 1, MaxReplicas: 1, UpscaleDelaySeconds: 0, DownscaleDelaySeconds: 1000})
+			},
+		},
+		{
+			name: "tiny timeout rounds up to one second",
+			data: yml("run: x", "service:", "  readiness_probe:", "    path: /", "    timeout_seconds: 0.001"),
+			check: func(t *testing.T, s *TaskSpec) {
+				wantProbe(t, s, ReadinessProbe{Path: "/", InitialDelaySeconds: 1200, TimeoutSeconds: 1})
+			},
+		},
+		{
+			name: "leading byte order mark",
+			data: append([]byte("\xEF\xBB\xBF"), withMinimal("name: bom")...),
+			check: func(t *testing.T, s *TaskSpec) {
+				if s.Name != "bom" || s.Run != "python3 -m http.server $PORT" {
+					t.Errorf("Name, Run = %q, %q", s.Name, s.Run)
+				}
+				if s.Lines["run"] != 1 || s.Lines["name"] != 4 {
+					t.Errorf("Lines = %v", s.Lines)
+				}
+			},
+		},
+		{
 			name: "null sections are absent",
 			data: yml("run: x", "setup:", "envs:", "resources:", "service:", "  readiness_probe: /"),
 			check: func(t *testing.T, s *TaskSpec) {
@@ -486,13 +583,13 @@ func TestParseTaskInvalid(t *testing.T) {
 			name:   "memory zero",
 			data:   withMinimal("resources:", "  memory: 0"),
 			prefix: "task.yaml:5: resources.memory: ",
-			substr: "must be more than 0 (use 16 or 16+, in GiB)",
+			substr: "must be more than 0 (" + memoryHint + ")",
 		},
 		{
-			name:   "memory with unit",
-			data:   withMinimal("resources:", "  memory: 16GB"),
+			name:   "memory with GiB unit",
+			data:   withMinimal("resources:", "  memory: 16GiB"),
 			prefix: "task.yaml:5: resources.memory: ",
-			substr: `"16GB" is not a number (use 16 or 16+, in GiB)`,
+			substr: `"16GiB" is not a memory size (use a size like 16, 16+, 16GB, 512MB or 1TB+; units are KB, MB, GB, TB and PB (GB meaning GiB), and a bare number is GB)`,
 		},
 		{
 			name:   "negative replicas",
@@ -609,10 +706,10 @@ func TestParseTaskInvalid(t *testing.T) {
 			substr: "required",
 		},
 		{
-			name:   "readiness probe missing",
-			data:   yml("run: x", "service:", "  replicas: 2"),
-			prefix: "task.yaml:2: service.readiness_probe: ",
-			substr: "required: give the path that answers HTTP 200",
+			name:   "readiness probe empty",
+			data:   yml("run: x", "service:", "  replicas: 2", "  readiness_probe:"),
+			prefix: "task.yaml:4: service.readiness_probe: ",
+			substr: "is empty; give the path that answers HTTP 200 once a replica is ready (e.g. readiness_probe: /health), or remove the key to probe /",
 		},
 		{
 			name:   "service missing",
@@ -624,7 +721,7 @@ func TestParseTaskInvalid(t *testing.T) {
 			name:   "timeout_seconds zero",
 			data:   yml("run: x", "service:", "  readiness_probe:", "    path: /", "    timeout_seconds: 0"),
 			prefix: "task.yaml:5: service.readiness_probe.timeout_seconds: ",
-			substr: "0 is too small; use a whole number >= 1",
+			substr: "0 is too small; use a number of seconds > 0 (e.g. 15)",
 		},
 		{
 			name:   "post_data not JSON",
@@ -684,7 +781,7 @@ func TestParseTaskInvalid(t *testing.T) {
 			name:   "env without value",
 			data:   withMinimal("envs:", "  HF_TOKEN:"),
 			prefix: "task.yaml:5: envs.HF_TOKEN: ",
-			substr: "has no value",
+			substr: "has no value; pass it with --env HF_TOKEN=VALUE",
 		},
 		{
 			name:   "num_nodes 2",
@@ -721,6 +818,185 @@ func TestParseTaskInvalid(t *testing.T) {
 			data:   withMinimal("resources:", "  <<: {cpus: 1}"),
 			prefix: "task.yaml:5: resources: ",
 			substr: "merge keys (<<) are not supported",
+		},
+		// resources.memory with units.
+		{
+			name:   "memory unknown unit",
+			data:   withMinimal("resources:", "  memory: 16XB"),
+			prefix: "task.yaml:5: resources.memory: ",
+			substr: `"16XB" is not a memory size (use a size like 16, 16+, 16GB`,
+		},
+		{
+			name:   "memory unit without number",
+			data:   withMinimal("resources:", "  memory: GB"),
+			prefix: "task.yaml:5: resources.memory: ",
+			substr: `"GB" is not a memory size`,
+		},
+		{
+			name:   "memory plus before unit",
+			data:   withMinimal("resources:", "  memory: 16+GB"),
+			prefix: "task.yaml:5: resources.memory: ",
+			substr: `"16+GB" is not a memory size`,
+		},
+		{
+			name:   "memory zero with unit",
+			data:   withMinimal("resources:", "  memory: 0MB+"),
+			prefix: "task.yaml:5: resources.memory: ",
+			substr: "0MB+ is not allowed; it must be more than 0 (use a size like 16",
+		},
+		{
+			name:   "memory negative with unit",
+			data:   withMinimal("resources:", "  memory: -1GB"),
+			prefix: "task.yaml:5: resources.memory: ",
+			substr: `"-1GB" is not a memory size`,
+		},
+		{
+			name:   "memory list",
+			data:   withMinimal("resources:", "  memory: [16GB]"),
+			prefix: "task.yaml:5: resources.memory: ",
+			substr: "must be a memory size, got a list (use a size like 16",
+		},
+		{
+			name:   "cpus stay unitless",
+			data:   withMinimal("resources:", "  cpus: 4GB"),
+			prefix: "task.yaml:5: resources.cpus: ",
+			substr: `"4GB" is not a number (use 4 or 4+)`,
+		},
+		// resources.gpus, the alias of accelerators.
+		{
+			name:   "gpus and accelerators both set",
+			data:   withMinimal("resources:", "  accelerators: A100", "  cpus: 4", "  gpus: H100"),
+			prefix: "task.yaml:7: resources.gpus: ",
+			substr: "accelerators (line 5) and gpus (line 7) are both set; gpus is another name for accelerators, so keep one",
+		},
+		{
+			name:   "gpus before accelerators",
+			data:   withMinimal("resources:", "  gpus: H100", "  accelerators: A100"),
+			prefix: "task.yaml:6: resources.accelerators: ",
+			substr: "gpus (line 5) and accelerators (line 6) are both set",
+		},
+		{
+			name:   "gpus bad count",
+			data:   withMinimal("resources:", "  gpus: A100:x"),
+			prefix: "task.yaml:5: resources.gpus: ",
+			substr: `"A100:x" has a count "x" that is not a whole number (use A100 or A100:2)`,
+		},
+		{
+			name:   "gpus empty list",
+			data:   withMinimal("resources:", "  gpus: []"),
+			prefix: "task.yaml:5: resources.gpus: ",
+			substr: "lists no accelerators",
+		},
+		{
+			name:   "gpu typo suggests accelerators",
+			data:   withMinimal("resources:", "  gpu: A100"),
+			prefix: "task.yaml:5: resources.gpu: ",
+			substr: "unknown key; did you mean accelerators? (valid keys here: accelerators, cpus, memory, ports)",
+		},
+		{
+			name:   "GPUS suggests accelerators",
+			data:   withMinimal("resources:", "  GPUS: A100"),
+			prefix: "task.yaml:5: resources.GPUS: ",
+			substr: "did you mean accelerators?",
+		},
+		{
+			name:   "accelerator typo",
+			data:   withMinimal("resources:", "  accelerator: A100"),
+			prefix: "task.yaml:5: resources.accelerator: ",
+			substr: "did you mean accelerators?",
+		},
+		{
+			name:   "gpus at the top level",
+			data:   withMinimal("gpus: A100"),
+			prefix: "task.yaml:4: gpus: ",
+			substr: "unknown key; did you mean resources.accelerators?",
+		},
+		{
+			name:   "memory at the top level",
+			data:   withMinimal("memory: 16GB"),
+			prefix: "task.yaml:4: memory: ",
+			substr: "unknown key; did you mean resources.memory?",
+		},
+		// Fractional seconds: the sign rules are unchanged.
+		{
+			name:   "negative fractional initial delay",
+			data:   yml("run: x", "service:", "  readiness_probe:", "    path: /", "    initial_delay_seconds: -0.5"),
+			prefix: "task.yaml:5: service.readiness_probe.initial_delay_seconds: ",
+			substr: "-0.5 is too small; use a number of seconds >= 0 (e.g. 1200)",
+		},
+		{
+			name:   "negative initial delay",
+			data:   yml("run: x", "service:", "  readiness_probe:", "    path: /", "    initial_delay_seconds: -1"),
+			prefix: "task.yaml:5: service.readiness_probe.initial_delay_seconds: ",
+			substr: "-1 is too small",
+		},
+		{
+			name:   "timeout zero as a float",
+			data:   yml("run: x", "service:", "  readiness_probe:", "    path: /", "    timeout_seconds: 0.0"),
+			prefix: "task.yaml:5: service.readiness_probe.timeout_seconds: ",
+			substr: "0.0 is too small; use a number of seconds > 0 (e.g. 15)",
+		},
+		{
+			name:   "timeout too large",
+			data:   yml("run: x", "service:", "  readiness_probe:", "    path: /", "    timeout_seconds: 1.0e+20"),
+			prefix: "task.yaml:5: service.readiness_probe.timeout_seconds: ",
+			substr: "1.0e+20 is too large; use a number of seconds > 0 (e.g. 15) up to 2147483647",
+		},
+		{
+			name:   "timeout infinite",
+			data:   yml("run: x", "service:", "  readiness_probe:", "    path: /", "    timeout_seconds: .inf"),
+			prefix: "task.yaml:5: service.readiness_probe.timeout_seconds: ",
+			substr: "must be a number of seconds > 0 (e.g. 15), got the number .inf",
+		},
+		{
+			name:   "exponent YAML reads as a string",
+			data:   yml("run: x", "service:", "  readiness_probe:", "    path: /", "    timeout_seconds: 1e3"),
+			prefix: "task.yaml:5: service.readiness_probe.timeout_seconds: ",
+			substr: "1e3 is not a number in YAML (write an exponent like 1.0e+3); use a number of seconds > 0 (e.g. 15)",
+		},
+		{
+			name:   "quoted fractional timeout",
+			data:   yml("run: x", "service:", "  readiness_probe:", "    path: /", "    timeout_seconds: '2.5'"),
+			prefix: "task.yaml:5: service.readiness_probe.timeout_seconds: ",
+			substr: `"2.5" is a string; use a number of seconds > 0 (e.g. 15) without quotes`,
+		},
+		{
+			name:   "negative fractional upscale delay",
+			data:   withMinimal("  replica_policy:", "    min_replicas: 1", "    upscale_delay_seconds: -0.1"),
+			prefix: "task.yaml:6: service.replica_policy.upscale_delay_seconds: ",
+			substr: "-0.1 is too small; use a number of seconds >= 0 (e.g. 300)",
+		},
+		{
+			name:   "downscale delay a word",
+			data:   withMinimal("  replica_policy:", "    min_replicas: 1", "    downscale_delay_seconds: soon"),
+			prefix: "task.yaml:6: service.replica_policy.downscale_delay_seconds: ",
+			substr: `"soon" is not a number; use a number of seconds >= 0 (e.g. 1200)`,
+		},
+		// Byte order mark: line numbers are unchanged.
+		{
+			name:   "error after a BOM",
+			data:   append([]byte("\xEF\xBB\xBF"), withMinimal("  replicas: 0")...),
+			prefix: "task.yaml:4: service.replicas: ",
+			substr: "0 is too small",
+		},
+		{
+			name:   "error on the BOM line",
+			data:   append([]byte("\xEF\xBB\xBF"), yml("rnu: x", "service: {}")...),
+			prefix: "task.yaml:1: rnu: ",
+			substr: "did you mean run?",
+		},
+		// Required envs, with no --env override.
+		{
+			name:   "env null without override",
+			data:   withMinimal("envs:", "  MODEL: llama", "  HF_TOKEN: null"),
+			prefix: "task.yaml:6: envs.HF_TOKEN: ",
+			substr: "has no value; pass it with --env HF_TOKEN=VALUE",
+		},
+		{
+			name:   "env in flow mapping without value",
+			data:   withMinimal("envs: {HF_TOKEN: }"),
+			prefix: "task.yaml:4: envs.HF_TOKEN: ",
+			substr: "has no value; pass it with --env HF_TOKEN=VALUE",
 		},
 	}
 	for _, tt := range tests {
@@ -854,7 +1130,13 @@ func TestParseTaskTestdata(t *testing.T) {
 			if err := json.Unmarshal(b, &back); err != nil {
 				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(&back, spec) {
+			// Lines is not encoded.
+			if back.Lines != nil {
+				t.Errorf("Lines survived JSON: %v", back.Lines)
+			}
+			noLines := *spec
+			noLines.Lines = nil
+			if !reflect.DeepEqual(back, noLines) {
 				t.Errorf("JSON round trip changed the spec:\n got %+v\nwant %+v", back, *spec)
 			}
 		})
@@ -1003,4 +1285,198 @@ func TestResolveWorkdir(t *testing.T) {
 			t.Errorf("Workdir = %q, want an absolute path ending in rel/app", s.Workdir)
 		}
 	})
+}
+
+func TestParseTaskMemoryUnits(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Quantity
+	}{
+		{"16", Quantity{Value: 16}},
+		{"16+", Quantity{Value: 16, AtLeast: true}},
+		{"16GB", Quantity{Value: 16}},
+		{"16gb+", Quantity{Value: 16, AtLeast: true}},
+		{"16Gb", Quantity{Value: 16}},
+		{"'16 GB+'", Quantity{Value: 16, AtLeast: true}},
+		{"0.5GB", Quantity{Value: 0.5}},
+		{"512MB", Quantity{Value: 0.5}},
+		{"512mb+", Quantity{Value: 0.5, AtLeast: true}},
+		{"1048576KB", Quantity{Value: 1}},
+		{"1TB", Quantity{Value: 1024}},
+		{"1.5tb+", Quantity{Value: 1536, AtLeast: true}},
+		{"2PB", Quantity{Value: 2 << 20}},
+		{".5TB", Quantity{Value: 512}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			s := mustParse(t, withMinimal("resources:", "  memory: "+tt.in))
+			if got := s.Resources.Memory; got != tt.want {
+				t.Errorf("memory: %s = %+v, want %+v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseTaskWithEnvs(t *testing.T) {
+	task := withMinimal(
+		"envs:",          // 4
+		"  MODEL: llama", // 5
+		"  HF_TOKEN:",    // 6
+		"  OTHER: null",  // 7
+		"  KEEP: 1.10",   // 8
+	)
+	t.Run("overrides fill, replace and add", func(t *testing.T) {
+		over := map[string]string{"HF_TOKEN": "hf_x", "OTHER": "", "MODEL": "mistral", "NEW": "a=b"}
+		s, err := ParseTaskWithEnvs("task.yaml", task, over)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"MODEL": "mistral", "HF_TOKEN": "hf_x", "OTHER": "", "KEEP": "1.10", "NEW": "a=b"}
+		if !reflect.DeepEqual(s.Envs, want) {
+			t.Errorf("Envs = %v, want %v", s.Envs, want)
+		}
+		if len(over) != 4 || over["MODEL"] != "mistral" {
+			t.Errorf("overrides were modified: %v", over)
+		}
+		if s.Lines["envs.HF_TOKEN"] != 6 || s.Lines["envs.KEEP"] != 8 {
+			t.Errorf("Lines = %v", s.Lines)
+		}
+	})
+	t.Run("overrides without envs in the file", func(t *testing.T) {
+		s, err := ParseTaskWithEnvs("task.yaml", yml(minimal...), map[string]string{"A": "1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(s.Envs, map[string]string{"A": "1"}) {
+			t.Errorf("Envs = %v", s.Envs)
+		}
+	})
+	t.Run("nil overrides equal ParseTask", func(t *testing.T) {
+		data := withMinimal("envs:", "  A: x")
+		a, errA := ParseTask("task.yaml", data)
+		b, errB := ParseTaskWithEnvs("task.yaml", data, nil)
+		if errA != nil || errB != nil || !reflect.DeepEqual(a, b) {
+			t.Errorf("ParseTask = %+v, %v; ParseTaskWithEnvs(nil) = %+v, %v", a, errA, b, errB)
+		}
+		_, errA = ParseTask("task.yaml", task)
+		_, errB = ParseTaskWithEnvs("task.yaml", task, map[string]string{})
+		if errA == nil || errB == nil || errA.Error() != errB.Error() {
+			t.Errorf("errors differ: %v / %v", errA, errB)
+		}
+	})
+
+	tests := []struct {
+		name  string
+		data  []byte
+		over  map[string]string
+		lines []string // the whole error, one problem a line
+	}{
+		{
+			name: "two required envs missing",
+			data: task,
+			over: map[string]string{"MODEL": "m"},
+			lines: []string{
+				"task.yaml:6: envs.HF_TOKEN: has no value; pass it with --env HF_TOKEN=VALUE",
+				"task.yaml:7: envs.OTHER: has no value; pass it with --env OTHER=VALUE",
+			},
+		},
+		{
+			name: "one required env missing",
+			data: task,
+			over: map[string]string{"HF_TOKEN": "x"},
+			lines: []string{
+				"task.yaml:7: envs.OTHER: has no value; pass it with --env OTHER=VALUE",
+			},
+		},
+		{
+			name: "bad override names",
+			data: yml(minimal...),
+			over: map[string]string{"1BAD": "x", "has space": "y", "OK": "z"},
+			lines: []string{
+				`task.yaml: --env 1BAD: "1BAD" is not a valid environment variable name; use letters, digits and _, not starting with a digit (e.g. MODEL_NAME); write --env NAME=VALUE`,
+				`task.yaml: --env "has space": "has space" is not a valid environment variable name; use letters, digits and _, not starting with a digit (e.g. MODEL_NAME); write --env NAME=VALUE`,
+			},
+		},
+		{
+			name: "empty override name with a file problem",
+			data: withMinimal("  replicas: 0"),
+			over: map[string]string{"": "x"},
+			lines: []string{
+				`task.yaml: --env "": "" is not a valid environment variable name; use letters, digits and _, not starting with a digit (e.g. MODEL_NAME); write --env NAME=VALUE`,
+				"task.yaml:4: service.replicas: 0 is too small; use a whole number >= 1 (e.g. 2)",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := ParseTaskWithEnvs("task.yaml", tt.data, tt.over)
+			if err == nil {
+				t.Fatalf("succeeded (%+v), want an error", s)
+			}
+			if !errors.Is(err, ErrInvalidSpec) {
+				t.Errorf("errors.Is(err, ErrInvalidSpec) = false for %T", err)
+			}
+			if got := strings.Split(err.Error(), "\n"); !reflect.DeepEqual(got, tt.lines) {
+				t.Errorf("error:\n%s\nwant:\n%s", err, strings.Join(tt.lines, "\n"))
+			}
+		})
+	}
+}
+
+func TestValidateEnvName(t *testing.T) {
+	for _, ok := range []string{"A", "_", "HF_TOKEN", "a1", "_x9"} {
+		if err := ValidateEnvName(ok); err != nil {
+			t.Errorf("ValidateEnvName(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "1A", "A-B", "A=B", "A B", "É"} {
+		err := ValidateEnvName(bad)
+		if err == nil || !strings.Contains(err.Error(), "is not a valid environment variable name") {
+			t.Errorf("ValidateEnvName(%q) = %v, want an error", bad, err)
+		}
+	}
+}
+
+func TestSpecErrorWithoutLine(t *testing.T) {
+	e := &SpecError{File: "task.yaml", Field: "--env 1X", Message: "bad"}
+	if got, want := e.Error(), "task.yaml: --env 1X: bad"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	e = &SpecError{File: "task.yaml", Message: "bad"}
+	if got, want := e.Error(), "task.yaml: bad"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}
+
+func TestParseTaskLines(t *testing.T) {
+	s := mustParse(t, yml(
+		"# a comment",          // 1
+		"name: web",            // 2
+		"workdir: ./app",       // 3
+		"setup: |",             // 4
+		"  pip install x",      // 5
+		"run: python serve.py", // 6
+		"envs:",                // 7
+		"  A: b",               // 8
+		"cloud: aws",           // 9
+		"service:",             // 10
+		"  replica_policy:",    // 11
+		"    min_replicas: 1",  // 12
+		"resources:",           // 13
+		"  gpus: A100",         // 14
+		"  memory: 16GB+",      // 15
+	))
+	want := map[string]int{
+		"name": 2, "workdir": 3, "setup": 4, "run": 6, "envs": 7, "envs.A": 8, "cloud": 9,
+		"service": 10, "service.replica_policy": 11, "service.replica_policy.min_replicas": 12,
+		"resources": 13, "resources.gpus": 14, "resources.memory": 15,
+	}
+	if !reflect.DeepEqual(s.Lines, want) {
+		t.Errorf("Lines:\n got %v\nwant %v", s.Lines, want)
+	}
+	if s.Lines["service.readiness_probe"] != 0 {
+		t.Errorf("an absent key has a line")
+	}
+	wantProbe(t, s, ReadinessProbe{Path: "/", InitialDelaySeconds: 1200, TimeoutSeconds: 15})
+	wantAcc(t, s, AcceleratorRequest{Options: []AcceleratorOption{{"A100", 1}}})
 }

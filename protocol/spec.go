@@ -22,10 +22,23 @@ type TaskSpec struct {
 	Resources Resources         `json:"resources"`
 	// Warnings are notes for the user (cloud-only fields that baton ignores).
 	Warnings []string `json:"warnings,omitempty"`
+	// Lines says where the task file wrote each key, so that checks done
+	// after parsing (workdir exists, name is a valid service name, ...) can
+	// report file:line. It maps a key's dotted path, spelled as in
+	// SpecError.Field, to its 1-based line: every top-level key present
+	// ("name", "workdir", "setup", "run", "envs", "service", "resources",
+	// and ignored ones like "cloud"), and the keys inside service,
+	// service.readiness_probe, service.replica_policy, resources and envs
+	// ("service.replicas", "resources.gpus", "envs.HF_TOKEN", ...). A key
+	// not in the file is absent (so Lines["x"] is 0). Lines is not encoded
+	// (json:"-"): a spec decoded from JSON has none.
+	Lines map[string]int `json:"-"`
 }
 
 // ServiceSpec is the task's `service:` section.
 type ServiceSpec struct {
+	// ReadinessProbe is always filled: without readiness_probe in the YAML
+	// it is SkyServe's default, a GET of / with the default delays.
 	ReadinessProbe ReadinessProbe `json:"readiness_probe"`
 	// ReplicaPolicy is always filled: `replicas: N` becomes min = max = N.
 	ReplicaPolicy ReplicaPolicy `json:"replica_policy"`
@@ -40,9 +53,13 @@ type ServiceSpec struct {
 type ReadinessProbe struct {
 	Path string `json:"path"`
 	// InitialDelaySeconds is how long a replica may take to pass its first
-	// probe before it is FAILED_INITIAL_DELAY. Default 1200.
+	// probe before it is FAILED_INITIAL_DELAY. Default 1200; 0 is allowed
+	// and kept. The YAML may give a fraction, which is rounded up to the
+	// next whole second (1.2 becomes 2).
 	InitialDelaySeconds int `json:"initial_delay_seconds"`
-	// TimeoutSeconds bounds one probe request. Default 15.
+	// TimeoutSeconds bounds one probe request. Default 15; it is at least
+	// 1, since the YAML must give more than 0 and a fraction is rounded up
+	// to the next whole second (0.5 becomes 1).
 	TimeoutSeconds int `json:"timeout_seconds"`
 	// PostData, when set, makes the probe a POST with this body (a mapping in
 	// the YAML is sent as its JSON encoding).
@@ -55,18 +72,25 @@ type ReadinessProbe struct {
 type ReplicaPolicy struct {
 	MinReplicas int `json:"min_replicas"`
 	// MaxReplicas equals MinReplicas when autoscaling is off.
-	MaxReplicas           int     `json:"max_replicas"`
-	TargetQPSPerReplica   float64 `json:"target_qps_per_replica,omitempty"`
-	UpscaleDelaySeconds   int     `json:"upscale_delay_seconds,omitempty"`
-	DownscaleDelaySeconds int     `json:"downscale_delay_seconds,omitempty"`
-	NumOverprovision      int     `json:"num_overprovision,omitempty"`
+	MaxReplicas         int     `json:"max_replicas"`
+	TargetQPSPerReplica float64 `json:"target_qps_per_replica,omitempty"`
+	// UpscaleDelaySeconds (default 300) and DownscaleDelaySeconds (default
+	// 1200) are >= 0. The YAML may give a fraction, which is rounded up to
+	// the next whole second (0.1 becomes 1).
+	UpscaleDelaySeconds   int `json:"upscale_delay_seconds,omitempty"`
+	DownscaleDelaySeconds int `json:"downscale_delay_seconds,omitempty"`
+	NumOverprovision      int `json:"num_overprovision,omitempty"`
 }
 
 // Resources is what one replica needs from an agent.
 type Resources struct {
 	CPUs Quantity `json:"cpus"`
-	// Memory is in GiB.
-	Memory       Quantity           `json:"memory"`
+	// Memory is in GiB. The YAML may give a bare number (GiB) or a unit,
+	// case-insensitive: KB, MB, GB, TB or PB, where GB means GiB as in
+	// SkyPilot and the others are powers of 1024 from it (512MB is 0.5).
+	Memory Quantity `json:"memory"`
+	// Accelerators is resources.accelerators, or its SkyPilot alias
+	// resources.gpus (the YAML may not set both).
 	Accelerators AcceleratorRequest `json:"accelerators"`
 	// Ports are the ports the replica opens (resources.ports).
 	Ports []int `json:"ports,omitempty"`

@@ -68,6 +68,7 @@ func (c *serveCLI) client() *apiClient { return newAPIClient(resolveAddr(c.addr)
 func (c *serveCLI) upCmd() *cobra.Command {
 	var name string
 	var yes bool
+	var envFlags []string
 	cmd := &cobra.Command{
 		Use:   "up TASK.yaml",
 		Short: "Start a service from a task YAML",
@@ -78,31 +79,44 @@ func (c *serveCLI) upCmd() *cobra.Command {
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			file := args[0]
-			data, spec, err := readTask(file)
+			envs, err := parseEnvFlags(envFlags)
+			if err != nil {
+				return err
+			}
+			data, spec, err := readTask(file, envs)
 			if err != nil {
 				return err
 			}
 			printWarnings(cmd.ErrOrStderr(), spec.Warnings)
-			if name == "" {
+			switch {
+			case name != "":
+				if err := protocol.ValidateServiceName(name); err != nil {
+					return fmt.Errorf("-n: %w", err)
+				}
+			case spec.Name != "":
+				if err := protocol.ValidateServiceName(spec.Name); err != nil {
+					return protocol.TaskNameError(file, spec, err)
+				}
 				name = spec.Name
 			}
-			if name == "" {
-				return fmt.Errorf("%s has no name: field; name the service with -n NAME", file)
-			}
-			if err := protocol.ValidateServiceName(name); err != nil {
-				return err
-			}
+			// With neither -n nor a name: field the coordinator picks one.
 			cwd, err := os.Getwd()
 			if err != nil {
 				return fmt.Errorf("working directory: %w", err)
 			}
 			spec.ResolveWorkdir(cwd)
-			ok, err := c.confirm(cmd, yes, fmt.Sprintf("Launching service %q: %s.", name, describeSpec(spec)))
+			shown := name
+			if shown == "" {
+				shown = "(a generated name)"
+			} else {
+				shown = strconv.Quote(shown)
+			}
+			ok, err := c.confirm(cmd, yes, fmt.Sprintf("Launching service %s: %s.", shown, describeSpec(spec)))
 			if err != nil || !ok {
 				return err
 			}
 			resp, err := c.client().Up(contextOf(cmd), protocol.UpRequest{
-				Name: name, YAML: string(data), Filename: file, BaseDir: cwd,
+				Name: name, YAML: string(data), Filename: file, BaseDir: cwd, Envs: envs,
 			})
 			if err != nil {
 				return err
@@ -114,14 +128,46 @@ func (c *serveCLI) upCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&name, "name", "n", "", "service name (default the task's name: field)")
+	cmd.Flags().StringVarP(&name, "name", "n", "", "service name (default the task's name: field, else a generated service-xxxx)")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	addEnvFlag(cmd, &envFlags)
 	return cmd
+}
+
+// addEnvFlag adds --env, SkyPilot's way to set or override the task's envs.
+func addEnvFlag(cmd *cobra.Command, envFlags *[]string) {
+	cmd.Flags().StringArrayVar(envFlags, "env", nil,
+		"set an env of the task, overriding the YAML: --env KEY=VALUE, or --env KEY to take KEY from this shell (repeatable)")
+}
+
+// parseEnvFlags turns --env flags into overrides. A bare KEY takes its
+// value from the CLI's own environment, as SkyPilot does.
+func parseEnvFlags(flags []string) (map[string]string, error) {
+	if len(flags) == 0 {
+		return nil, nil
+	}
+	envs := make(map[string]string, len(flags))
+	for _, f := range flags {
+		key, value, hasValue := strings.Cut(f, "=")
+		if err := protocol.ValidateEnvName(key); err != nil {
+			return nil, fmt.Errorf("--env %s: %w; write --env KEY=VALUE", f, err)
+		}
+		if !hasValue {
+			v, ok := os.LookupEnv(key)
+			if !ok {
+				return nil, fmt.Errorf("--env %s: %s is not set in this shell; write --env %s=VALUE", f, key, key)
+			}
+			value = v
+		}
+		envs[key] = value
+	}
+	return envs, nil
 }
 
 func (c *serveCLI) updateCmd() *cobra.Command {
 	var mode string
 	var yes bool
+	var envFlags []string
 	cmd := &cobra.Command{
 		Use:   "update NAME TASK.yaml",
 		Short: "Roll a service out to a new version with no downtime",
@@ -142,7 +188,11 @@ rolling replaces old replicas one at a time as new ones become READY.`,
 			if err := protocol.ValidateServiceName(name); err != nil {
 				return err
 			}
-			data, spec, err := readTask(file)
+			envs, err := parseEnvFlags(envFlags)
+			if err != nil {
+				return err
+			}
+			data, spec, err := readTask(file, envs)
 			if err != nil {
 				return err
 			}
@@ -157,7 +207,7 @@ rolling replaces old replicas one at a time as new ones become READY.`,
 				return err
 			}
 			resp, err := c.client().Update(contextOf(cmd), name, protocol.UpdateRequest{
-				YAML: string(data), Filename: file, BaseDir: cwd, Mode: mode,
+				YAML: string(data), Filename: file, BaseDir: cwd, Mode: mode, Envs: envs,
 			})
 			if err != nil {
 				return err
@@ -179,6 +229,7 @@ rolling replaces old replicas one at a time as new ones become READY.`,
 	}
 	cmd.Flags().StringVar(&mode, "mode", protocol.UpdateBlueGreen, "update mode: blue_green or rolling")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	addEnvFlag(cmd, &envFlags)
 	return cmd
 }
 
@@ -333,7 +384,7 @@ func (c *serveCLI) confirm(cmd *cobra.Command, yes bool, summary string) (bool, 
 
 // readTask reads and parses a task file locally, so a bad file fails before
 // the cluster is contacted.
-func readTask(file string) ([]byte, *protocol.TaskSpec, error) {
+func readTask(file string, envs map[string]string) ([]byte, *protocol.TaskSpec, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -341,7 +392,7 @@ func readTask(file string) ([]byte, *protocol.TaskSpec, error) {
 		}
 		return nil, nil, fmt.Errorf("read task file: %w", err)
 	}
-	spec, err := protocol.ParseTask(file, data)
+	spec, err := protocol.ParseTaskWithEnvs(file, data, envs)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -355,8 +406,8 @@ func readTask(file string) ([]byte, *protocol.TaskSpec, error) {
 		resolved := *spec
 		resolved.ResolveWorkdir(wd)
 		if fi, err := os.Stat(resolved.Workdir); err != nil || !fi.IsDir() {
-			return nil, nil, fmt.Errorf("%s: workdir: %s is not a directory (a relative workdir is resolved against the current directory, %s)",
-				file, resolved.Workdir, wd)
+			return nil, nil, fmt.Errorf("%s:%d: workdir: %s is not a directory (a relative workdir is resolved against the current directory, %s)",
+				file, spec.Lines["workdir"], resolved.Workdir, wd)
 		}
 	}
 	return data, spec, nil

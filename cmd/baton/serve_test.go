@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,21 @@ run: python3 server.py --port $PORT
 const namelessTask = `service:
   readiness_probe: /health
   replicas: 2
+run: python3 server.py --port $PORT
+`
+
+const badNameTask = `name: My_Service
+service:
+  readiness_probe: /health
+run: python3 server.py --port $PORT
+`
+
+const requiredEnvTask = `name: web
+envs:
+  HF_TOKEN:
+  MODEL: small
+service:
+  readiness_probe: /health
 run: python3 server.py --port $PORT
 `
 
@@ -161,6 +177,8 @@ func TestServeUp(t *testing.T) {
 		terminal  bool
 		stdin     string
 		wantName  string // "" means no request reaches the coordinator
+		unnamed   bool   // the request goes without a name (the coordinator picks one)
+		wantEnvs  map[string]string
 		wantOut   string
 		wantErr   string
 		wantInErr string
@@ -169,8 +187,17 @@ func TestServeUp(t *testing.T) {
 			wantOut: "Service \"web\" is up: version 1, endpoint 127.0.0.1:30001\nTo see its status: baton serve status web\n"},
 		{name: "name from flag", task: namelessTask, args: []string{"-n", "other"}, wantName: "other",
 			wantOut: "Service \"other\" is up: version 1, endpoint 127.0.0.1:30001\nTo see its status: baton serve status other\n"},
-		{name: "no name", task: namelessTask, wantErr: "has no name: field; name the service with -n NAME"},
-		{name: "bad name", task: validTask, args: []string{"-n", "Web_1"}, wantErr: "invalid service name"},
+		{name: "no name", task: namelessTask, unnamed: true, wantOut: "is up"},
+		{name: "bad name", task: validTask, args: []string{"-n", "Web_1"}, wantErr: "-n: invalid service name"},
+		{name: "bad name in task", task: badNameTask, wantErr: `task.yaml:1: name: invalid service name "My_Service"`},
+		{name: "bad name in task, -n given", task: badNameTask, args: []string{"-n", "my-service"}, wantName: "my-service", wantOut: "is up"},
+		{name: "required env missing", task: requiredEnvTask, wantErr: "task.yaml:3: envs.HF_TOKEN: has no value; pass it with --env HF_TOKEN=VALUE"},
+		{name: "required env given", task: requiredEnvTask, args: []string{"--env", "HF_TOKEN=secret", "--env", "MODEL=large"}, wantName: "web",
+			wantEnvs: map[string]string{"HF_TOKEN": "secret", "MODEL": "large"}, wantOut: "is up"},
+		{name: "env from the shell", task: requiredEnvTask, args: []string{"--env", "BATON_TEST_TOKEN_FROM_SHELL", "--env", "HF_TOKEN=x"}, wantName: "web",
+			wantEnvs: map[string]string{"HF_TOKEN": "x", "BATON_TEST_TOKEN_FROM_SHELL": "from-shell"}, wantOut: "is up"},
+		{name: "env not in the shell", task: validTask, args: []string{"--env", "BATON_TEST_UNSET_VARIABLE"}, wantErr: "--env BATON_TEST_UNSET_VARIABLE: BATON_TEST_UNSET_VARIABLE is not set in this shell"},
+		{name: "bad env name", task: validTask, args: []string{"--env", "1BAD=x"}, wantErr: "--env 1BAD=x:"},
 		{name: "invalid task fails before contacting the cluster", task: invalidTask, wantErr: "task.yaml:"},
 		{name: "confirmed", task: validTask, terminal: true, stdin: "y\n", wantName: "web", wantOut: "is up",
 			wantInErr: "Launching service \"web\": 2 replicas, cpus 2+, readiness GET /health.\nProceed? [Y/n] "},
@@ -179,6 +206,7 @@ func TestServeUp(t *testing.T) {
 		{name: "eof declines", task: validTask, terminal: true, stdin: "", wantInErr: "Aborted."},
 		{name: "yes skips prompt", task: validTask, args: []string{"-y"}, terminal: true, stdin: "n\n", wantName: "web", wantOut: "is up"},
 	}
+	t.Setenv("BATON_TEST_TOKEN_FROM_SHELL", "from-shell")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFakeCoordinator(t)
@@ -198,7 +226,7 @@ func TestServeUp(t *testing.T) {
 				t.Errorf("stderr %q, want %q in it", errOut, tt.wantInErr)
 			}
 			reqs := f.seen()
-			if tt.wantName == "" {
+			if tt.wantName == "" && !tt.unnamed {
 				if len(reqs) != 0 {
 					t.Fatalf("coordinator was contacted: %v", reqs)
 				}
@@ -211,8 +239,8 @@ func TestServeUp(t *testing.T) {
 			if err := json.Unmarshal(f.body(0), &up); err != nil {
 				t.Fatal(err)
 			}
-			want := protocol.UpRequest{Name: tt.wantName, YAML: tt.task, Filename: path, BaseDir: cwd}
-			if up != want {
+			want := protocol.UpRequest{Name: tt.wantName, YAML: tt.task, Filename: path, BaseDir: cwd, Envs: tt.wantEnvs}
+			if !reflect.DeepEqual(up, want) {
 				t.Errorf("UpRequest %+v, want %+v", up, want)
 			}
 			if !strings.Contains(errOut, "warning: server-side note") {
@@ -440,8 +468,8 @@ func TestServeUpMissingWorkdir(t *testing.T) {
 	f := newFakeCoordinator(t)
 	path := writeTask(t, "workdir: "+filepath.Join(t.TempDir(), "absent")+"\n"+validTask)
 	_, _, err := runServe(t, f, false, "", "up", path, "-y")
-	if err == nil || !strings.Contains(err.Error(), path+": workdir:") || !strings.Contains(err.Error(), "is not a directory") {
-		t.Fatalf("error %v, want %q naming the missing workdir", err, path+": workdir:")
+	if err == nil || !strings.Contains(err.Error(), path+":1: workdir:") || !strings.Contains(err.Error(), "is not a directory") {
+		t.Fatalf("error %v, want %q naming the missing workdir", err, path+":1: workdir:")
 	}
 	if reqs := f.seen(); len(reqs) != 0 {
 		t.Fatalf("coordinator was contacted: %v", reqs)

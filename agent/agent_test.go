@@ -594,3 +594,36 @@ func TestRunTwice(t *testing.T) {
 		t.Errorf("second Run = %v, want ErrAlreadyRun", err)
 	}
 }
+
+// TestFailureReportedAfterGroupStops: the leader frees a FAILED replica's
+// CPUs and GPUs for a replacement, so the agent reports the failure only
+// once the replica's whole group is gone, NOT_READY until then.
+func TestFailureReportedAfterGroupStops(t *testing.T) {
+	t.Parallel()
+	h := startAgent(t, func(c *Config) { c.StopGrace = 2 * time.Second })
+	asg := serverAssignment(t, "stubborn", 1)
+	asg.Spec.Run = "trap '' TERM; sleep 30"
+	asg.Spec.Service.ReadinessProbe = protocol.ReadinessProbe{Path: "/", InitialDelaySeconds: 1, TimeoutSeconds: 1}
+	h.desire(1, asg)
+	var pgid int
+	testutil.WaitFor(t, 15*time.Second, func() error {
+		r, ok := h.report("stubborn", 1)
+		if ok && r.PID > 0 {
+			pgid = r.PID
+		}
+		if !ok || !r.Status.IsFailed() {
+			return fmt.Errorf("not failed yet: %+v", r)
+		}
+		return nil
+	})
+	if pgid == 0 {
+		t.Fatal("never saw the replica's pid")
+	}
+	if groupAlive(pgid) {
+		t.Errorf("FAILED reported while process group %d still runs", pgid)
+	}
+	hist := h.history("stubborn", 1)
+	if len(hist) < 2 || hist[len(hist)-1] != protocol.ReplicaFailedInitialDelay || hist[len(hist)-2] != protocol.ReplicaNotReady {
+		t.Errorf("history %v, want NOT_READY (stopping) then FAILED_INITIAL_DELAY at the end", hist)
+	}
+}

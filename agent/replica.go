@@ -92,7 +92,10 @@ func (r *replica) reportLocked() protocol.ReplicaReport {
 // ignored.
 func (a *Agent) setStatus(r *replica, status protocol.ReplicaStatus, reason string) {
 	a.mu.Lock()
-	if r.status.IsFailed() || (r.status == status && r.reason == reason) {
+	// Once told to stop, only SHUTTING_DOWN or a failure may be reported:
+	// a probe that passed just before the stop must not say READY.
+	late := r.stopping() && !status.IsFailed() && status != protocol.ReplicaShuttingDown
+	if late || r.status.IsFailed() || (r.status == status && r.reason == reason) {
 		a.mu.Unlock()
 		return
 	}
@@ -197,9 +200,18 @@ func (a *Agent) supervise(r *replica) {
 	}
 	a.metrics.replicaStarts.Inc()
 	a.setStatus(r, protocol.ReplicaStarting, "")
-	reason := a.watch(r, p, port)
-	if reason != "" {
+	failed, reason := a.watch(r, p, port)
+	if failed != "" {
 		note("%s", reason)
+		// The group goes before the failure is reported: the leader frees
+		// a FAILED replica's CPUs and GPUs for a replacement, so nothing
+		// of it may still be running then. NOT_READY meanwhile takes it
+		// out of the LBs' routes.
+		a.setStatus(r, protocol.ReplicaNotReady, reason+"; stopping")
+		p.terminate(a.cfg.StopGrace)
+		a.setStatus(r, failed, reason)
+		note("stopped")
+		return
 	}
 	p.terminate(a.cfg.StopGrace)
 	note("stopped")
@@ -219,9 +231,10 @@ func (a *Agent) start(r *replica, script, cwd string, env []string, logf *os.Fil
 	return p, nil
 }
 
-// watch probes the running replica until it must stop, and returns why
-// ("" when asked to stop). The caller then terminates the group.
-func (a *Agent) watch(r *replica, p *proc, port int) string {
+// watch probes the running replica until it must stop, and returns the
+// failed status to report and why ("" when asked to stop). The caller then
+// terminates the group and reports the failure.
+func (a *Agent) watch(r *replica, p *proc, port int) (protocol.ReplicaStatus, string) {
 	pr := newProber(a.cfg.Host, port, r.asg.Spec.Service.ReadinessProbe)
 	initialDelay := time.Duration(pr.initialDelaySeconds) * time.Second
 	runStart := time.Now()
@@ -248,11 +261,10 @@ func (a *Agent) watch(r *replica, p *proc, port int) string {
 				// The usual cause: a run that hard-codes the task's port.
 				reason += fmt.Sprintf(" (port %d was in use on this host, so the replica got PORT=%d; listen on $PORT)", want, port)
 			}
-			a.setStatus(r, protocol.ReplicaFailed, reason)
-			return reason
+			return protocol.ReplicaFailed, reason
 		case <-r.stop:
 			a.setStatus(r, protocol.ReplicaShuttingDown, "")
-			return ""
+			return "", ""
 		case <-ticker.C:
 			if !inFlight {
 				launch()
@@ -272,16 +284,14 @@ func (a *Agent) watch(r *replica, p *proc, port int) string {
 			if !everReady {
 				if time.Since(runStart) > initialDelay {
 					reason := fmt.Sprintf("no readiness probe passed within initial_delay_seconds=%d; last: %v", pr.initialDelaySeconds, err)
-					a.setStatus(r, protocol.ReplicaFailedInitialDelay, reason)
-					return reason
+					return protocol.ReplicaFailedInitialDelay, reason
 				}
 				continue
 			}
 			failures++
 			if failures > a.cfg.ProbeFailureThreshold {
 				reason := fmt.Sprintf("%d readiness probes failed in a row; last: %v", failures, err)
-				a.setStatus(r, protocol.ReplicaFailedProbing, reason)
-				return reason
+				return protocol.ReplicaFailedProbing, reason
 			}
 			a.setStatus(r, protocol.ReplicaNotReady, err.Error())
 		}

@@ -413,7 +413,7 @@ func (a *Agent) apply(d *protocol.DesiredReplicas) bool {
 		}
 		key := asg.Key()
 		want[key] = true
-		if _, ok := a.replicas[key]; ok {
+		if _, ok := a.replicas[key]; ok || asg.Draining {
 			continue
 		}
 		r := newReplica(asg, a.replicaDir(asg.Service, asg.ReplicaID))

@@ -627,3 +627,29 @@ func TestFailureReportedAfterGroupStops(t *testing.T) {
 		t.Errorf("history %v, want NOT_READY (stopping) then FAILED_INITIAL_DELAY at the end", hist)
 	}
 }
+
+// TestDrainingReplicaNotStarted: a retired replica stays in the desired set
+// while LBs drain it; an agent that no longer runs it (it stopped it for an
+// earlier leader, or restarted) must not start it again.
+func TestDrainingReplicaNotStarted(t *testing.T) {
+	t.Parallel()
+	h := startAgent(t, nil)
+	asg := serverAssignment(t, "web", 1)
+	h.desire(1, asg)
+	h.waitStatus("web", 1, protocol.ReplicaReady, readyTimeout)
+	// Still draining: kept running.
+	draining := asg
+	draining.Draining = true
+	h.desire(2, draining)
+	time.Sleep(500 * time.Millisecond)
+	if r, ok := h.report("web", 1); !ok || r.Status != protocol.ReplicaReady {
+		t.Fatalf("draining replica = %+v (reported %v), want it kept READY", r, ok)
+	}
+	h.desire(3) // drained: stopped
+	h.waitGone("web", 1, 10*time.Second)
+	h.desire(4, draining) // a new leader still lists it as draining
+	time.Sleep(2 * time.Second)
+	if r, ok := h.report("web", 1); ok {
+		t.Errorf("retired replica started again: %+v", r)
+	}
+}

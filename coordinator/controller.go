@@ -163,12 +163,15 @@ func (c *controller) onRouteSync(m *nats.Msg) {
 			sync.Tables = append(sync.Tables, routeTable(st, st.Services[name]))
 		}
 	})
-	// An unchanged table keeps the epoch it was published with, so LBs do
-	// not rebuild routes on every sync.
+	// A service's reply is the table last published for it, not the live
+	// state: a newer table would carry an epoch the leader never published,
+	// and its drain decisions, which count from published epochs, would
+	// then misread the LB's acks. Only services not yet published get the
+	// live table; their first publish comes from the same or a later index.
 	c.pubMu.Lock()
 	for i, t := range sync.Tables {
-		if prev, ok := c.published[t.Service]; ok && sameRoutes(prev, t) {
-			sync.Tables[i].Epoch = prev.Epoch
+		if prev, ok := c.published[t.Service]; ok {
+			sync.Tables[i] = prev
 		}
 	}
 	c.pubMu.Unlock()

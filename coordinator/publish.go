@@ -233,6 +233,7 @@ func (c *controller) publishDesired(st *State, now time.Time, repair bool) {
 			Version:   r.Version,
 			Spec:      v.Spec,
 			GPUUUIDs:  r.Resources.GPUUUIDs,
+			Draining:  r.Status == protocol.ReplicaShuttingDown,
 		})
 	}
 	for id, set := range sets {

@@ -23,6 +23,11 @@ type ReplicaAssignment struct {
 	Spec TaskSpec `json:"spec"`
 	// GPUUUIDs are the GPUs assigned, passed as CUDA_VISIBLE_DEVICES.
 	GPUUUIDs []string `json:"gpu_uuids,omitempty"`
+	// Draining marks a retired replica kept only until the LBs have stopped
+	// routing to it: an agent running it keeps it running, and an agent not
+	// running it (restarted meanwhile, or told to stop it by an earlier
+	// leader) must not start it.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // Key is the replica's unique name, "service/id".

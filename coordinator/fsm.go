@@ -419,7 +419,9 @@ func (f *FSM) applyFlip(buf []byte) any {
 		return err
 	}
 	for _, old := range svc.ActiveVersions {
-		if v := f.state.Version(cmd.Service, old); v != nil && old != cmd.To {
+		// A failed version still active (a failed rolling update's READY
+		// replicas) keeps saying it failed.
+		if v := f.state.Version(cmd.Service, old); v != nil && old != cmd.To && v.State != protocol.VersionFailed {
 			v.State = protocol.VersionRetired
 		}
 	}

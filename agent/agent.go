@@ -261,6 +261,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		r.requestStop()
 	}
 	a.mu.Unlock()
+	a.publish() // leaving: the leader takes this agent out of service now
 	a.wg.Wait()
 	stopHeartbeat()
 	<-hbDone
@@ -338,6 +339,7 @@ func (a *Agent) statusLocked() protocol.AgentStatus {
 		SentAt:   time.Now(),
 	}
 	a.mu.Lock()
+	st.Leaving = a.closing
 	for _, r := range a.replicas {
 		st.Replicas = append(st.Replicas, r.reportLocked())
 	}

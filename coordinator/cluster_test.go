@@ -86,17 +86,29 @@ func newTestCluster(t *testing.T, cfgFn func(*coordinator.Config), agentCPUs ...
 		cancel()
 		c.wg.Wait()
 	})
-	testutil.WaitFor(t, 15*time.Second, func() error {
+	c.waitAgents(len(agentCPUs))
+	return c
+}
+
+// waitAgents waits until n agents are registered and alive.
+func (c *testCluster) waitAgents(n int) {
+	c.t.Helper()
+	testutil.WaitFor(c.t, 15*time.Second, func() error {
 		var agents []protocol.Agent
 		if err := c.get("/v1/agents", &agents); err != nil {
 			return err
 		}
-		if len(agents) != len(agentCPUs) {
-			return fmt.Errorf("%d agents registered", len(agents))
+		alive := 0
+		for _, a := range agents {
+			if a.Alive {
+				alive++
+			}
+		}
+		if alive != n {
+			return fmt.Errorf("%d agents alive: %+v", alive, agents)
 		}
 		return nil
 	})
-	return c
 }
 
 func (c *testCluster) goRun(ctx context.Context, run func(context.Context) error) {
@@ -110,9 +122,14 @@ func (c *testCluster) goRun(ctx context.Context, run func(context.Context) error
 }
 
 func (c *testCluster) startAgent(id string, cpus float64) {
+	c.startAgentVia(id, cpus, c.natsURL)
+}
+
+// startAgentVia starts an agent that reaches NATS at natsURL.
+func (c *testCluster) startAgentVia(id string, cpus float64, natsURL string) {
 	cfg := agent.DevConfig()
 	cfg.ID = id
-	cfg.NATSURL = c.natsURL
+	cfg.NATSURL = natsURL
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.DataDir = c.t.TempDir()
 	cfg.CPUs, cfg.MemoryGB = cpus, 4
@@ -302,16 +319,21 @@ func TestProgressDeadlineFailsPendingVersion(t *testing.T) {
 	})
 }
 
-// TestLostAgentsReplicasMove: when an agent goes silent, its replicas are
-// FAILED and replaced on another agent.
+// TestLostAgentsReplicasMove: when an agent goes silent (here its network
+// to NATS is cut), its replicas are FAILED and replaced on another agent.
 func TestLostAgentsReplicasMove(t *testing.T) {
-	c := newTestCluster(t, func(cfg *coordinator.Config) { cfg.AgentGCAfter = 2 * time.Second }, 2, 4)
+	c := newTestCluster(t, func(cfg *coordinator.Config) { cfg.AgentGCAfter = 2 * time.Second })
+	natsAddr := strings.TrimPrefix(c.natsURL, "nats://")
+	proxied, cut := testutil.TCPProxy(t, natsAddr)
+	c.startAgentVia("agent-1", 2, "nats://"+proxied)
+	c.startAgent("agent-2", 4)
+	c.waitAgents(2)
 	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 1, "2", ""), Filename: "v1.yaml"})
 	c.waitReady(1, 1)
 	if r := replicaOf(c.status(), 1); r.Agent != "agent-1" {
 		t.Fatalf("replica 1 on %s, want the smallest agent agent-1", r.Agent)
 	}
-	c.agents["agent-1"]()
+	cut()
 	testutil.WaitFor(t, 20*time.Second, func() error {
 		st := c.status()
 		r1, r2 := replicaOf(st, 1), replicaOf(st, 2)
@@ -528,4 +550,43 @@ func TestExternalNATS(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestLeavingAgentsReplicasMove: an agent that shuts down says so; the
+// leader takes it out of service at once (long before its heartbeat
+// timeout), and its replicas leave the routes and are replaced elsewhere.
+func TestLeavingAgentsReplicasMove(t *testing.T) {
+	c := newTestCluster(t, func(cfg *coordinator.Config) { cfg.AgentTimeout = time.Minute }, 2, 4)
+	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 1, "2", ""), Filename: "v1.yaml"})
+	c.waitReady(1, 1)
+	if r := replicaOf(c.status(), 1); r.Agent != "agent-1" {
+		t.Fatalf("replica 1 on %s, want the smallest agent agent-1", r.Agent)
+	}
+	c.agents["agent-1"]()
+	testutil.WaitFor(t, 20*time.Second, func() error {
+		st := c.status()
+		r1, r2 := replicaOf(st, 1), replicaOf(st, 2)
+		if r1 == nil || !r1.Status.IsFailed() || !strings.Contains(r1.Reason, "agent-1 is shutting down") {
+			return fmt.Errorf("replica 1: %+v", r1)
+		}
+		if r2 == nil || r2.Agent != "agent-2" || r2.Status != protocol.ReplicaReady {
+			return fmt.Errorf("replica 2: %+v", r2)
+		}
+		return nil
+	})
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if tb := c.lb.Table("web"); tb == nil || len(tb.Endpoints) != 1 || tb.Endpoints[0].ReplicaID != 2 {
+			return fmt.Errorf("LB table %+v", tb)
+		}
+		return nil
+	})
+	var agents []protocol.Agent
+	if err := c.get("/v1/agents", &agents); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range agents {
+		if a.ID == "agent-1" && a.Alive {
+			t.Errorf("agent-1 still alive after leaving: %+v", a)
+		}
+	}
 }

@@ -221,8 +221,10 @@ func (c *controller) reconcile() {
 func (c *controller) reconcileAgents(st *State, now time.Time) {
 	c.mu.Lock()
 	reports := make(map[string]protocol.Agent, len(c.reports))
+	leaving := map[string]bool{}
 	for id, r := range c.reports {
 		reports[id] = r.Agent
+		leaving[id] = r.Leaving
 	}
 	seen := make(map[string]time.Time, len(c.reportAt))
 	for id, t := range c.reportAt {
@@ -240,6 +242,18 @@ func (c *controller) reconcileAgents(st *State, now time.Time) {
 		cur := st.Agents[id]
 		if now.Sub(seen[id]) > c.cfg.AgentTimeout {
 			continue // stale report; the agent is (being) marked lost
+		}
+		if leaving[id] {
+			// Shutting down: out of service now. Its replicas are marked
+			// FAILED (out of the routes, replaced elsewhere) while it stops
+			// them; it registers again when it starts.
+			if cur != nil && cur.Alive {
+				reason := fmt.Sprintf("agent %s is shutting down", id)
+				if c.apply(CmdSetAgentAlive, SetAgentAliveCmd{ID: id, Alive: false, Reason: reason, At: now}) {
+					c.log.Info("agent leaving", "agent_id", id)
+				}
+			}
+			continue
 		}
 		if cur == nil || !cur.Alive || agentChanged(cur, &rep) {
 			if c.apply(CmdUpsertAgent, UpsertAgentCmd{Agent: rep, At: now}) {

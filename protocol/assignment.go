@@ -39,6 +39,10 @@ func (a *ReplicaAssignment) Key() string { return ReplicaKey(a.Service, a.Replic
 type AgentStatus struct {
 	Agent    Agent           `json:"agent"`
 	Replicas []ReplicaReport `json:"replicas"`
+	// Leaving says the agent is shutting down: it starts nothing more and
+	// is stopping its replicas, so the leader takes it out of service at
+	// once instead of waiting for its heartbeats to stop.
+	Leaving bool `json:"leaving,omitempty"`
 	// SentAt is the agent's clock, for logs only.
 	SentAt time.Time `json:"sent_at"`
 }

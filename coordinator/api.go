@@ -97,6 +97,21 @@ func parseSpec(w http.ResponseWriter, filename, text, baseDir string, envs map[s
 	return spec, true
 }
 
+// generateServiceName names a service the user did not name, as SkyServe
+// does: service-xxxx, avoiding the names in use.
+func (s *Server) generateServiceName() string {
+	var name string
+	for range 100 {
+		name = fmt.Sprintf("service-%04x", rand.IntN(1<<16))
+		taken := false
+		s.fsm.Read(func(st *State) { _, taken = st.Services[name] })
+		if !taken {
+			break
+		}
+	}
+	return name
+}
+
 func orDefault(s, def string) string {
 	if s == "" {
 		return def
@@ -122,8 +137,7 @@ func (s *Server) handleUp(w http.ResponseWriter, r *http.Request) {
 		req.Name = spec.Name
 	}
 	if req.Name == "" {
-		// As SkyServe names a service the user did not name.
-		req.Name = fmt.Sprintf("service-%04x", rand.IntN(1<<16))
+		req.Name = s.generateServiceName()
 	}
 	if err := protocol.ValidateServiceName(req.Name); err != nil {
 		if fromTask {

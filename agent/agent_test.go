@@ -653,3 +653,32 @@ func TestDrainingReplicaNotStarted(t *testing.T) {
 		t.Errorf("retired replica started again: %+v", r)
 	}
 }
+
+// TestReusedKeyStartsFresh: a replica key assigned again after its
+// replica ended (a service deleted and created again) starts with its own
+// log and directory; the earlier one is kept as <dir>.prev.
+func TestReusedKeyStartsFresh(t *testing.T) {
+	t.Parallel()
+	h := startAgent(t, nil)
+	asg := serverAssignment(t, "again", 1)
+	asg.Spec.Setup = "echo first > marker"
+	h.desire(1, asg)
+	h.waitStatus("again", 1, protocol.ReplicaReady, readyTimeout)
+	h.desire(2)
+	h.waitGone("again", 1, 10*time.Second)
+	asg.Spec.Setup = "test ! -e marker"
+	h.desire(3, asg)
+	h.waitStatus("again", 1, protocol.ReplicaReady, readyTimeout)
+	dir := h.replicaDir("again", 1)
+	log, err := os.ReadFile(filepath.Join(dir, logFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(log), "baton: starting run"); n != 1 {
+		t.Errorf("log has %d runs, want only this replica's:\n%s", n, log)
+	}
+	prev, err := os.ReadFile(filepath.Join(dir+".prev", logFileName))
+	if err != nil || !strings.Contains(string(prev), "baton: starting run") {
+		t.Errorf("earlier log not kept in %s.prev: %v %q", dir, err, prev)
+	}
+}

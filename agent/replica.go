@@ -125,6 +125,17 @@ func (a *Agent) supervise(r *replica) {
 	defer a.finish(r)
 	spec := &r.asg.Spec
 
+	// A directory left by an earlier replica of the same key (a service
+	// deleted and created again, or a replica restarted after an agent
+	// restart) is kept aside as <dir>.prev, so this one starts with its own
+	// log and an empty working directory. Its process group, if any, was
+	// stopped or killed as an orphan before this key could start again.
+	if _, err := os.Stat(r.dir); err == nil {
+		prev := r.dir + ".prev"
+		if err := os.RemoveAll(prev); err == nil && os.Rename(r.dir, prev) == nil {
+			os.Remove(filepath.Join(prev, pgidFile))
+		}
+	}
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		a.setStatus(r, protocol.ReplicaFailed, fmt.Sprintf("create replica dir: %v", err))
 		return

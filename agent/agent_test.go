@@ -348,7 +348,8 @@ func TestProbeKinds(t *testing.T) {
 		{"post missing header", protocol.ReadinessProbe{Path: "/ready", PostData: `{"q": 1}`, InitialDelaySeconds: 3}, protocol.ReplicaFailedInitialDelay},
 		{"get of a 404 path", protocol.ReadinessProbe{Path: "/nope", InitialDelaySeconds: 3}, protocol.ReplicaFailedInitialDelay},
 		{"redirect followed", protocol.ReadinessProbe{Path: "/moved", InitialDelaySeconds: 20}, protocol.ReplicaReady},
-		// 0 is honoured, not taken for "unset": the first failure fails it.
+		// 0 is honoured, not taken for "unset": a probe failing after the
+		// first probe interval fails it.
 		{"no initial delay", protocol.ReadinessProbe{Path: "/nope", InitialDelaySeconds: 0}, protocol.ReplicaFailedInitialDelay},
 	}
 	h := startAgent(t, nil)

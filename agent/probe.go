@@ -54,7 +54,8 @@ func newProber(host string, port int, rp protocol.ReadinessProbe) *prober {
 		pr.timeout = defaultProbeTimeoutSeconds * time.Second
 	}
 	// The parser fills in initial_delay_seconds (1200 when absent), so 0
-	// here was asked for: the first failed probe fails the replica.
+	// here was asked for: a replica not ready one probe interval after its
+	// start fails (see watch).
 	if pr.initialDelaySeconds < 0 {
 		pr.initialDelaySeconds = defaultInitialDelaySeconds
 	}

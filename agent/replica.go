@@ -247,7 +247,11 @@ func (a *Agent) start(r *replica, script, cwd string, env []string, logf *os.Fil
 // terminates the group and reports the failure.
 func (a *Agent) watch(r *replica, p *proc, port int) (protocol.ReplicaStatus, string) {
 	pr := newProber(a.cfg.Host, port, r.asg.Spec.Service.ReadinessProbe)
-	initialDelay := time.Duration(pr.initialDelaySeconds) * time.Second
+	// A replica always gets one probe interval: the first probe goes out as
+	// the process starts, before any server could listen, so a delay of 0
+	// would otherwise fail every replica (SkyServe's first probe, too, comes
+	// one probe interval after the start).
+	initialDelay := max(time.Duration(pr.initialDelaySeconds)*time.Second, a.cfg.ProbeInterval)
 	runStart := time.Now()
 
 	results := make(chan error, 1)

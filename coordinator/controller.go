@@ -76,6 +76,10 @@ func newController(s *Server) *controller {
 
 func (c *controller) run(ctx context.Context) {
 	c.leaderSince = time.Now()
+	// Replica counts are the leader's to export; series from an earlier
+	// term of this node would otherwise never be deleted.
+	c.s.metrics.replicas.Reset()
+	defer c.s.metrics.replicas.Reset()
 	nc := c.s.nc
 	var subs []*nats.Subscription
 	sub := func(subject string, h nats.MsgHandler) {
@@ -158,6 +162,11 @@ func (c *controller) onLBAck(m *nats.Msg) {
 
 func (c *controller) onRouteSync(m *nats.Msg) {
 	var sync protocol.RouteSync
+	// pubMu is held from before the state is read, so that every published
+	// table comes from that state or an older one: a reply never mixes a
+	// table newer than the state it lists services from.
+	c.pubMu.Lock()
+	defer c.pubMu.Unlock()
 	c.s.fsm.Read(func(st *State) {
 		for _, name := range st.ServiceNames() {
 			sync.Tables = append(sync.Tables, routeTable(st, st.Services[name]))
@@ -167,14 +176,13 @@ func (c *controller) onRouteSync(m *nats.Msg) {
 	// state: a newer table would carry an epoch the leader never published,
 	// and its drain decisions, which count from published epochs, would
 	// then misread the LB's acks. Only services not yet published get the
-	// live table; their first publish comes from the same or a later index.
-	c.pubMu.Lock()
+	// live table (an LB then ignores a first publish from an older state;
+	// the next change is published at a newer index).
 	for i, t := range sync.Tables {
 		if prev, ok := c.published[t.Service]; ok {
 			sync.Tables[i] = prev
 		}
 	}
-	c.pubMu.Unlock()
 	buf, err := json.Marshal(sync)
 	if err != nil {
 		c.log.Error("encode route sync", "error", err)

@@ -43,11 +43,12 @@ func newPlacer(st *State) *placer {
 		}
 		p.take(r.AgentID, r.Resources)
 		if a := st.Agents[r.AgentID]; a != nil {
-			port := endpointPort(r.Endpoint)
-			if v := st.Version(r.Service, r.Version); port == 0 && v != nil {
-				port = v.Spec.Service.Port
+			// The port it listens on, and the one its task names: if it got
+			// another, something else holds that one on the host.
+			p.takePort(a.Host, endpointPort(r.Endpoint))
+			if v := st.Version(r.Service, r.Version); v != nil {
+				p.takePort(a.Host, v.Spec.Service.Port)
 			}
-			p.takePort(a.Host, port)
 		}
 	}
 	return p

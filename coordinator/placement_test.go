@@ -137,10 +137,14 @@ func TestPlacementSpreadsFixedPorts(t *testing.T) {
 	if c, _, ok := newPlacer(st).place(res, 0, nil); !ok || c.agent.ID != "a" {
 		t.Fatalf("portless replica on %v, want a", c.agent)
 	}
-	// A replica given another port than its spec's frees the spec port on
-	// that host.
+	// A replica that got another port than its task's: something else
+	// holds 8080 on that host, so it stays avoided.
 	st.Replicas["web/1"].Endpoint = "10.0.0.1:12345"
-	if c, _, ok := newPlacer(st).place(res, 8080, nil); !ok || c.agent.ID != "a" {
-		t.Fatalf("replica on %v, want a: 8080 is free on its host", c.agent)
+	if c, _, ok := newPlacer(st).place(res, 8080, nil); !ok || c.agent.ID != "b" {
+		t.Fatalf("replica on %v, want b: 8080 is taken on a's host by something else", c.agent)
+	}
+	// Its own port is taken too.
+	if c, _, ok := newPlacer(st).place(res, 12345, nil); !ok || c.agent.ID != "b" {
+		t.Fatalf("replica on %v, want b: 12345 is taken on a's host", c.agent)
 	}
 }

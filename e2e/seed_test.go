@@ -124,7 +124,7 @@ func TestSeedWalkthrough(t *testing.T) {
 	})
 	// The flip is its own Raft command after the one that marks the second
 	// replica READY, so a poll may land between them; it must not wait long.
-	if !allReadyAt.IsZero() && flipAt.Sub(allReadyAt) > time.Second {
+	if !allReadyAt.IsZero() && flipAt.Sub(allReadyAt) > 3*time.Second {
 		t.Errorf("2 v2 replicas READY at %s but the flip seen only %s later; with min_replicas 2 it should come at once",
 			allReadyAt.Format(time.StampMilli), flipAt.Sub(allReadyAt))
 	}

@@ -12,7 +12,7 @@ const (
 	ReplicaProvisioning       ReplicaStatus = "PROVISIONING" // placed, setup running
 	ReplicaStarting           ReplicaStatus = "STARTING"     // run started, no probe passed yet
 	ReplicaReady              ReplicaStatus = "READY"
-	ReplicaNotReady           ReplicaStatus = "NOT_READY" // a probe failed after READY
+	ReplicaNotReady           ReplicaStatus = "NOT_READY" // a probe failed after READY, or the replica failed and is stopping
 	ReplicaShuttingDown       ReplicaStatus = "SHUTTING_DOWN"
 	ReplicaFailed             ReplicaStatus = "FAILED"               // the process exited or setup failed
 	ReplicaFailedInitialDelay ReplicaStatus = "FAILED_INITIAL_DELAY" // no probe passed within initial_delay_seconds

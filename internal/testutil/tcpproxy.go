@@ -8,9 +8,10 @@ import (
 )
 
 // TCPProxy forwards connections from a loopback port to target until cut
-// is called; then it closes every connection and refuses new ones. Tests
-// use it to make a component fall silent (a partition) without stopping
-// it. It is closed when the test ends.
+// is called; then it closes every connection and closes new ones at once
+// (it keeps the port, so no other server can take it while the component
+// retries). Tests use it to make a component fall silent (a partition)
+// without stopping it. It is closed when the test ends.
 func TCPProxy(t testing.TB, target string) (addr string, cut func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -38,6 +39,13 @@ func TCPProxy(t testing.TB, target string) (addr string, cut func()) {
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			cutOff := done
+			mu.Unlock()
+			if cutOff {
+				in.Close()
+				continue
+			}
 			out, err := net.Dial("tcp", target)
 			if err != nil {
 				in.Close()
@@ -59,11 +67,13 @@ func TCPProxy(t testing.TB, target string) (addr string, cut func()) {
 			return
 		}
 		done = true
-		ln.Close()
 		for _, c := range conns {
 			c.Close()
 		}
 	}
-	t.Cleanup(cut)
+	t.Cleanup(func() {
+		cut()
+		ln.Close()
+	})
 	return ln.Addr().String(), cut
 }

@@ -17,15 +17,9 @@ func (a *Agent) pruneReplicaDirs(now time.Time) {
 	if err != nil {
 		return
 	}
-	a.mu.Lock()
-	inUse := make(map[string]bool, len(a.replicas))
-	for _, r := range a.replicas {
-		inUse[r.dir] = true
-	}
-	a.mu.Unlock()
 	for _, e := range entries {
 		dir := filepath.Join(root, e.Name())
-		if !e.IsDir() || inUse[dir] {
+		if !e.IsDir() {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(dir, pgidFile)); err == nil {
@@ -34,7 +28,27 @@ func (a *Agent) pruneReplicaDirs(now time.Time) {
 		if last := lastWrite(dir); now.Sub(last) < a.cfg.ReplicaDirTTL {
 			continue
 		}
-		if err := os.RemoveAll(dir); err != nil {
+		// Checked and moved out of the way under a.mu: a replica assigned
+		// the same key meanwhile (apply holds a.mu) must not lose the
+		// directory it is about to use.
+		trash := dir + ".removing"
+		a.mu.Lock()
+		inUse := false
+		for _, r := range a.replicas {
+			inUse = inUse || r.dir == dir
+		}
+		var err error
+		if !inUse {
+			err = os.Rename(dir, trash)
+		}
+		a.mu.Unlock()
+		if inUse {
+			continue
+		}
+		if err == nil {
+			err = os.RemoveAll(trash)
+		}
+		if err != nil {
 			a.logger.Warn("could not remove old replica directory", "dir", dir, "error", err)
 			continue
 		}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/baton-dev/baton/protocol"
 )
 
 func TestPruneReplicaDirs(t *testing.T) {
@@ -36,8 +38,13 @@ func TestPruneReplicaDirs(t *testing.T) {
 	old := mk("web-1", 2*time.Hour)
 	recent := mk("web-2", 10*time.Minute)
 	orphan := mk("web-3", 2*time.Hour, pgidFile)
+	// An old directory whose key was just assigned again is in use.
+	reused := mk("web-4", 2*time.Hour)
+	a.mu.Lock()
+	a.replicas["web/4"] = newReplica(protocol.ReplicaAssignment{Service: "web", ReplicaID: 4}, reused)
+	a.mu.Unlock()
 	a.pruneReplicaDirs(now)
-	for dir, want := range map[string]bool{old: false, recent: true, orphan: true} {
+	for dir, want := range map[string]bool{old: false, recent: true, orphan: true, reused: true, old + ".removing": false} {
 		_, err := os.Stat(dir)
 		if got := err == nil; got != want {
 			t.Errorf("%s exists = %v, want %v", filepath.Base(dir), got, want)

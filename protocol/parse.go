@@ -103,7 +103,7 @@ var unsupportedHints = map[string]string{
 var (
 	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	quantityRE = regexp.MustCompile(`^([0-9]+(\.[0-9]+)?|\.[0-9]+)(\+?)$`)
-	memoryRE   = regexp.MustCompile(`^(?i)([0-9]+(?:\.[0-9]+)?|\.[0-9]+) *([kmgtp]b)? *(\+?)$`)
+	memoryRE   = regexp.MustCompile(`^(?i)([0-9]+(?:\.[0-9]+)?|\.[0-9]+) *([kmgtp]b?)? *(\+?)$`)
 	digitsRE   = regexp.MustCompile(`^[0-9]+$`)
 	accNameRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 	dupKeyRE   = regexp.MustCompile(`already defined at \[([0-9]+):[0-9]+\]`)
@@ -1321,7 +1321,7 @@ func (p *taskParser) quantity(field string, n ast.Node, line int, example string
 }
 
 // memoryHint lists the forms resources.memory takes.
-const memoryHint = "use a size like 16, 16+, 16GB, 512MB or 1TB+; units are KB, MB, GB, TB and PB (GB meaning GiB), and a bare number is GB"
+const memoryHint = "use a size like 16, 16+, 16GB, 512MB or 1TB+; units are KB, MB, GB, TB and PB or K, M, G, T and P (GB meaning GiB), and a bare number is GB"
 
 // memoryUnits are the memory units in GiB. As in SkyPilot, GB is GiB and
 // the others are powers of 1024 from it.
@@ -1358,7 +1358,11 @@ func (p *taskParser) memory(field string, n ast.Node, line int) (Quantity, bool)
 			p.errorf(line, field, "%q is not a memory size (%s)", v.Value, memoryHint)
 			return Quantity{}, false
 		}
-		q.Value, q.AtLeast = f*memoryUnits[strings.ToLower(m[2])], m[3] == "+"
+		unit := strings.ToLower(m[2])
+		if len(unit) == 1 {
+			unit += "b" // 16G is 16GB
+		}
+		q.Value, q.AtLeast = f*memoryUnits[unit], m[3] == "+"
 	default:
 		p.errorf(line, field, "must be a memory size, got %s (%s)", describe(r), memoryHint)
 		return Quantity{}, false

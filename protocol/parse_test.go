@@ -589,7 +589,7 @@ func TestParseTaskInvalid(t *testing.T) {
 			name:   "memory with GiB unit",
 			data:   withMinimal("resources:", "  memory: 16GiB"),
 			prefix: "task.yaml:5: resources.memory: ",
-			substr: `"16GiB" is not a memory size (use a size like 16, 16+, 16GB, 512MB or 1TB+; units are KB, MB, GB, TB and PB (GB meaning GiB), and a bare number is GB)`,
+			substr: `"16GiB" is not a memory size (use a size like 16, 16+, 16GB, 512MB or 1TB+; units are KB, MB, GB, TB and PB or K, M, G, T and P (GB meaning GiB), and a bare number is GB)`,
 		},
 		{
 			name:   "negative replicas",
@@ -1306,6 +1306,8 @@ func TestParseTaskMemoryUnits(t *testing.T) {
 		{"1.5tb+", Quantity{Value: 1536, AtLeast: true}},
 		{"2PB", Quantity{Value: 2 << 20}},
 		{".5TB", Quantity{Value: 512}},
+		{"16G", Quantity{Value: 16}},
+		{"512m+", Quantity{Value: 0.5, AtLeast: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

@@ -222,6 +222,19 @@ func (c *testCluster) waitReady(version, n int) {
 	})
 }
 
+// waitLBVersions waits until the LB routes web to replicas of exactly
+// these versions, one entry per replica (as fmt prints []int: "[1 1]").
+// Route tables reach the LB over NATS, after the API shows the state.
+func (c *testCluster) waitLBVersions(want string, timeout time.Duration) {
+	c.t.Helper()
+	testutil.WaitFor(c.t, timeout, func() error {
+		if vs := c.lbVersions(); fmt.Sprint(vs) != want {
+			return fmt.Errorf("LB routes to versions %v, want %s", vs, want)
+		}
+		return nil
+	})
+}
+
 // lbVersions returns the versions the LB routes web to.
 func (c *testCluster) lbVersions() []int {
 	if tb := c.lb.Table("web"); tb != nil {
@@ -270,21 +283,10 @@ func TestFailingVersionRollsBack(t *testing.T) {
 	if failed != 3 {
 		t.Errorf("want exactly 3 failed tries of version 2 (MaxConsecutiveFailures x min_replicas), got %d", failed)
 	}
-	// Route tables reach the LB over NATS, after the API shows the state.
-	testutil.WaitFor(t, 5*time.Second, func() error {
-		if vs := c.lbVersions(); fmt.Sprint(vs) != "[1]" {
-			return fmt.Errorf("LB routes to versions %v, want [1]", vs)
-		}
-		return nil
-	})
+	c.waitLBVersions("[1]", 5*time.Second)
 	// The service can still be updated to a good version afterwards.
 	c.post("/v1/services/web/update", protocol.UpdateRequest{YAML: task(t, 3, 1, "1", ""), Filename: "v3.yaml"})
-	testutil.WaitFor(t, 30*time.Second, func() error {
-		if vs := c.lbVersions(); fmt.Sprint(vs) != "[3]" {
-			return fmt.Errorf("LB routes to %v", vs)
-		}
-		return nil
-	})
+	c.waitLBVersions("[3]", 30*time.Second)
 }
 
 // TestProgressDeadlineFailsPendingVersion: a version that never gets a
@@ -311,9 +313,39 @@ func TestProgressDeadlineFailsPendingVersion(t *testing.T) {
 		}
 		return nil
 	})
-	testutil.WaitFor(t, 5*time.Second, func() error {
-		if vs := c.lbVersions(); fmt.Sprint(vs) != "[1]" {
-			return fmt.Errorf("LB routes to versions %v, want [1]", vs)
+	c.waitLBVersions("[1]", 5*time.Second)
+}
+
+// upOnAgent1 starts web with one replica (cpus 2) and checks it landed on
+// agent-1, the smallest agent, so that agent-2 is where it must move.
+func (c *testCluster) upOnAgent1() {
+	c.t.Helper()
+	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(c.t, 1, 1, "2", ""), Filename: "v1.yaml"})
+	c.waitReady(1, 1)
+	if r := replicaOf(c.status(), 1); r.Agent != "agent-1" {
+		c.t.Fatalf("replica 1 on %s, want the smallest agent agent-1", r.Agent)
+	}
+}
+
+// waitReplicaMovedToAgent2 waits until replica 1 is FAILED with a reason
+// containing reason, its replacement 2 is READY on agent-2, and the LB
+// routes to replica 2 alone.
+func (c *testCluster) waitReplicaMovedToAgent2(reason string) {
+	c.t.Helper()
+	testutil.WaitFor(c.t, 20*time.Second, func() error {
+		st := c.status()
+		r1, r2 := replicaOf(st, 1), replicaOf(st, 2)
+		if r1 == nil || !r1.Status.IsFailed() || !strings.Contains(r1.Reason, reason) {
+			return fmt.Errorf("replica 1: %+v", r1)
+		}
+		if r2 == nil || r2.Agent != "agent-2" || r2.Status != protocol.ReplicaReady {
+			return fmt.Errorf("replica 2: %+v", r2)
+		}
+		return nil
+	})
+	testutil.WaitFor(c.t, 5*time.Second, func() error {
+		if tb := c.lb.Table("web"); tb == nil || len(tb.Endpoints) != 1 || tb.Endpoints[0].ReplicaID != 2 {
+			return fmt.Errorf("LB table %+v", tb)
 		}
 		return nil
 	})
@@ -328,29 +360,9 @@ func TestLostAgentsReplicasMove(t *testing.T) {
 	c.startAgentVia("agent-1", 2, "nats://"+proxied)
 	c.startAgent("agent-2", 4)
 	c.waitAgents(2)
-	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 1, "2", ""), Filename: "v1.yaml"})
-	c.waitReady(1, 1)
-	if r := replicaOf(c.status(), 1); r.Agent != "agent-1" {
-		t.Fatalf("replica 1 on %s, want the smallest agent agent-1", r.Agent)
-	}
+	c.upOnAgent1()
 	cut()
-	testutil.WaitFor(t, 20*time.Second, func() error {
-		st := c.status()
-		r1, r2 := replicaOf(st, 1), replicaOf(st, 2)
-		if r1 == nil || !r1.Status.IsFailed() || !strings.Contains(r1.Reason, "agent-1 lost") {
-			return fmt.Errorf("replica 1: %+v", r1)
-		}
-		if r2 == nil || r2.Agent != "agent-2" || r2.Status != protocol.ReplicaReady {
-			return fmt.Errorf("replica 2: %+v", r2)
-		}
-		return nil
-	})
-	testutil.WaitFor(t, 5*time.Second, func() error {
-		if tb := c.lb.Table("web"); tb == nil || len(tb.Endpoints) != 1 || tb.Endpoints[0].ReplicaID != 2 {
-			return fmt.Errorf("LB table %+v", tb)
-		}
-		return nil
-	})
+	c.waitReplicaMovedToAgent2("agent-1 lost")
 	// Lost long enough, the agent is forgotten; its failed replica stays listed.
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		var agents []protocol.Agent
@@ -462,12 +474,7 @@ func TestRollingUpdateOfCrashingVersionRollsBack(t *testing.T) {
 			t.Errorf("old replica %d should still serve: %+v", id, r)
 		}
 	}
-	testutil.WaitFor(t, 5*time.Second, func() error {
-		if vs := c.lbVersions(); fmt.Sprint(vs) != "[1 1]" {
-			return fmt.Errorf("LB routes to %v, want both old replicas", vs)
-		}
-		return nil
-	})
+	c.waitLBVersions("[1 1]", 5*time.Second)
 }
 
 // TestFailedRollingUpdateKeepsCapacity: when a rolling update fails after
@@ -544,12 +551,7 @@ func TestExternalNATS(t *testing.T) {
 	}
 	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 2, "1", ""), Filename: "v1.yaml"})
 	c.waitReady(1, 2)
-	testutil.WaitFor(t, 5*time.Second, func() error {
-		if v := c.lbVersions(); fmt.Sprint(v) != "[1 1]" {
-			return fmt.Errorf("LB routes to versions %v, want [1 1]", v)
-		}
-		return nil
-	})
+	c.waitLBVersions("[1 1]", 5*time.Second)
 }
 
 // TestLeavingAgentsReplicasMove: an agent that shuts down says so; the
@@ -557,29 +559,9 @@ func TestExternalNATS(t *testing.T) {
 // timeout), and its replicas leave the routes and are replaced elsewhere.
 func TestLeavingAgentsReplicasMove(t *testing.T) {
 	c := newTestCluster(t, func(cfg *coordinator.Config) { cfg.AgentTimeout = time.Minute }, 2, 4)
-	c.post("/v1/services", protocol.UpRequest{Name: "web", YAML: task(t, 1, 1, "2", ""), Filename: "v1.yaml"})
-	c.waitReady(1, 1)
-	if r := replicaOf(c.status(), 1); r.Agent != "agent-1" {
-		t.Fatalf("replica 1 on %s, want the smallest agent agent-1", r.Agent)
-	}
+	c.upOnAgent1()
 	c.agents["agent-1"]()
-	testutil.WaitFor(t, 20*time.Second, func() error {
-		st := c.status()
-		r1, r2 := replicaOf(st, 1), replicaOf(st, 2)
-		if r1 == nil || !r1.Status.IsFailed() || !strings.Contains(r1.Reason, "agent-1 is shutting down") {
-			return fmt.Errorf("replica 1: %+v", r1)
-		}
-		if r2 == nil || r2.Agent != "agent-2" || r2.Status != protocol.ReplicaReady {
-			return fmt.Errorf("replica 2: %+v", r2)
-		}
-		return nil
-	})
-	testutil.WaitFor(t, 5*time.Second, func() error {
-		if tb := c.lb.Table("web"); tb == nil || len(tb.Endpoints) != 1 || tb.Endpoints[0].ReplicaID != 2 {
-			return fmt.Errorf("LB table %+v", tb)
-		}
-		return nil
-	})
+	c.waitReplicaMovedToAgent2("agent-1 is shutting down")
 	var agents []protocol.Agent
 	if err := c.get("/v1/agents", &agents); err != nil {
 		t.Fatal(err)

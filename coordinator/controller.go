@@ -161,28 +161,26 @@ func (c *controller) onLBAck(m *nats.Msg) {
 }
 
 func (c *controller) onRouteSync(m *nats.Msg) {
-	var sync protocol.RouteSync
-	// pubMu is held from before the state is read, so that every published
-	// table comes from that state or an older one: a reply never mixes a
-	// table newer than the state it lists services from.
-	c.pubMu.Lock()
-	defer c.pubMu.Unlock()
-	c.s.fsm.Read(func(st *State) {
-		for _, name := range st.ServiceNames() {
-			sync.Tables = append(sync.Tables, routeTable(st, st.Services[name]))
-		}
-	})
 	// A service's reply is the table last published for it, not the live
 	// state: a newer table would carry an epoch the leader never published,
 	// and its drain decisions, which count from published epochs, would
 	// then misread the LB's acks. Only services not yet published get the
 	// live table (an LB then ignores a first publish from an older state;
-	// the next change is published at a newer index).
-	for i, t := range sync.Tables {
-		if prev, ok := c.published[t.Service]; ok {
-			sync.Tables[i] = prev
+	// the next change is published at a newer index). pubMu is held from
+	// before the state is read, so every published table comes from that
+	// state or an older one.
+	var sync protocol.RouteSync
+	c.pubMu.Lock()
+	c.s.fsm.Read(func(st *State) {
+		for _, name := range st.ServiceNames() {
+			t, ok := c.published[name]
+			if !ok {
+				t = routeTable(st, st.Services[name])
+			}
+			sync.Tables = append(sync.Tables, t)
 		}
-	}
+	})
+	c.pubMu.Unlock()
 	buf, err := json.Marshal(sync)
 	if err != nil {
 		c.log.Error("encode route sync", "error", err)

@@ -246,10 +246,15 @@ func (c *cluster) stopAll() {
 
 // cli runs `baton args...` against the cluster from the repository root.
 func (c *cluster) cli(args ...string) (stdout, stderr string, err error) {
+	return c.cliIn(repoRoot, args...)
+}
+
+// cliIn runs the CLI in dir, as a user working there would.
+func (c *cluster) cliIn(dir string, args ...string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, batonBin, args...)
-	cmd.Dir = repoRoot
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "BATON_ADDR=http://"+c.apiAddr)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

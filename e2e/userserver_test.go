@@ -1,11 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
-	"os/exec"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -59,15 +58,11 @@ resources:
 
 	run := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command(batonBin, args...)
-		cmd.Dir = home
-		cmd.Env = append(cmd.Environ(), "BATON_ADDR=http://"+c.apiAddr)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("baton %v: %v\n%s%s", args, err, out.String(), errb.String())
+		out, errOut, err := c.cliIn(home, args...)
+		if err != nil {
+			t.Fatalf("baton %v: %v\n%s%s", args, err, out, errOut)
 		}
-		return out.String()
+		return out
 	}
 	run("serve", "up", "v1.yaml", "-y")
 	st := c.waitReady("greeter", 1, 2, 60*time.Second)
@@ -103,7 +98,7 @@ func get(t *testing.T, url string) string {
 
 func readFile(t *testing.T, p string) string {
 	t.Helper()
-	b, err := exec.Command("cat", p).Output()
+	b, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,15 +123,7 @@ resources:
   cpus: 1
   memory: 1GB
 `)
-	cli := func(args ...string) (string, string, error) {
-		cmd := exec.Command(batonBin, args...)
-		cmd.Dir = home
-		cmd.Env = append(cmd.Environ(), "BATON_ADDR=http://"+c.apiAddr)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		return out.String(), errb.String(), err
-	}
+	cli := func(args ...string) (string, string, error) { return c.cliIn(home, args...) }
 	// Without the required env nothing is created.
 	if _, stderr, err := cli("serve", "up", "task.yaml", "-y"); err == nil || !strings.Contains(stderr, "task.yaml:3: envs.TOKEN: has no value; pass it with --env TOKEN=VALUE") {
 		t.Fatalf("up without --env: err %v, stderr %q", err, stderr)

@@ -549,10 +549,9 @@ func editDistance(a, b string) int {
 // --- scalar helpers. Each takes the unresolved value node and the key's line
 // (used when the value is empty), reports problems and returns ok=false.
 
-// str reads a string value. A `!!str` tag turns any scalar into its text.
-func (p *taskParser) str(field string, n ast.Node, line int, what string) (string, bool) {
-	r, tag := p.resolve(n)
-	switch v := r.(type) {
+// textOf is the text of a string or a block (| or >) value.
+func textOf(n ast.Node) (string, bool) {
+	switch v := n.(type) {
 	case *ast.StringNode:
 		return v.Value, true
 	case *ast.LiteralNode:
@@ -560,10 +559,18 @@ func (p *taskParser) str(field string, n ast.Node, line int, what string) (strin
 			return v.Value.Value, true
 		}
 		return "", true
-	case ast.ScalarNode:
-		if tag == "!!str" {
-			return v.GetToken().Value, true
-		}
+	}
+	return "", false
+}
+
+// str reads a string value. A `!!str` tag turns any scalar into its text.
+func (p *taskParser) str(field string, n ast.Node, line int, what string) (string, bool) {
+	r, tag := p.resolve(n)
+	if text, ok := textOf(r); ok {
+		return text, true
+	}
+	if v, ok := r.(ast.ScalarNode); ok && tag == "!!str" {
+		return v.GetToken().Value, true
 	}
 	p.errorf(lineAt(n, line), field, "must be %s, got %s", what, describe(r))
 	return "", false
@@ -573,14 +580,10 @@ func (p *taskParser) str(field string, n ast.Node, line int, what string) (strin
 // file (`1.10` stays "1.10", `true` stays "true").
 func (p *taskParser) scalarText(field string, n ast.Node, line int, what string) (string, bool) {
 	r, _ := p.resolve(n)
+	if text, ok := textOf(r); ok {
+		return text, true
+	}
 	switch v := r.(type) {
-	case *ast.StringNode:
-		return v.Value, true
-	case *ast.LiteralNode:
-		if v.Value != nil {
-			return v.Value.Value, true
-		}
-		return "", true
 	case *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode, *ast.InfinityNode, *ast.NanNode:
 		return v.GetToken().Value, true
 	case nil:
@@ -1137,14 +1140,9 @@ func (p *taskParser) toJSON(buf *bytes.Buffer, n ast.Node, depth int, budget *in
 			}
 		}
 		buf.WriteByte(']')
-	case *ast.StringNode:
-		writeJSONString(buf, v.Value)
-	case *ast.LiteralNode:
-		s := ""
-		if v.Value != nil {
-			s = v.Value.Value
-		}
-		writeJSONString(buf, s)
+	case *ast.StringNode, *ast.LiteralNode:
+		text, _ := textOf(v)
+		writeJSONString(buf, text)
 	case *ast.IntegerNode:
 		fmt.Fprint(buf, v.Value)
 	case *ast.FloatNode:

@@ -78,9 +78,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 // parseSpec parses a task YAML sent by the CLI, writing the error response
 // itself on failure.
 func parseSpec(w http.ResponseWriter, filename, text, baseDir string, envs map[string]string) (*protocol.TaskSpec, bool) {
-	if filename == "" {
-		filename = "task.yaml"
-	}
+	filename = taskFilename(filename)
 	spec, err := protocol.ParseTaskWithEnvs(filename, []byte(text), envs)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, protocol.CodeInvalidSpec, err.Error())
@@ -112,11 +110,13 @@ func (s *Server) generateServiceName() string {
 	return name
 }
 
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
+// taskFilename is the name errors give a task file; the API accepts
+// requests that send none.
+func taskFilename(name string) string {
+	if name == "" {
+		return "task.yaml"
 	}
-	return s
+	return name
 }
 
 func (s *Server) endpoint(port int) string {
@@ -141,7 +141,7 @@ func (s *Server) handleUp(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := protocol.ValidateServiceName(req.Name); err != nil {
 		if fromTask {
-			err = protocol.TaskNameError(orDefault(req.Filename, "task.yaml"), spec, err)
+			err = protocol.TaskNameError(taskFilename(req.Filename), spec, err)
 		}
 		writeError(w, http.StatusBadRequest, protocol.CodeInvalidName, err.Error())
 		return

@@ -75,6 +75,13 @@ type Config struct {
 	// ReplicaDirTTL is how long the directory and log of a replica this
 	// agent no longer runs are kept (for `baton serve logs`). Default 24h.
 	ReplicaDirTTL time.Duration
+	// LogMaxBytes is the size at which a replica's log file is rotated
+	// (replica.log becomes replica.log.1, and so on). Default 10 MiB.
+	LogMaxBytes int64
+	// LogMaxFiles is how many log files a replica keeps, the current one
+	// included, so its logs take at most LogMaxBytes × LogMaxFiles on disk.
+	// Default 5.
+	LogMaxFiles int
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registry receives the agent's metrics, each with the const label
@@ -98,6 +105,8 @@ func DefaultConfig() Config {
 		ProbeFailureThreshold: 3,
 		StopGrace:             10 * time.Second,
 		ReplicaDirTTL:         24 * time.Hour,
+		LogMaxBytes:           10 << 20,
+		LogMaxFiles:           5,
 	}
 }
 
@@ -152,6 +161,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.ReplicaDirTTL <= 0 {
 		cfg.ReplicaDirTTL = def.ReplicaDirTTL
+	}
+	if cfg.LogMaxBytes <= 0 {
+		cfg.LogMaxBytes = def.LogMaxBytes
+	}
+	if cfg.LogMaxFiles <= 0 {
+		cfg.LogMaxFiles = def.LogMaxFiles
 	}
 	if cfg.CPUs < 0 || cfg.MemoryGB < 0 {
 		return cfg, fmt.Errorf("cpus %g / memory %g GB: must not be negative (0 = detect)", cfg.CPUs, cfg.MemoryGB)

@@ -12,7 +12,15 @@ type Agent struct {
 	Region   string            `json:"region,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
 	Capacity Capacity          `json:"capacity"`
-	Alive    bool              `json:"alive"`
+	// NetNS identifies the network namespace the agent runs in (the
+	// kernel's boot id and the namespace's inode): agents with the same
+	// NetNS share one port space, as several agents on one machine do.
+	// Empty means unknown; placement then counts Host as the port space.
+	NetNS string `json:"netns,omitempty"`
+	// PortRange is where the coordinator picks ports for replicas whose
+	// task names none (or whose port is taken on the host).
+	PortRange PortRange `json:"port_range"`
+	Alive     bool      `json:"alive"`
 	// LastSeen is the leader's clock when the last status arrived.
 	LastSeen time.Time `json:"last_seen"`
 }
@@ -33,4 +41,11 @@ type GPU struct {
 	Healthy  bool   `json:"healthy"`
 	// Reason explains an unhealthy GPU (an Xid error, say).
 	Reason string `json:"reason,omitempty"`
+}
+
+// PortRange is an inclusive range of TCP ports. The zero value is "not
+// given".
+type PortRange struct {
+	Min int `json:"min"`
+	Max int `json:"max"`
 }

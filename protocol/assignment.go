@@ -21,6 +21,11 @@ type ReplicaAssignment struct {
 	Version   int    `json:"version"`
 	// Spec is the version's task spec (setup, run, envs, workdir, probe).
 	Spec TaskSpec `json:"spec"`
+	// Port is the port the replica listens on ($PORT), chosen by the
+	// leader's placement, which knows every replica on the host: the task's
+	// own port where it is free there, else one from the agent's port
+	// range. The agent only confirms that it can be bound.
+	Port int `json:"port"`
 	// GPUUUIDs are the GPUs assigned, passed as CUDA_VISIBLE_DEVICES.
 	GPUUUIDs []string `json:"gpu_uuids,omitempty"`
 	// Draining marks a retired replica kept only until the LBs have stopped
@@ -58,6 +63,10 @@ type ReplicaReport struct {
 	Endpoint string        `json:"endpoint,omitempty"` // host:port once known
 	PID      int           `json:"pid,omitempty"`
 	Reason   string        `json:"reason,omitempty"`
+	// PortBusy says the assigned port is held on the host by a process
+	// baton does not run: the agent has started nothing and waits for the
+	// leader to assign another port.
+	PortBusy bool `json:"port_busy,omitempty"`
 }
 
 // Key is the replica's unique name, "service/id".

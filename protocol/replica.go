@@ -41,6 +41,8 @@ type Allocation struct {
 	MemoryGB float64  `json:"memory_gb,omitempty"`
 	GPUName  string   `json:"gpu_name,omitempty"`
 	GPUUUIDs []string `json:"gpu_uuids,omitempty"`
+	// Port is the port the replica listens on, chosen at placement.
+	Port int `json:"port,omitempty"`
 }
 
 // Describe formats the allocation as the status table shows it, like

@@ -14,6 +14,9 @@ type RouteTable struct {
 	Endpoints      []Endpoint `json:"endpoints"`
 	// Deleted tells LBs to stop serving the service and free its port.
 	Deleted bool `json:"deleted,omitempty"`
+	// ResponseTimeoutSeconds is the task's service.response_timeout_seconds
+	// (0: no limit): how long the LB waits for a replica's response headers.
+	ResponseTimeoutSeconds int `json:"response_timeout_seconds,omitempty"`
 }
 
 // Endpoint is one READY replica an LB may send requests to.

@@ -47,6 +47,12 @@ type ServiceSpec struct {
 	Port int `json:"port,omitempty"`
 	// LoadBalancingPolicy is round_robin or least_load (the default).
 	LoadBalancingPolicy string `json:"load_balancing_policy"`
+	// ResponseTimeoutSeconds (service.response_timeout_seconds, a baton
+	// extension) bounds how long an LB waits for a replica's response
+	// headers; a replica that exceeds it counts as failing for outlier
+	// ejection and an idempotent request is retried on another replica.
+	// 0, the default, means no limit (model servers may think for minutes).
+	ResponseTimeoutSeconds int `json:"response_timeout_seconds,omitempty"`
 }
 
 // ReadinessProbe says how an agent decides a replica is READY.

@@ -100,4 +100,8 @@ const (
 	CodeNotLeader     = "not_leader"
 	CodeInternal      = "internal"
 	CodeUnavailable   = "unavailable"
+	// CodeCatchingUp: the coordinator has not yet replayed its Raft log
+	// (it just started) and will not answer reads with a state that looks
+	// real but is not. Nothing was done; retry shortly.
+	CodeCatchingUp = "catching_up"
 )

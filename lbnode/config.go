@@ -38,6 +38,20 @@ type Config struct {
 	// it stops, and how long a deleted service's requests may finish.
 	// Default 10s.
 	ShutdownTimeout time.Duration
+	// EjectAfterFailures is how many consecutive failed attempts on a
+	// replica make this LB eject it (passive health; see outlier.go). A
+	// failure is an attempt that got no HTTP response: a connect error, a
+	// connection broken before the response headers, or no headers within
+	// the route table's response timeout. Any response, whatever its status,
+	// resets the count. Default 3 (DevConfig: 3).
+	EjectAfterFailures int
+	// EjectBase is how long a replica's first ejection lasts; each further
+	// consecutive ejection (no success since the replica returned) doubles
+	// it, up to EjectMax. Default 1s (DevConfig: 1s).
+	EjectBase time.Duration
+	// EjectMax caps one ejection. It must not be shorter than EjectBase.
+	// Default 30s (DevConfig: 30s).
+	EjectMax time.Duration
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registry receives the node's metrics. Default: a new registry private
@@ -57,11 +71,16 @@ func DefaultConfig() Config {
 		SyncTimeout:     2 * time.Second,
 		DialTimeout:     2 * time.Second,
 		ShutdownTimeout: 10 * time.Second,
+
+		EjectAfterFailures: 3,
+		EjectBase:          time.Second,
+		EjectMax:           30 * time.Second,
 	}
 }
 
 // DevConfig returns the defaults for `baton dev` and tests on one machine:
-// service ports on 127.0.0.1 and a faster sync.
+// service ports on 127.0.0.1 and a faster sync. Ejection is as in
+// production.
 func DevConfig() Config {
 	cfg := DefaultConfig()
 	cfg.BindHost = "127.0.0.1"
@@ -98,6 +117,15 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = d.ShutdownTimeout
 	}
+	if c.EjectAfterFailures == 0 {
+		c.EjectAfterFailures = d.EjectAfterFailures
+	}
+	if c.EjectBase == 0 {
+		c.EjectBase = d.EjectBase
+	}
+	if c.EjectMax == 0 {
+		c.EjectMax = d.EjectMax
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -116,6 +144,18 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout %s is negative", c.ShutdownTimeout))
+	}
+	if c.EjectAfterFailures < 0 {
+		errs = append(errs, fmt.Errorf("eject after failures %d is negative (use a count such as 3, or leave it 0 for the default)", c.EjectAfterFailures))
+	}
+	if c.EjectBase < 0 {
+		errs = append(errs, fmt.Errorf("eject base %s is negative (use a positive duration such as 1s)", c.EjectBase))
+	}
+	if c.EjectMax < 0 {
+		errs = append(errs, fmt.Errorf("eject max %s is negative (use a positive duration such as 30s)", c.EjectMax))
+	}
+	if c.EjectBase > 0 && c.EjectMax > 0 && c.EjectMax < c.EjectBase {
+		errs = append(errs, fmt.Errorf("eject max %s is shorter than eject base %s (set eject max to at least eject base)", c.EjectMax, c.EjectBase))
 	}
 	return c, errors.Join(errs...)
 }

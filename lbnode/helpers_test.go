@@ -196,3 +196,60 @@ func get(t testing.TB, c *http.Client, url string) (int, string, string) {
 	}
 	return resp.StatusCode, string(body), resp.Header.Get(protocol.HeaderReplica)
 }
+
+// metricValue is the value of the node's counter or gauge name whose
+// labels are exactly labels (name, value, name, value, ...); an error when
+// the node exports no such series.
+func metricValue(n *Node, name string, labels ...string) (float64, error) {
+	want := map[string]string{}
+	for i := 0; i+1 < len(labels); i += 2 {
+		want[labels[i]] = labels[i+1]
+	}
+	mfs, err := n.gatherer.Gather()
+	if err != nil {
+		return 0, err
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(want) {
+				continue
+			}
+			for _, lp := range m.GetLabel() {
+				if v, ok := want[lp.GetName()]; !ok || v != lp.GetValue() {
+					continue series
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue(), nil
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue(), nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no series %s%v", name, want)
+}
+
+// metricIs checks that a counter or gauge (see metricValue) has the value want.
+func metricIs(n *Node, want float64, name string, labels ...string) error {
+	got, err := metricValue(n, name, labels...)
+	if err != nil {
+		return err
+	}
+	if got != want {
+		return fmt.Errorf("%s%v = %v, want %v", name, labels, got, want)
+	}
+	return nil
+}
+
+// wantMetric fails the test unless the series has the value want.
+func wantMetric(t testing.TB, n *Node, want float64, name string, labels ...string) {
+	t.Helper()
+	if err := metricIs(n, want, name, labels...); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -10,7 +10,13 @@
 // atomic pointer store. With the control plane down the node keeps serving
 // the last tables it has. After each change, and with every periodic sync,
 // the node acknowledges the epochs it serves (protocol.LBAck) and publishes
-// request statistics (Stats).
+// request statistics (Stats). Every message is bounded and validated before
+// it is used; an invalid one is dropped and counted (messages.go).
+//
+// Each node also watches its own attempts on every replica and ejects, for
+// a while, a replica that keeps failing to connect, breaking connections or
+// missing the service's response timeout, without waiting for the control
+// plane (passive health, outlier.go).
 //
 // The node never imports the coordinator, the agent, Raft or NVML.
 package lbnode
@@ -65,6 +71,10 @@ type Node struct {
 	// is never published after a newer one. Lock order: ackMu, then mu.
 	ackMu sync.Mutex
 
+	// returns ends ejections (outlier.go). Its mutex is a leaf, taken by a
+	// request only when it ejects a replica.
+	returns *returnTimers
+
 	// wg counts the service listeners' Serve goroutines and their
 	// shutdowns; Run waits for it before returning.
 	wg sync.WaitGroup
@@ -102,6 +112,7 @@ func New(cfg Config) (*Node, error) {
 		services:  make(map[string]*service),
 		deleted:   make(map[string]uint64),
 		draining:  make(map[string]*backend),
+		returns:   newReturnTimers(),
 	}, nil
 }
 
@@ -235,8 +246,9 @@ func (n *Node) triggerAck() {
 	}
 }
 
-// shutdown closes every service port and waits for requests in flight to
-// finish (each listener bounded by ShutdownTimeout).
+// shutdown closes every service port, waits for requests in flight to
+// finish (each listener bounded by ShutdownTimeout) and cancels the pending
+// ends of ejections.
 func (n *Node) shutdown() {
 	n.mu.Lock()
 	n.closed = true
@@ -248,6 +260,7 @@ func (n *Node) shutdown() {
 	}
 	n.mu.Unlock()
 	n.wg.Wait()
+	n.returns.stop()
 	n.transport.CloseIdleConnections()
 }
 
@@ -256,22 +269,21 @@ func (n *Node) onTable(nc *nats.Conn, m *nats.Msg) {
 	if m.Subject == protocol.SubjectRoutesSync {
 		return // another LB's sync request
 	}
-	var t protocol.RouteTable
-	if err := json.Unmarshal(m.Data, &t); err != nil {
-		n.log.Warn("undecodable route table ignored", "subject", m.Subject, "error", err)
-		return
-	}
-	name := strings.TrimPrefix(m.Subject, protocol.SubjectRoutesPrefix)
-	if t.Service == "" {
-		t.Service = name
-	}
-	if t.Service != name {
-		n.log.Warn("route table for another service ignored", "subject", m.Subject, "service", t.Service)
-		return
-	}
-	if n.applyTables([]protocol.RouteTable{t}) {
+	if n.receiveTable(m.Subject, m.Data) {
 		n.publishAck(nc)
 	}
+}
+
+// receiveTable checks a table pushed on subject (see decodeTable) and
+// applies it; it reports whether anything changed. An invalid table is
+// dropped, logged and counted.
+func (n *Node) receiveTable(subject string, data []byte) bool {
+	t, err := decodeTable(subject, data)
+	if err != nil {
+		n.invalidMessage(subjectLabelRoutes, subject, err)
+		return false
+	}
+	return n.applyTables([]protocol.RouteTable{*t})
 }
 
 // sync pulls every table from the leader, applies the newer ones and acks.
@@ -282,18 +294,17 @@ func (n *Node) sync(ctx context.Context, nc *nats.Conn) {
 	msg, err := nc.RequestWithContext(rctx, protocol.SubjectRoutesSync, nil)
 	switch {
 	case err == nil:
-		var rs protocol.RouteSync
-		if err := json.Unmarshal(msg.Data, &rs); err != nil {
+		reply, err := decodeSync(msg.Data)
+		if err != nil {
 			n.metrics.syncFailures.Inc()
-			n.log.Warn("undecodable route sync reply ignored", "error", err)
+			n.invalidMessage(subjectLabelSync, protocol.SubjectRoutesSync, err)
 			break
 		}
 		if n.syncFailing {
-			n.log.Info("route sync answered again", "tables", len(rs.Tables))
+			n.log.Info("route sync answered again", "tables", len(reply.tables)+len(reply.invalid))
 			n.syncFailing = false
 		}
-		n.applyTables(rs.Tables)
-		n.pruneAbsent(rs.Tables)
+		n.applySync(reply)
 	case ctx.Err() != nil:
 		return
 	default:
@@ -415,6 +426,9 @@ type RoutesDump struct {
 	Listening map[string]string `json:"listening"`
 	// Deleted maps deleted services to the epoch that deleted them.
 	Deleted map[string]uint64 `json:"deleted,omitempty"`
+	// Ejected maps each service to the addresses (host:port, sorted) of the
+	// replicas of its table that this LB has ejected now (passive health).
+	Ejected map[string][]string `json:"ejected,omitempty"`
 }
 
 func (n *Node) dump() RoutesDump {
@@ -422,10 +436,20 @@ func (n *Node) dump() RoutesDump {
 	defer n.mu.Unlock()
 	d := RoutesDump{LBID: n.cfg.ID, Tables: []protocol.RouteTable{}, Listening: map[string]string{}}
 	for name, s := range n.services {
-		d.Tables = append(d.Tables, *s.route.Load().table)
+		r := s.route.Load()
+		d.Tables = append(d.Tables, *r.table)
 		if s.lis != nil {
 			d.Listening[name] = s.lis.ln.Addr().String()
 		}
+		for _, e := range r.endpoints {
+			if e.backend.health.ejected.Load() {
+				if d.Ejected == nil {
+					d.Ejected = map[string][]string{}
+				}
+				d.Ejected[name] = append(d.Ejected[name], e.ep.Address)
+			}
+		}
+		slices.Sort(d.Ejected[name])
 	}
 	if len(n.deleted) > 0 {
 		d.Deleted = make(map[string]uint64, len(n.deleted))

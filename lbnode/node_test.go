@@ -386,6 +386,11 @@ func TestConfigDefaults(t *testing.T) {
 		{"zero value gets defaults", Config{}, ""},
 		{"negative sync interval", Config{SyncInterval: -time.Second}, "sync interval"},
 		{"negative dial timeout", Config{DialTimeout: -time.Second}, "dial timeout"},
+		{"negative eject after failures", Config{EjectAfterFailures: -1}, "eject after failures -1 is negative"},
+		{"negative eject base", Config{EjectBase: -time.Second}, "eject base -1s is negative"},
+		{"negative eject max", Config{EjectMax: -time.Second}, "eject max -1s is negative"},
+		{"eject max shorter than base", Config{EjectBase: time.Minute, EjectMax: time.Second}, "eject max 1s is shorter than eject base 1m0s"},
+		{"eject max shorter than the default base", Config{EjectMax: time.Millisecond}, "shorter than eject base 1s"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -401,12 +406,18 @@ func TestConfigDefaults(t *testing.T) {
 			}
 			if got.NATSURL != "nats://127.0.0.1:4222" || got.BindHost != "0.0.0.0" || got.AdminAddr != "127.0.0.1:7404" ||
 				got.SyncInterval != 5*time.Second || got.DialTimeout != 2*time.Second || got.ID == "" ||
-				got.Logger == nil || got.Registry == nil {
+				got.Logger == nil || got.Registry == nil ||
+				got.EjectAfterFailures != 3 || got.EjectBase != time.Second || got.EjectMax != 30*time.Second {
 				t.Fatalf("defaults not filled: %+v", got)
 			}
 		})
 	}
 	if DevConfig().BindHost != "127.0.0.1" {
 		t.Fatalf("dev config binds %q", DevConfig().BindHost)
+	}
+	for name, cfg := range map[string]Config{"default": DefaultConfig(), "dev": DevConfig()} {
+		if cfg.EjectAfterFailures != 3 || cfg.EjectBase != time.Second || cfg.EjectMax != 30*time.Second {
+			t.Fatalf("%s config ejection: after %d failures, %s to %s", name, cfg.EjectAfterFailures, cfg.EjectBase, cfg.EjectMax)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"strconv"
 	"strings"
@@ -21,7 +22,8 @@ import (
 // newTransport is the connection pool every service shares: keep-alives,
 // many idle connections per replica, a bounded dial, no transparent
 // compression (Accept-Encoding passes through untouched) and no response
-// timeout (model servers may think for minutes; the client decides).
+// timeout (model servers may think for minutes; a service that wants one
+// sets response_timeout_seconds, applied per request by service.send).
 func newTransport(dialTimeout time.Duration) *http.Transport {
 	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	return &http.Transport{
@@ -38,11 +40,16 @@ func newTransport(dialTimeout time.Duration) *http.Transport {
 // newService makes the service's proxy. Its listener is opened by bindLocked.
 func (n *Node) newService(name string) *service {
 	s := &service{
-		name:          name,
-		node:          n,
-		backends:      make(map[string]*backend),
-		inFlightGauge: n.metrics.inFlight.WithLabelValues(name),
-		duration:      n.metrics.duration.WithLabelValues(name),
+		name:           name,
+		node:           n,
+		backends:       make(map[string]*backend),
+		inFlightGauge:  n.metrics.inFlight.WithLabelValues(name),
+		duration:       n.metrics.duration.WithLabelValues(name),
+		ejectedGauge:   n.metrics.ejected.WithLabelValues(name),
+		ejectionsTotal: n.metrics.ejections.WithLabelValues(name),
+	}
+	for k := range numFailureKinds {
+		s.failures[k] = n.metrics.upstreamFailures.WithLabelValues(name, k.String())
 	}
 	s.proxy = &httputil.ReverseProxy{
 		Rewrite:       rewrite,
@@ -95,6 +102,10 @@ type proxyState struct {
 	ep    *endpoint
 	code  int
 	tried []*endpoint
+	// release ends the context of the attempt that got the response, when
+	// send made one (a response timeout is set); ServeHTTP calls it once
+	// the response body has been copied.
+	release context.CancelCauseFunc
 }
 
 // ServeHTTP proxies one request to a replica of the service's current route.
@@ -125,6 +136,9 @@ func (s *service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Deferred so that the accounting also runs when the ReverseProxy aborts
 	// a response whose body copy failed (it panics with http.ErrAbortHandler).
 	defer func() {
+		if st.release != nil {
+			st.release(nil)
+		}
 		version := "none"
 		if st.ep != nil {
 			version = st.ep.version
@@ -139,9 +153,10 @@ func (s *service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 }
 
-// roundTrip sends the request to a replica chosen by the route's policy. A
-// failed attempt moves to another replica, each replica at most once, when
-// that is safe (see retryable).
+// roundTrip sends the request to a replica chosen by the route's policy,
+// skipping ejected replicas (route.pick). A failed attempt counts against
+// its replica's health (outlier.go) and moves to another replica, each
+// replica at most once, when that is safe (see retryable).
 func (s *service) roundTrip(req *http.Request) (*http.Response, error) {
 	st, _ := req.Context().Value(ctxKey{}).(*proxyState)
 	if st == nil {
@@ -154,7 +169,7 @@ func (s *service) roundTrip(req *http.Request) (*http.Response, error) {
 		if len(st.tried) > 0 {
 			candidates = untried(eps, st.tried)
 		}
-		ep := st.route.selector.Select(candidates)
+		ep := st.route.pick(candidates)
 		ep.backend.inFlight.Add(1)
 		if ep.backend.retired.Load() && reloads < 3 {
 			// A table without this replica was applied after the request
@@ -185,14 +200,18 @@ func (s *service) roundTrip(req *http.Request) (*http.Response, error) {
 		}
 		out.URL.Host = ep.ep.Address
 
-		resp, err := s.node.transport.RoundTrip(out)
+		resp, err := s.send(out, st)
 		if err == nil {
+			s.succeeded(ep.backend)
 			resp.Header[protocol.HeaderVersion] = ep.versionHdr
 			resp.Header[protocol.HeaderReplica] = ep.replicaHdr
 			st.code = resp.StatusCode
 			return resp, nil
 		}
 
+		if kind, ok := classifyFailure(req, err, tb); ok {
+			s.failed(ep, kind, err)
+		}
 		ep.backend.done()
 		st.ep = nil
 		st.tried = append(st.tried, ep)
@@ -203,6 +222,54 @@ func (s *service) roundTrip(req *http.Request) (*http.Response, error) {
 		s.node.log.Debug("replica unreachable; retrying on another", "service", s.name,
 			"replica_id", ep.ep.ReplicaID, "replica_addr", ep.ep.Address, "method", req.Method, "error", err)
 	}
+}
+
+// send makes one attempt: the shared transport's RoundTrip, bounded by the
+// route's response timeout when it has one.
+//
+// The timeout is per request (the transport is shared by every service):
+// the attempt gets its own context, and a timer started once the
+// connection is ready (a dial is bounded by DialTimeout and fails as a
+// dial error) cancels it with errResponseTimeout as the cause when no
+// response headers have come by then. Once they have, the timer is stopped
+// and the context stays alive while the body streams (model servers stream
+// for minutes): st.release ends it when ServeHTTP is done. A timed-out
+// attempt returns an error wrapping errResponseTimeout, which is not a dial
+// error: the replica may have seen the request, so retryable lets only an
+// idempotent request without a body try another replica.
+func (s *service) send(out *http.Request, st *proxyState) (*http.Response, error) {
+	timeout := st.route.responseTimeout
+	if timeout <= 0 {
+		return s.node.transport.RoundTrip(out)
+	}
+	ctx, cancel := context.WithCancelCause(out.Context())
+	var timer *time.Timer
+	trace := &httptrace.ClientTrace{
+		// The HTTP/1 transport calls GotConn in this goroutine, before
+		// RoundTrip returns; again if it retries on a fresh connection,
+		// which does not restart the clock.
+		GotConn: func(httptrace.GotConnInfo) {
+			if timer == nil {
+				timer = time.AfterFunc(timeout, func() { cancel(errResponseTimeout) })
+			}
+		},
+	}
+	resp, err := s.node.transport.RoundTrip(out.WithContext(httptrace.WithClientTrace(ctx, trace)))
+	inTime := timer == nil || timer.Stop()
+	if err == nil && inTime {
+		st.release = cancel
+		return resp, nil
+	}
+	if err == nil {
+		// The headers came just as the timer fired: the context, and with
+		// it the body, is already cancelled.
+		resp.Body.Close()
+	}
+	if !inTime && context.Cause(ctx) == errResponseTimeout && out.Context().Err() == nil {
+		err = fmt.Errorf("replica %s: %w of %s (service.response_timeout_seconds)", out.URL.Host, errResponseTimeout, timeout)
+	}
+	cancel(nil)
+	return nil, err
 }
 
 // retryable reports whether a request that failed with err may be sent to
@@ -265,8 +332,11 @@ next:
 // and the server has closed the fully read body; reporting that as an
 // error would make the transport close a healthy replica connection.
 type trackedBody struct {
-	rc     io.ReadCloser
-	read   atomic.Bool
+	rc   io.ReadCloser
+	read atomic.Bool
+	// failed is set when reading the client's body failed (the client went
+	// away mid-body): the attempt's failure is then not the replica's.
+	failed atomic.Bool
 	length int64 // Content-Length, or -1
 	n      int64 // bytes read; only the transport's writer touches it
 }
@@ -277,6 +347,9 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 	b.n += int64(n)
 	if errors.Is(err, http.ErrBodyReadAfterClose) && b.length >= 0 && b.n == b.length {
 		err = io.EOF
+	}
+	if err != nil && err != io.EOF {
+		b.failed.Store(true)
 	}
 	return n, err
 }

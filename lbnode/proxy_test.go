@@ -29,8 +29,19 @@ type proxyFixture struct {
 
 func newProxyFixture(t *testing.T) proxyFixture {
 	t.Helper()
+	return newProxyFixtureWith(t, nil)
+}
+
+// newProxyFixtureWith is newProxyFixture with the test config changed by
+// edit first (when not nil).
+func newProxyFixtureWith(t *testing.T, edit func(*Config)) proxyFixture {
+	t.Helper()
 	url := testutil.NATS(t)
-	n := startNode(t, testConfig(t, url))
+	cfg := testConfig(t, url)
+	if edit != nil {
+		edit(&cfg)
+	}
+	n := startNode(t, cfg)
 	nc := connectNATS(t, url)
 	return proxyFixture{n: n, push: func(tbl protocol.RouteTable) { t.Helper(); pushTable(t, n, nc, tbl) }}
 }

@@ -67,3 +67,41 @@ func (l *leastLoad) Select(eps []*endpoint) *endpoint {
 	}
 	return best
 }
+
+// pick chooses the endpoint of one attempt among cands (never empty): the
+// route's policy over the candidates that are not ejected (outlier.go), or
+// over all of them when every one is ejected. That is panic mode, as with
+// Envoy's panic threshold: ejection is this LB's guess from its own
+// failures, so it steers traffic but never refuses it. While nothing of the
+// service is ejected (the common case) this is the policy's Select, one
+// atomic load more and no allocation.
+func (r *route) pick(cands []*endpoint) *endpoint {
+	if r.ejected == nil || r.ejected.Load() == 0 {
+		return r.selector.Select(cands)
+	}
+	return r.selector.Select(notEjected(cands))
+}
+
+// notEjected returns the endpoints of cands whose backend is not ejected,
+// or cands itself when that is all or none of them.
+func notEjected(cands []*endpoint) []*endpoint {
+	healthy := 0
+	for _, e := range cands {
+		if !e.backend.health.ejected.Load() {
+			healthy++
+		}
+	}
+	if healthy == 0 || healthy == len(cands) {
+		return cands
+	}
+	out := make([]*endpoint, 0, healthy)
+	for _, e := range cands {
+		if !e.backend.health.ejected.Load() {
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 { // all ejected between the two passes
+		return cands
+	}
+	return out
+}

@@ -26,6 +26,12 @@ type route struct {
 	table     *protocol.RouteTable
 	endpoints []*endpoint
 	selector  selector
+	// responseTimeout bounds the wait for a replica's response headers
+	// (the table's ResponseTimeoutSeconds); 0: no limit.
+	responseTimeout time.Duration
+	// ejected is the service's count of ejected backends (see pick); nil
+	// counts as 0.
+	ejected *atomic.Int32
 	// unavailable is the 503 body sent when endpoints is empty.
 	unavailable string
 }
@@ -42,10 +48,12 @@ type endpoint struct {
 }
 
 // backend is the per-address state that outlives table swaps: the number of
-// requests in flight to the replica at addr, read by least_load.
+// requests in flight to the replica at addr, read by least_load, and its
+// passive health (outlier.go). A backend belongs to one service.
 type backend struct {
 	addr     string
 	inFlight atomic.Int64
+	health   health
 	// retired is set while the current table no longer names addr; the
 	// leader waits for its last request before stopping the replica.
 	retired atomic.Bool
@@ -72,9 +80,18 @@ type service struct {
 	requests atomic.Uint64
 	inFlight atomic.Int64
 
+	// ejectedCount is the number of the service's backends ejected now
+	// (outlier.go), read by every request to skip the ejection checks when
+	// it is 0. Like baton_lb_ejected_replicas it still counts a backend
+	// that a newer table dropped until that backend's ejection ends.
+	ejectedCount atomic.Int32
+
 	// Metric children, resolved once.
-	inFlightGauge prometheus.Gauge
-	duration      prometheus.Observer
+	inFlightGauge  prometheus.Gauge
+	duration       prometheus.Observer
+	ejectedGauge   prometheus.Gauge
+	ejectionsTotal prometheus.Counter
+	failures       [numFailureKinds]prometheus.Counter // by failureKind
 
 	// Guarded by Node.mu.
 	backends map[string]*backend
@@ -150,16 +167,13 @@ func (n *Node) applyTables(tables []protocol.RouteTable) bool {
 
 // pruneAbsent treats services held here but missing from a complete sync
 // reply as deleted, when that is safe: only a service whose epoch is older
-// than the newest epoch in the reply (so the reply's state is newer than
-// what we hold). A service created after the reply was computed has a higher
-// epoch and is kept. An empty reply prunes nothing.
-func (n *Node) pruneAbsent(tables []protocol.RouteTable) bool {
-	var maxEpoch uint64
-	present := make(map[string]bool, len(tables))
-	for _, t := range tables {
-		present[t.Service] = true
-		maxEpoch = max(maxEpoch, t.Epoch)
-	}
+// than maxEpoch, the newest epoch of the reply's valid tables (so the
+// reply's state is newer than what we hold). A service created after the
+// reply was computed has a higher epoch and is kept. present names every
+// service the reply lists, the ones whose table was invalid included: a
+// table we could not use is no evidence that the service is gone. An empty
+// reply prunes nothing.
+func (n *Node) pruneAbsent(present map[string]bool, maxEpoch uint64) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
@@ -207,7 +221,8 @@ func (n *Node) updateServiceLocked(t *protocol.RouteTable) {
 	}
 	n.bindLocked(s)
 	n.log.Info("route table applied", "service", t.Service, "epoch", t.Epoch, "active_versions", t.ActiveVersions,
-		"endpoints", len(t.Endpoints), "policy", policyName(s.selector), "port", t.Port)
+		"endpoints", len(r.endpoints), "policy", policyName(s.selector), "port", t.Port,
+		"response_timeout", r.responseTimeout)
 }
 
 func policyOrDefault(p string) string {
@@ -222,17 +237,28 @@ func policyOrDefault(p string) string {
 // table no longer names. n.mu must be held.
 func (s *service) buildRouteLocked(t *protocol.RouteTable) *route {
 	r := &route{
-		table:     t,
-		endpoints: make([]*endpoint, 0, len(t.Endpoints)),
-		selector:  s.selector,
+		table:           t,
+		endpoints:       make([]*endpoint, 0, len(t.Endpoints)),
+		selector:        s.selector,
+		responseTimeout: time.Duration(t.ResponseTimeoutSeconds) * time.Second, // at most MaxInt32 s (Validate): no overflow
+		ejected:         &s.ejectedCount,
 		unavailable: fmt.Sprintf("no ready replica for service %q (active versions %v); try again shortly\n",
 			t.Service, t.ActiveVersions),
 	}
+	seen := make(map[string]bool, len(t.Endpoints))
 	for _, e := range t.Endpoints {
 		if e.Address == "" {
 			s.node.log.Warn("endpoint without address ignored", "service", t.Service, "replica_id", e.ReplicaID)
 			continue
 		}
+		if seen[e.Address] {
+			// Two entries for one address would double its share and let a
+			// retry go back to the replica that just failed.
+			s.node.log.Warn("endpoint listed twice in route table; keeping the first", "service", t.Service,
+				"epoch", t.Epoch, "replica_id", e.ReplicaID, "replica_addr", e.Address)
+			continue
+		}
+		seen[e.Address] = true
 		b := s.backends[e.Address]
 		if b == nil {
 			b = &backend{addr: e.Address, onIdle: s.node.triggerAck}
@@ -295,6 +321,9 @@ func (n *Node) deleteServiceLocked(t *protocol.RouteTable) {
 		s.lis = nil
 	}
 	n.metrics.routeEpoch.DeleteLabelValues(t.Service)
+	// Returns still pending decrement the service's own (now unexported)
+	// gauge child; a service created again under this name starts at 0.
+	n.metrics.ejected.DeleteLabelValues(t.Service)
 	n.log.Info("service deleted; port freed", "service", t.Service, "epoch", t.Epoch, "port", s.route.Load().table.Port)
 }
 

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,6 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/baton-dev/baton/agent/gpu"
+	"github.com/baton-dev/baton/internal/bus"
+	"github.com/baton-dev/baton/internal/logutil"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -43,13 +46,21 @@ type Agent struct {
 	gather  prometheus.Gatherer
 	cpus    float64
 	memGB   float64
+	netns   string
+	// user is who replicas run as; iso their cgroups; shimPath the binary
+	// that supervises each replica (this program).
+	user     replicaUser
+	iso      *isolation
+	shimPath string
+	// badMessages limits the logging of invalid NATS messages.
+	badMessages *logutil.Limiter
 
 	started  atomic.Bool
 	httpAddr atomic.Value // string: bound address, set by Run
 	advAddr  atomic.Value // string: address advertised to the coordinator
 
 	pubMu   sync.Mutex // serialises publish; taken before mu
-	nc      *nats.Conn // set by Run before any publish; guarded by pubMu
+	nc      *bus.Conn  // set by Run before any publish; guarded by pubMu
 	gpuList []protocol.GPU
 
 	mu        sync.Mutex
@@ -71,12 +82,26 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{
-		cfg:      cfg,
-		logger:   cfg.Logger.With("agent", cfg.ID),
-		cpus:     cfg.CPUs,
-		memGB:    cfg.MemoryGB,
-		replicas: map[string]*replica{},
-		ports:    map[int]bool{},
+		cfg:         cfg,
+		logger:      cfg.Logger.With("agent", cfg.ID),
+		cpus:        cfg.CPUs,
+		memGB:       cfg.MemoryGB,
+		netns:       cfg.NetNS,
+		replicas:    map[string]*replica{},
+		ports:       map[int]bool{},
+		badMessages: logutil.NewLimiter(10 * time.Second),
+	}
+	if a.user, err = resolveReplicaUser(cfg.ReplicaUser); err != nil {
+		return nil, err
+	}
+	if err := a.user.canReach(cfg.DataDir); err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("data dir %s: %v; use a --data-dir the replica user can reach (e.g. under /var/lib), or another --replica-user", cfg.DataDir, err)
+	}
+	if a.shimPath, err = os.Executable(); err != nil {
+		return nil, fmt.Errorf("find the agent's own binary (it supervises replicas): %w", err)
+	}
+	if a.netns == "" {
+		a.netns = detectNetNS()
 	}
 	if a.cpus == 0 {
 		a.cpus = detectCPUs()
@@ -127,6 +152,11 @@ func New(cfg Config) (*Agent, error) {
 	} else {
 		a.gpus = gpu.OpenNVML(a.logger)
 	}
+	a.iso = openIsolation(cfg)
+	if a.iso.mgr == nil {
+		a.logger.Warn("cgroups unavailable: "+errNoIsolation.Error(), "reason", a.iso.why)
+	}
+	a.metrics.isolation.WithLabelValues(a.iso.mode()).Set(1)
 	return a, nil
 }
 
@@ -206,28 +236,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-httpDone
 	}()
 
-	nc, err := nats.Connect(a.cfg.NATSURL,
-		nats.Name("baton-agent-"+a.cfg.ID),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+	nc, err := bus.Connect(bus.Config{
+		URL:    a.cfg.NATSURL,
+		Name:   "baton-agent-" + a.cfg.ID,
+		Logger: a.logger,
 		// Publishing while disconnected fails instead of queueing stale
 		// heartbeats; the next heartbeat after reconnecting is fresh.
-		nats.ReconnectBufSize(-1),
-		nats.ConnectHandler(func(*nats.Conn) {
-			a.logger.Info("nats connected")
-			go a.publish()
-		}),
-		nats.ReconnectHandler(func(*nats.Conn) {
-			a.logger.Info("nats reconnected")
-			go a.publish()
-		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				a.logger.Warn("nats disconnected", "error", err)
-			}
-		}),
-	)
+		NoReconnectBuffer: true,
+		OnConnect:         a.publish,
+	})
 	if err != nil {
 		return fmt.Errorf("agent nats connect to %s: %w", a.cfg.NATSURL, err)
 	}
@@ -241,7 +258,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent subscribe %s: %w", protocol.AgentDesiredSubject(a.cfg.ID), err)
 	}
 	a.logger.Info("agent started", "http_addr", a.HTTPAddr(), "nats_url", a.cfg.NATSURL,
-		"host", a.cfg.Host, "cpus", a.cpus, "memory_gb", a.memGB, "gpus", len(a.gpuList))
+		"host", a.cfg.Host, "cpus", a.cpus, "memory_gb", a.memGB, "gpus", len(a.gpuList),
+		"replica_user", a.user.name, "isolation", a.iso.describe())
 
 	hbCtx, stopHeartbeat := context.WithCancel(context.Background())
 	hbDone := make(chan struct{})
@@ -268,7 +286,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// The last status reports (SHUTTING_DOWN) go out if NATS is still up;
 	// with the server gone, waiting longer would only delay the exit.
 	if nc.IsConnected() {
-		if err := nc.FlushTimeout(time.Second); err != nil {
+		if err := nc.Flush(time.Second); err != nil {
 			a.logger.Debug("nats flush", "error", err)
 		}
 	}
@@ -333,7 +351,9 @@ func (a *Agent) statusLocked() protocol.AgentStatus {
 				MemoryGB: a.memGB,
 				GPUs:     gpus,
 			},
-			Alive: true,
+			NetNS:     a.netns,
+			PortRange: a.cfg.PortRange,
+			Alive:     true,
 		},
 		Replicas: []protocol.ReplicaReport{},
 		SentAt:   time.Now(),
@@ -375,14 +395,26 @@ func (a *Agent) publish() {
 }
 
 // onDesired applies a DesiredReplicas message.
+// onDesired applies a DesiredReplicas message. A message that is
+// oversize, undecodable, invalid in any part, or for another agent is
+// dropped whole (never applied in part), counted and logged.
 func (a *Agent) onDesired(msg *nats.Msg) {
 	var d protocol.DesiredReplicas
-	if err := json.Unmarshal(msg.Data, &d); err != nil {
-		a.logger.Warn("bad desired replicas message", "error", err)
-		return
+	err := protocol.DecodeMessage(msg.Data, protocol.MaxMessageBytes, &d)
+	if err == nil {
+		err = d.ResolveSpecs()
 	}
-	if d.AgentID != "" && d.AgentID != a.cfg.ID {
-		a.logger.Warn("desired replicas for another agent", "for_agent", d.AgentID)
+	if err == nil {
+		err = d.Validate()
+	}
+	if err == nil && d.AgentID != a.cfg.ID {
+		err = fmt.Errorf("%w: desired set for agent %q, not this one", protocol.ErrInvalidMessage, d.AgentID)
+	}
+	if err != nil {
+		a.metrics.invalidMessages.Inc()
+		if ok, held := a.badMessages.Allow(msg.Subject); ok {
+			a.logger.Warn("invalid desired set dropped", "subject", msg.Subject, "bytes", len(msg.Data), "error", err, "dropped_since_last_log", held)
+		}
 		return
 	}
 	if a.apply(&d) {
@@ -409,13 +441,21 @@ func (a *Agent) apply(d *protocol.DesiredReplicas) bool {
 	want := make(map[string]bool, len(d.Replicas))
 	for i := range d.Replicas {
 		asg := d.Replicas[i]
-		if err := protocol.ValidateServiceName(asg.Service); err != nil || asg.ReplicaID <= 0 {
-			a.logger.Warn("ignoring bad assignment", "service", asg.Service, "replica_id", asg.ReplicaID, "error", err)
-			continue
-		}
 		key := asg.Key()
 		want[key] = true
-		if _, ok := a.replicas[key]; ok || asg.Draining {
+		if r, ok := a.replicas[key]; ok {
+			if r.portBusy && asg.Port != r.offeredPort {
+				// The leader moved it off a busy port.
+				select {
+				case <-r.newPort:
+				default:
+				}
+				r.newPort <- asg.Port
+				r.offeredPort = asg.Port
+			}
+			continue
+		}
+		if asg.Draining {
 			continue
 		}
 		r := newReplica(asg, a.replicaDir(asg.Service, asg.ReplicaID))
@@ -452,22 +492,32 @@ func (a *Agent) replicaDir(service string, id int) string {
 	return filepath.Join(a.cfg.DataDir, "replicas", fmt.Sprintf("%s-%d", service, id))
 }
 
-// killOrphans kills replica process groups left by an agent that died
-// without stopping them (found through the pgid files in replica dirs,
-// confirmed through the processes' BATON_* environment).
+// killOrphans kills what an earlier run of this agent left running (it
+// died without stopping its replicas and their shims could not): the
+// replica cgroups under its cgroup parent, and the process groups (and
+// shims) recorded in the replica directories' pgid files, each confirmed
+// through its BATON_* environment or the shim's command line so that an
+// unrelated group that reused the id is left alone.
 func (a *Agent) killOrphans() {
+	if names, err := a.iso.leftovers(); err != nil {
+		a.logger.Warn("could not clean up leftover replica cgroups", "error", err)
+	} else if len(names) > 0 {
+		a.logger.Warn("killed replica cgroups left by an earlier run", "cgroups", names)
+	}
 	files, _ := filepath.Glob(filepath.Join(a.cfg.DataDir, "replicas", "*", pgidFile))
 	for _, f := range files {
-		var pgid int
+		var pgid, shimPID int
 		var service, id string
 		data, err := os.ReadFile(f)
 		if err == nil {
-			_, err = fmt.Sscanf(string(data), "%d %s %s", &pgid, &service, &id)
+			_, err = fmt.Sscanf(string(data), "%d %s %s %d", &pgid, &service, &id, &shimPID)
 		}
-		if err == nil && pgid > 1 && groupHasEnv(pgid, "BATON_SERVICE="+service, "BATON_REPLICA_ID="+id) {
+		if shimPID > 1 && isShim(shimPID) {
+			_ = syscall.Kill(shimPID, syscall.SIGKILL)
+		}
+		if pgid > 1 && groupHasEnv(pgid, "BATON_SERVICE="+service, "BATON_REPLICA_ID="+id) {
 			a.logger.Warn("killing orphaned replica processes", "service", service, "replica_id", id, "pgid", pgid)
-			p := &proc{pgid: pgid, exited: closedChan}
-			p.terminate(0)
+			killGroup(pgid)
 		}
 		os.Remove(f)
 	}

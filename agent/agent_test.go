@@ -63,7 +63,7 @@ func TestReplicaLifecycle(t *testing.T) {
 	// long enough to be published, not just set and dropped.
 	asg.Spec.Run = `trap 'sleep 0.5; kill $pid 2>/dev/null' TERM; python3 ` + serverScript(t) + ` & pid=$!; wait`
 	asg.Spec.Setup = "sleep 0.3; echo setup-done"
-	asg.Spec.Service.Port = port
+	asg.Port = port
 	asg.Spec.Envs = map[string]string{"FOO": "bar", "PORT": "overridden-by-agent"}
 	asg.GPUUUIDs = []string{"GPU-fake-a1-1"}
 	asg.Version = 3
@@ -74,7 +74,7 @@ func TestReplicaLifecycle(t *testing.T) {
 		t.Errorf("history = %v, want %v", h.history("web", 1), want)
 	}
 	if want := net.JoinHostPort("127.0.0.1", strconv.Itoa(port)); rep.Endpoint != want {
-		t.Errorf("endpoint = %q, want %q (the spec's free port)", rep.Endpoint, want)
+		t.Errorf("endpoint = %q, want %q (the assigned port)", rep.Endpoint, want)
 	}
 	if rep.PID <= 0 || rep.Version != 3 {
 		t.Errorf("report = %+v, want a pid and version 3", rep)
@@ -283,8 +283,10 @@ func TestRunReturnStopsEverything(t *testing.T) {
 	h := startAgent(t, nil)
 	ready := serverAssignment(t, "keep", 1)
 	stubborn := serverAssignment(t, "keep", 2)
+	stubborn.Version = 2
 	stubborn.Spec.Run = `trap "" TERM; sleep 300 & exec python3 ` + serverScript(t)
 	inSetup := serverAssignment(t, "keep", 3)
+	inSetup.Version = 3
 	inSetup.Spec.Setup = "sleep 300"
 	h.desire(1, ready, stubborn, inSetup)
 	h.waitStatus("keep", 1, protocol.ReplicaReady, readyTimeout)
@@ -356,6 +358,7 @@ func TestProbeKinds(t *testing.T) {
 	var asgs []protocol.ReplicaAssignment
 	for i, tt := range tests {
 		asg := serverAssignment(t, "probe", i+1)
+		asg.Version = i + 1 // a spec is a version's
 		asg.Spec.Service.ReadinessProbe = tt.probe
 		asgs = append(asgs, asg)
 	}
@@ -367,8 +370,11 @@ func TestProbeKinds(t *testing.T) {
 	}
 }
 
-// TestPortTaken checks that a replica whose spec port is busy gets another
-// one in $PORT and in its endpoint.
+// TestPortTaken: the agent runs a replica on the port the leader assigned
+// and only confirms it. A port held by a process baton does not run is
+// reported (PortBusy, nothing started, same replica) until the leader
+// assigns another; the replica then starts there. A run that hard-codes
+// the task's port, when it was given another, says why it failed.
 func TestPortTaken(t *testing.T) {
 	t.Parallel()
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -379,46 +385,57 @@ func TestPortTaken(t *testing.T) {
 	busyPort := busy.Addr().(*net.TCPAddr).Port
 	h := startAgent(t, nil)
 	asg := serverAssignment(t, "ports", 1)
-	asg.Spec.Service.Port = busyPort
-	same := serverAssignment(t, "ports", 2) // same free port as 3: one must yield
-	port := specPort(t)
-	same.Spec.Service.Port = port
-	other := serverAssignment(t, "ports", 3)
-	other.Spec.Service.Port = port
-	// A run that hard-codes its port cannot take another: its failure
-	// says why.
-	fixed := serverAssignment(t, "ports", 4)
+	asg.Port = busyPort
+	fixed := serverAssignment(t, "ports", 2)
+	fixed.Version = 2
 	fixed.Spec.Service.Port = busyPort
 	fixed.Spec.Run = "exec python3 -m http.server " + strconv.Itoa(busyPort)
-	h.desire(1, asg, same, other, fixed)
-	if rep := h.waitStatus("ports", 4, protocol.ReplicaFailed, readyTimeout); !strings.Contains(rep.Reason, fmt.Sprintf("port %d was in use on this host", busyPort)) {
+	h.desire(1, asg, fixed)
+
+	rep := h.waitStatus("ports", 1, protocol.ReplicaProvisioning, readyTimeout)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		rep, _ = h.report("ports", 1)
+		if !rep.PortBusy {
+			return fmt.Errorf("replica 1 not reported port-busy: %+v", rep)
+		}
+		return nil
+	})
+	if !strings.Contains(rep.Reason, fmt.Sprintf("port %d is held on this host", busyPort)) || rep.PID != 0 ||
+		rep.Endpoint != net.JoinHostPort("127.0.0.1", strconv.Itoa(busyPort)) {
+		t.Errorf("port-busy report = %+v, want the busy port in its reason and endpoint, and nothing started", rep)
+	}
+	if rep := h.waitStatus("ports", 2, protocol.ReplicaFailed, readyTimeout); !strings.Contains(rep.Reason,
+		fmt.Sprintf("the task's port %d was taken on this host, so the replica got PORT=%d", busyPort, fixed.Port)) {
 		t.Errorf("hard-coded port failure reason = %q, want the port hint", rep.Reason)
 	}
-	seen := map[string]bool{}
-	for id := 1; id <= 3; id++ {
-		rep := h.waitStatus("ports", id, protocol.ReplicaReady, readyTimeout)
-		var env map[string]string
-		if err := getJSON("http://"+rep.Endpoint+"/env", &env); err != nil {
-			t.Fatal(err)
-		}
-		if !strings.HasSuffix(rep.Endpoint, ":"+env["PORT"]) {
-			t.Errorf("replica %d endpoint %s but PORT=%s", id, rep.Endpoint, env["PORT"])
-		}
-		if env["PORT"] == strconv.Itoa(busyPort) {
-			t.Errorf("replica %d got the busy port", id)
-		}
-		if seen[env["PORT"]] {
-			t.Errorf("port %s handed out twice", env["PORT"])
-		}
-		seen[env["PORT"]] = true
+
+	// The leader moves replica 1 to another port: same id, now READY there.
+	asg.Port = specPort(t)
+	h.desire(2, asg, fixed)
+	rep = h.waitStatus("ports", 1, protocol.ReplicaReady, readyTimeout)
+	var env map[string]string
+	if err := getJSON("http://"+rep.Endpoint+"/env", &env); err != nil {
+		t.Fatal(err)
 	}
-	if !seen[strconv.Itoa(port)] {
-		t.Errorf("nobody got the free spec port %d: %v", port, seen)
+	if env["PORT"] != strconv.Itoa(asg.Port) || rep.PortBusy || rep.Reason != "" {
+		t.Errorf("after the new port: PORT=%s report %+v, want PORT=%d and no port-busy", env["PORT"], rep, asg.Port)
 	}
+
+	// Two replicas given one port (a leader's mistake): the second waits.
+	twin := serverAssignment(t, "ports", 3)
+	twin.Port = asg.Port
+	h.desire(3, asg, fixed, twin)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if r, _ := h.report("ports", 3); !r.PortBusy {
+			return fmt.Errorf("replica 3 on replica 1's port is %+v, want port-busy", r)
+		}
+		return nil
+	})
 }
 
-// TestLogs checks the logs endpoint: 404s, a plain read, and follow, which
-// streams new lines and ends when the replica is gone.
+// TestLogs checks the logs endpoint: 404s, tail=N (alone, with follow, and
+// bad values), a plain read, and follow, which streams new lines and ends
+// when the replica is gone.
 func TestLogs(t *testing.T) {
 	t.Parallel()
 	h := startAgent(t, nil)
@@ -439,6 +456,54 @@ func TestLogs(t *testing.T) {
 		if code, _ := getText(t, base+"/v1/replicas/..%2F..%2Fetc/1/logs"); code != http.StatusBadRequest && code != http.StatusNotFound {
 			t.Errorf("got %d, want 400 or 404", code)
 		}
+	})
+	// The tail cases want a few lines written already.
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if _, body := getText(t, base+"/v1/replicas/logs/1/logs"); !strings.Contains(body, "line-6\n") {
+			return fmt.Errorf("log so far %q", body)
+		}
+		return nil
+	})
+	t.Run("tail", func(t *testing.T) {
+		code, body := getText(t, base+"/v1/replicas/logs/1/logs?tail=5")
+		if code != http.StatusOK {
+			t.Fatalf("got %d %q", code, body)
+		}
+		consecutiveLines(t, strings.Split(strings.TrimSuffix(body, "\n"), "\n"))
+		if n := strings.Count(body, "\n"); n != 5 {
+			t.Errorf("tail=5 gave %d lines: %q", n, body)
+		}
+		if _, all := getText(t, base+"/v1/replicas/logs/1/logs"); !strings.Contains(all, "\n"+body) {
+			t.Errorf("tail %q is not a part of the log", body)
+		}
+	})
+	t.Run("bad tail", func(t *testing.T) {
+		for _, q := range []string{"tail=abc", "tail=0&follow=1", "tail=100001"} {
+			code, body := getText(t, base+"/v1/replicas/logs/1/logs?"+q)
+			var apiErr protocol.APIError
+			if code != http.StatusBadRequest || json.Unmarshal([]byte(body), &apiErr) != nil ||
+				apiErr.Code != protocol.CodeBadRequest || !strings.Contains(apiErr.Message, "use a number of lines from 1 to 100000") {
+				t.Errorf("%s: got %d %q, want 400 bad_request naming tail", q, code, body)
+			}
+		}
+	})
+	t.Run("tail and follow", func(t *testing.T) {
+		resp, err := http.Get(base + "/v1/replicas/logs/1/logs?tail=2&follow=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		// The last two lines, then new ones, with none lost or repeated
+		// between the two.
+		var lines []string
+		sc := bufio.NewScanner(resp.Body)
+		for len(lines) < 8 && sc.Scan() {
+			lines = append(lines, sc.Text())
+		}
+		if sc.Err() != nil || len(lines) < 8 {
+			t.Fatalf("stream ended after %q: %v", lines, sc.Err())
+		}
+		consecutiveLines(t, lines)
 	})
 	t.Run("follow", func(t *testing.T) {
 		resp, err := http.Get(base + "/v1/replicas/logs/1/logs?follow=1")
@@ -498,7 +563,7 @@ func TestGPUsAndMetrics(t *testing.T) {
 		return nil
 	})
 	base := "http://" + h.agent.HTTPAddr()
-	if code, body := getText(t, base+"/healthz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
+	if code, body := getText(t, base+"/healthz"); code != http.StatusOK || !strings.HasPrefix(body, "ok\nnats: connected to nats://") {
 		t.Errorf("healthz = %d %q", code, body)
 	}
 	code, body := getText(t, base+"/metrics")
@@ -561,13 +626,19 @@ func TestNewConfig(t *testing.T) {
 		wantErr bool
 	}{
 		{"ok", Config{ID: "agent-1", Accelerators: "T4"}, false},
-		{"empty id", Config{}, true},
+		{"no id: derived from the host name", Config{Accelerators: "T4"}, false},
 		{"bad id", Config{ID: "Agent.1"}, true},
+		{"id too long", Config{ID: strings.Repeat("a", 64)}, true},
+		{"bad port range", Config{ID: "a", PortRange: protocol.PortRange{Min: 2000, Max: 1000}}, true},
+		{"no such replica user", Config{ID: "a", ReplicaUser: "no-such-user-baton"}, true},
 		{"bad accelerators", Config{ID: "a", Accelerators: "A100:x"}, true},
 		{"negative cpus", Config{ID: "a", CPUs: -1}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.cfg.ReplicaUser == "" {
+				tt.cfg.ReplicaUser = currentUser(t)
+			}
 			a, err := New(tt.cfg)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("New err = %v, wantErr %v", err, tt.wantErr)

@@ -13,11 +13,17 @@
 // until it leaves the desired set, and the coordinator replaces it with a
 // new replica id.
 //
-// No orphans: each replica is a process group that the agent stops with
-// SIGTERM, a grace period and SIGKILL, on removal and when Run returns. On
-// Linux the kernel kills a replica's leader if the agent dies, and the next
-// agent start kills what is left of the groups recorded in the replica
-// directories.
+// Isolation: each replica runs under a shim (see shim.go), in a cgroup of
+// its own with limits from its resources (memory.max, cpu.max, pids.max)
+// where cgroups can be written, as an unprivileged user when the agent is
+// root, with a documented base environment and nothing else of the
+// agent's (see replicaEnv).
+//
+// No orphans: the agent stops a replica (SIGTERM to every process of it, a
+// grace period, SIGKILL) on removal and when Run returns. If the agent
+// dies, the kernel signals each shim, which stops its tree; the next agent
+// start kills whatever an earlier run left (cgroups and process groups
+// recorded in the replica directories).
 //
 // See DESIGN.md, "Replicas on an agent" and "Messages".
 package agent
@@ -25,17 +31,23 @@ package agent
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"os/user"
 	"path/filepath"
-	"regexp"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/baton-dev/baton/protocol"
 )
 
 // Config configures an Agent. Zero fields take the defaults given in their
 // comments (DefaultConfig fills them explicitly).
 type Config struct {
-	// ID names the agent; it is a NATS subject token ([a-z0-9-]). Required.
+	// ID names the agent; it is a NATS subject token: 1-63 lowercase
+	// letters, digits and '-'. Default: derived from the host name
+	// (protocol.AgentIDFromHostname), so "GPU-Node.example.com" becomes
+	// "gpu-node-example-com".
 	ID string
 	// NATSURL is the NATS server to connect to. Default nats://127.0.0.1:4222.
 	NATSURL string
@@ -75,6 +87,35 @@ type Config struct {
 	// ReplicaDirTTL is how long the directory and log of a replica this
 	// agent no longer runs are kept (for `baton serve logs`). Default 24h.
 	ReplicaDirTTL time.Duration
+	// ReplicaUser is who replicas run as: a user name or numeric uid.
+	// Default: "nobody" when the agent runs as root, as Nomad's exec
+	// driver does; otherwise the agent's own user (an agent that is not
+	// root cannot switch users). "root" runs replicas as root. DevConfig
+	// uses the agent's own user.
+	ReplicaUser string
+	// ReplicaEnv are environment variables every replica gets besides the
+	// documented base (PATH, HOME, USER, LOGNAME, SHELL, LANG, TMPDIR) and
+	// baton's own; a task's envs override them. Nothing else of the
+	// agent's environment reaches replicas. Default none.
+	ReplicaEnv map[string]string
+	// CgroupParent is the cgroup (relative to each hierarchy's root) under
+	// which the agent creates <CgroupParent>/<ID>/<service>-<id> for each
+	// replica. "-" turns cgroups off. Default "baton.slice". Where cgroups
+	// cannot be written the agent logs why once and tracks each replica's
+	// process tree with a child subreaper instead (no resource limits).
+	CgroupParent string
+	// ReplicaPidsMax bounds the processes and threads of one replica
+	// (pids.max of its cgroup). Default 8192.
+	ReplicaPidsMax int64
+	// PortRange is where the coordinator picks ports for replicas whose
+	// task names none or whose port is taken. Default 10000-29999: below
+	// the LB ports and outside Linux's ephemeral range, so an outgoing
+	// connection cannot take a port before its replica binds it.
+	PortRange protocol.PortRange
+	// NetNS identifies the agent's network namespace for the coordinator
+	// (agents that share one share ports). Default: read from the kernel
+	// (boot id and /proc/self/ns/net); tests may set it.
+	NetNS string
 	// LogMaxBytes is the size at which a replica's log file is rotated
 	// (replica.log becomes replica.log.1, and so on). Default 10 MiB.
 	LogMaxBytes int64
@@ -107,27 +148,38 @@ func DefaultConfig() Config {
 		ReplicaDirTTL:         24 * time.Hour,
 		LogMaxBytes:           10 << 20,
 		LogMaxFiles:           5,
+		CgroupParent:          "baton.slice",
+		ReplicaPidsMax:        8192,
+		PortRange:             protocol.PortRange{Min: 10000, Max: 29999},
 	}
 }
 
 // DevConfig returns defaults for `baton dev`: an agent "dev-1" with faster
-// probes and a shorter stop grace.
+// probes and a shorter stop grace, running replicas as the agent's own
+// user (whoever runs `baton dev`).
 func DevConfig() Config {
 	cfg := DefaultConfig()
 	cfg.ID = "dev-1"
+	if u, err := user.Current(); err == nil {
+		cfg.ReplicaUser = u.Username
+	}
 	cfg.HeartbeatInterval = 500 * time.Millisecond
 	cfg.ProbeInterval = time.Second
 	cfg.StopGrace = 5 * time.Second
 	return cfg
 }
 
-// idPattern is what an agent ID may look like (a NATS subject token).
-var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
-
 // withDefaults validates cfg and fills its zero fields.
 func (cfg Config) withDefaults() (Config, error) {
-	if !idPattern.MatchString(cfg.ID) {
-		return cfg, fmt.Errorf("agent id %q: use lowercase letters, digits and dashes, like agent-1", cfg.ID)
+	if cfg.ID == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return cfg, fmt.Errorf("no agent id given and the host name is unknown (%v); set --id", err)
+		}
+		cfg.ID = protocol.AgentIDFromHostname(host)
+	}
+	if err := protocol.ValidateAgentID(cfg.ID); err != nil {
+		return cfg, fmt.Errorf("--id: %w", err)
 	}
 	def := DefaultConfig()
 	if cfg.NATSURL == "" {
@@ -167,6 +219,21 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.LogMaxFiles <= 0 {
 		cfg.LogMaxFiles = def.LogMaxFiles
+	}
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = def.CgroupParent
+	}
+	if cfg.ReplicaPidsMax <= 0 {
+		cfg.ReplicaPidsMax = def.ReplicaPidsMax
+	}
+	if cfg.PortRange == (protocol.PortRange{}) {
+		cfg.PortRange = def.PortRange
+	}
+	if r := cfg.PortRange; r.Min < 1 || r.Max > 65535 || r.Min > r.Max {
+		return cfg, fmt.Errorf("port range %d-%d: use two ports from 1 to 65535, the lower first (e.g. 10000-29999)", r.Min, r.Max)
+	}
+	if err := protocol.ValidateEnvs(cfg.ReplicaEnv); err != nil {
+		return cfg, fmt.Errorf("replica env: %w", err)
 	}
 	if cfg.CPUs < 0 || cfg.MemoryGB < 0 {
 		return cfg, fmt.Errorf("cpus %g / memory %g GB: must not be negative (0 = detect)", cfg.CPUs, cfg.MemoryGB)

@@ -15,6 +15,7 @@ func TestPruneReplicaDirs(t *testing.T) {
 	cfg.DataDir = t.TempDir()
 	cfg.Accelerators = "A100:1" // fake GPUs: no NVML needed
 	cfg.ReplicaDirTTL = time.Hour
+	cfg.ReplicaUser = currentUser(t)
 	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

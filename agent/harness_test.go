@@ -7,7 +7,10 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/user"
 	"path/filepath"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -57,7 +60,11 @@ func startAgent(t *testing.T, mutate func(*Config)) *harness {
 		HeartbeatInterval: 200 * time.Millisecond,
 		ProbeInterval:     100 * time.Millisecond,
 		StopGrace:         time.Second,
-		Logger:            slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// Replicas run as the test's own user: the repository (testdata)
+		// may sit where other users cannot read. TestReplicaUser covers
+		// the unprivileged default.
+		ReplicaUser: currentUser(t),
+		Logger:      slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mutate != nil {
 		mutate(&cfg)
@@ -101,6 +108,15 @@ func startAgent(t *testing.T, mutate func(*Config)) *harness {
 	return h
 }
 
+// currentUser is the name of the user running the tests.
+func currentUser(t testing.TB) string {
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Username
+}
+
 // stop cancels Run and waits for it; it may be called more than once.
 func (h *harness) stop() {
 	h.t.Helper()
@@ -120,7 +136,23 @@ func (h *harness) stop() {
 // desire publishes a desired set.
 func (h *harness) desire(epoch uint64, asgs ...protocol.ReplicaAssignment) {
 	h.t.Helper()
-	data, err := json.Marshal(protocol.DesiredReplicas{AgentID: h.cfg.ID, Epoch: epoch, Replicas: asgs})
+	specs := map[string]protocol.TaskSpec{}
+	for _, a := range asgs {
+		// Fill in what the parser always sets and tests leave out.
+		spec := a.Spec
+		if spec.Service.ReplicaPolicy.MinReplicas == 0 {
+			spec.Service.ReplicaPolicy = protocol.ReplicaPolicy{MinReplicas: 1, MaxReplicas: 1}
+		}
+		if spec.Service.ReadinessProbe.Path == "" {
+			spec.Service.ReadinessProbe.Path = "/"
+		}
+		key := protocol.SpecKey(a.Service, a.Version)
+		if prev, ok := specs[key]; ok && !reflect.DeepEqual(prev, spec) {
+			h.t.Fatalf("desire: replicas of %s have different specs; give each spec its own version (a spec is a version's)", key)
+		}
+		specs[key] = spec
+	}
+	data, err := json.Marshal(protocol.DesiredReplicas{AgentID: h.cfg.ID, Epoch: epoch, Replicas: asgs, Specs: specs})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -228,6 +260,7 @@ func serverAssignment(t *testing.T, svc string, id int) protocol.ReplicaAssignme
 		Service:   svc,
 		ReplicaID: id,
 		Version:   1,
+		Port:      specPort(t),
 		Spec: protocol.TaskSpec{
 			Run: "exec python3 " + serverScript(t),
 			Service: protocol.ServiceSpec{
@@ -256,16 +289,35 @@ func specPort(t *testing.T) int {
 	if specPorts.used == nil {
 		specPorts.used = map[int]bool{}
 	}
+	r := DefaultConfig().PortRange
 	for range 1000 {
-		port := pickPortMin + rand.IntN(pickPortMax-pickPortMin+1)
+		port := r.Min + rand.IntN(r.Max-r.Min+1)
 		if (port >= lo && port <= hi) || specPorts.used[port] || !portFree("127.0.0.1", port) {
 			continue
 		}
 		specPorts.used[port] = true
 		return port
 	}
-	t.Fatalf("no free port in %d-%d outside the ephemeral range %d-%d", pickPortMin, pickPortMax, lo, hi)
+	t.Fatalf("no free port in %d-%d outside the ephemeral range %d-%d", r.Min, r.Max, lo, hi)
 	return 0
+}
+
+// ephemeralPorts is the kernel's range for outgoing connections' local
+// ports (Linux's default when it cannot be read).
+func ephemeralPorts() (lo, hi int) {
+	lo, hi = 32768, 60999
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	if f := strings.Fields(string(data)); len(f) == 2 {
+		l, err1 := strconv.Atoi(f[0])
+		h, err2 := strconv.Atoi(f[1])
+		if err1 == nil && err2 == nil && l <= h {
+			return l, h
+		}
+	}
+	return lo, hi
 }
 
 // groupGone reports whether no live process is left in group pgid.

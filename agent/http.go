@@ -7,13 +7,12 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/baton-dev/baton/agent/replicalog"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -22,10 +21,10 @@ const logFollowPoll = 100 * time.Millisecond
 
 // routes is the agent's HTTP API:
 //
-//	GET /v1/replicas/{service}/{id}/logs[?follow=1]  text/plain log stream
-//	GET /v1/status                                   AgentStatus (JSON)
-//	GET /healthz                                     "ok"
-//	GET /metrics                                     Prometheus
+//	GET /v1/replicas/{service}/{id}/logs[?tail=N&follow=1]  text/plain log stream
+//	GET /v1/status                                          AgentStatus (JSON)
+//	GET /healthz                                            "ok"
+//	GET /metrics                                            Prometheus
 func (a *Agent) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/replicas/{service}/{id}/logs", a.handleLogs)
@@ -33,12 +32,31 @@ func (a *Agent) routes() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(a.Status())
 	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = io.WriteString(w, "ok\n")
-	})
+	mux.HandleFunc("GET /healthz", a.handleHealth)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.gather, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// handleHealth answers 200 "ok" while the agent is connected to NATS (it
+// can hear its desired set and report), else 503 "unhealthy"; the lines
+// after the first say how NATS stands and how replicas are isolated.
+func (a *Agent) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	a.pubMu.Lock()
+	nc := a.nc
+	a.pubMu.Unlock()
+	first, natsLine := "ok", "nats: not started"
+	if nc != nil {
+		if err := nc.Health(); err != nil {
+			first, natsLine = "unhealthy: nats down", "nats: "+err.Error()
+		} else {
+			natsLine = "nats: connected to " + nc.ConnectedURL()
+		}
+	}
+	if first != "ok" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_, _ = io.WriteString(w, first+"\n"+natsLine+"\nisolation: "+a.iso.describe()+"\nreplica user: "+a.user.name+"\n")
 }
 
 // writeError writes an APIError body.
@@ -48,10 +66,14 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 	_ = json.NewEncoder(w).Encode(protocol.APIError{Code: code, Message: message})
 }
 
-// handleLogs streams a replica's log file. With follow=1 it keeps sending
-// what is appended until the client goes away or the replica has ended.
-// Replicas that ended (even forgotten ones) are served while their
-// directory exists.
+// MaxLogTail is the most lines a logs request may ask for with tail=N.
+const MaxLogTail = 100_000
+
+// handleLogs streams a replica's log files, oldest first: all of them, or
+// the last N lines with tail=N. With follow=1 it then keeps sending what
+// is appended (across rotations) until the client goes away or the
+// replica has ended. Replicas that ended (even forgotten ones) are served
+// while their directory exists.
 func (a *Agent) handleLogs(w http.ResponseWriter, req *http.Request) {
 	service := req.PathValue("service")
 	id, err := strconv.Atoi(req.PathValue("id"))
@@ -64,8 +86,23 @@ func (a *Agent) handleLogs(w http.ResponseWriter, req *http.Request) {
 			fmt.Sprintf("replica id %q: use a positive integer", req.PathValue("id")))
 		return
 	}
+	q := req.URL.Query()
+	tail := 0 // all
+	if q.Has("tail") {
+		if tail, err = strconv.Atoi(q.Get("tail")); err != nil || tail < 1 || tail > MaxLogTail {
+			writeError(w, http.StatusBadRequest, protocol.CodeBadRequest,
+				fmt.Sprintf("tail %q: use a number of lines from 1 to %d, like tail=100", q.Get("tail"), MaxLogTail))
+			return
+		}
+	}
 	key := protocol.ReplicaKey(service, id)
-	f, err := os.Open(filepath.Join(a.replicaDir(service, id), logFileName))
+	dir := a.replicaDir(service, id)
+	var r *replicalog.Reader
+	if tail > 0 {
+		r, err = replicalog.Tail(dir, tail)
+	} else {
+		r, err = replicalog.ReadAll(dir)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		writeError(w, http.StatusNotFound, protocol.CodeNotFound,
 			fmt.Sprintf("replica %s has no logs on agent %s", key, a.cfg.ID))
@@ -75,28 +112,31 @@ func (a *Agent) handleLogs(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusInternalServerError, protocol.CodeInternal, err.Error())
 		return
 	}
-	defer f.Close()
+	defer r.Close()
 
-	follow := req.URL.Query().Get("follow")
+	follow := q.Get("follow")
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if follow == "" || follow == "0" || follow == "false" {
-		_, _ = io.Copy(w, f)
+		_, _ = io.Copy(w, r)
 		return
 	}
 
 	a.mu.Lock()
-	r := a.replicas[key]
+	rep := a.replicas[key]
 	a.mu.Unlock()
 	var done <-chan struct{} = closedChan
-	if r != nil {
-		done = r.done
+	if rep != nil {
+		done = rep.done
 	}
 	rc := http.NewResponseController(w)
 	t := time.NewTicker(logFollowPoll)
 	defer t.Stop()
 	for {
-		if _, err := io.Copy(w, f); err != nil {
+		// r reads up to what is written now, then, on the next tick, what
+		// was appended since, in replica.log or in the files rotation
+		// started after it.
+		if _, err := io.Copy(w, r); err != nil {
 			return
 		}
 		if err := rc.Flush(); err != nil {
@@ -104,7 +144,7 @@ func (a *Agent) handleLogs(w http.ResponseWriter, req *http.Request) {
 		}
 		select {
 		case <-done:
-			_, _ = io.Copy(w, f) // what was written before the end
+			_, _ = io.Copy(w, r) // what was written before the end
 			return
 		case <-req.Context().Done():
 			return

@@ -15,6 +15,11 @@ type metrics struct {
 	replicaStarts  prometheus.Counter
 	replicaFails   *prometheus.CounterVec // by status
 	statusMessages prometheus.Counter
+	// invalidMessages counts desired sets dropped as invalid.
+	invalidMessages prometheus.Counter
+	// isolation is 1 for the way replicas are isolated (mode v2, hybrid,
+	// v1 or none).
+	isolation *prometheus.GaugeVec
 }
 
 // reportedStatuses are the states a replica on an agent can be in; the
@@ -56,9 +61,17 @@ func newMetrics(reg prometheus.Registerer, agentID string) (*metrics, error) {
 			Name: "baton_agent_status_messages_total",
 			Help: "AgentStatus messages published.",
 		}),
+		invalidMessages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_agent_invalid_messages_total",
+			Help: "Desired sets dropped because they were oversize, undecodable, invalid or for another agent.",
+		}),
+		isolation: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "baton_agent_isolation",
+			Help: "1 for how replicas are isolated: cgroups v2, hybrid or v1, or none (a subreaper tracks each tree).",
+		}, []string{"mode"}),
 	}
 	reg = prometheus.WrapRegistererWith(prometheus.Labels{"agent": agentID}, reg)
-	for _, c := range []prometheus.Collector{m.replicas, m.probeFailures, m.gpus, m.replicaStarts, m.replicaFails, m.statusMessages} {
+	for _, c := range []prometheus.Collector{m.replicas, m.probeFailures, m.gpus, m.replicaStarts, m.replicaFails, m.statusMessages, m.invalidMessages, m.isolation} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -1,7 +1,8 @@
 package agent
 
 import (
-	"errors"
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,39 +10,120 @@ import (
 	"time"
 )
 
-// proc is one `bash -c` process leading its own process group.
+// proc is one `bash -c` process tree (a replica's setup or run) and the
+// shim that supervises it (see shim.go).
 type proc struct {
-	cmd  *exec.Cmd
+	shim  *exec.Cmd
+	group replicaCgroup // nil without cgroups
+	// pgid is the main process's pid and process group, once started.
 	pgid int
-	// exited is closed once the leader has exited and been reaped; err is
-	// Wait's result, readable after exited is closed.
+	// started is closed once the main process runs (pgid is set) or could
+	// not be started (status says why).
+	started chan struct{}
+	// exited is closed once the main process has exited, could not start,
+	// or its shim died; status is readable after that.
 	exited chan struct{}
-	err    error
+	status exitStatus
+	// gone is closed once the shim has exited: no process of the tree is
+	// left.
+	gone chan struct{}
 }
 
-// startProc runs `bash -c script` in dir with env, its output appended to
-// out, as the leader of a new process group.
-func startProc(script, dir string, env []string, out *os.File) (*proc, error) {
-	cmd := exec.Command("bash", "-c", script)
-	cmd.Dir = dir
-	cmd.Env = env
-	// An *os.File (not a pipe) as output: Wait returns as soon as the
-	// leader exits, even if a grandchild still holds the file.
-	cmd.Stdout = out
-	cmd.Stderr = out
-	cmd.SysProcAttr = procAttr()
-	if err := cmd.Start(); err != nil {
+// exitStatus is how a replica's main process ended.
+type exitStatus struct {
+	text     string // "exited with code 3", "killed by signal killed"
+	code     int
+	signal   string
+	startErr string // set when it never started
+}
+
+// startProc starts a shim running script in dir with env, its output and
+// the tree's going to out. It returns once the main process runs.
+func (a *Agent) startProc(script, dir string, env []string, out *os.File, group replicaCgroup) (*proc, error) {
+	cfg := shimConfig{Script: script, Dir: dir, Env: env, Credential: a.user.credential(), Grace: a.cfg.StopGrace}
+	if group != nil {
+		cfg.Cgroup = &shimCgroup{Parent: a.iso.parent(), Name: group.Name(), ProcsFiles: group.ProcsFiles()}
+	}
+	conf, err := json.Marshal(cfg)
+	if err != nil {
 		return nil, err
 	}
-	p := &proc{cmd: cmd, pgid: cmd.Process.Pid, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
+	evR, evW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(a.shimPath, shimArg)
+	cmd.Stdin = bytes.NewReader(conf)
+	// An *os.File (not a pipe of exec's making) as output, so that Wait
+	// returns when the shim exits, not when the last holder of the
+	// replica's log pipe does.
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.ExtraFiles = []*os.File{evW}
+	cmd.Env = []string{}
+	// Its own process group (signals for the agent's group do not reach
+	// it), and SIGTERM from the kernel if the agent dies: the shim then
+	// stops its tree.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		evR.Close()
+		evW.Close()
+		return nil, fmt.Errorf("start the replica supervisor %s: %w", a.shimPath, err)
+	}
+	evW.Close()
+	p := &proc{shim: cmd, group: group, started: make(chan struct{}), exited: make(chan struct{}), gone: make(chan struct{})}
+	go p.follow(evR)
+	<-p.started
+	if p.status.startErr != "" {
+		p.terminate(0)
+		return nil, fmt.Errorf("%s", p.status.startErr)
+	}
 	return p, nil
 }
 
-// hasExited reports whether the leader has exited.
+// follow reads the shim's events until it exits.
+func (p *proc) follow(events *os.File) {
+	startedOnce, exitedOnce := false, false
+	markStarted := func() {
+		if !startedOnce {
+			startedOnce = true
+			close(p.started)
+		}
+	}
+	markExited := func(st exitStatus) {
+		if !exitedOnce {
+			exitedOnce = true
+			p.status = st
+			close(p.exited)
+		}
+	}
+	readShimEvents(events, func(e shimEvent) {
+		switch {
+		case e.PID > 0:
+			p.pgid = e.PID
+			markStarted()
+		case e.StartError != "":
+			markExited(exitStatus{startErr: e.StartError, text: e.StartError})
+			markStarted()
+		case e.Exit != "":
+			markExited(exitStatus{text: e.Exit, code: e.Code, signal: e.Signal})
+		}
+	})
+	events.Close()
+	err := p.shim.Wait()
+	why := "ended with its supervisor"
+	if err != nil {
+		why += " (" + err.Error() + ")"
+	}
+	st := exitStatus{text: why, code: -1}
+	if !startedOnce {
+		st.startErr = "the replica supervisor exited before starting it: " + why
+	}
+	markExited(st)
+	markStarted()
+	close(p.gone)
+}
+
+// hasExited reports whether the main process has exited.
 func (p *proc) hasExited() bool {
 	select {
 	case <-p.exited:
@@ -51,63 +133,45 @@ func (p *proc) hasExited() bool {
 	}
 }
 
-// signal sends sig to the whole group. A group that is already gone is not
-// an error.
-func (p *proc) signal(sig syscall.Signal) {
-	if err := syscall.Kill(-p.pgid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		// EPERM can only mean the pgid was reused by someone else's
-		// group; there is nothing of ours left to signal.
-		return
+// isGone reports whether no process of the tree is left.
+func (p *proc) isGone() bool {
+	select {
+	case <-p.gone:
+		return true
+	default:
+		return false
 	}
 }
 
-// gone reports whether the leader has exited and no live process is left
-// in the group.
-func (p *proc) gone() bool {
-	return p.hasExited() && !groupAlive(p.pgid)
-}
-
-// terminate stops the group: SIGTERM, then up to grace for every member to
-// exit, then SIGKILL, and waits until the group is gone (bounded by
-// killWait after SIGKILL, which only an unkillable process in D state can
-// exceed).
+// terminate stops the tree — SIGTERM to every member, up to grace for
+// them to exit, SIGKILL — and waits until it is gone. The shim does the
+// work; if it does not finish in time, the agent kills the shim, the
+// cgroup and the process group itself.
 func (p *proc) terminate(grace time.Duration) {
-	const poll = 20 * time.Millisecond
-	const killWait = 10 * time.Second
-	if p.gone() {
+	if p.isGone() {
 		return
 	}
-	p.signal(syscall.SIGTERM)
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		if p.gone() {
-			return
-		}
-		time.Sleep(poll)
+	_ = p.shim.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.gone:
+		return
+	case <-time.After(grace + killWait + 5*time.Second):
 	}
-	p.signal(syscall.SIGKILL)
-	deadline = time.Now().Add(killWait)
-	for time.Now().Before(deadline) {
-		if p.gone() {
-			return
-		}
-		time.Sleep(poll)
-		p.signal(syscall.SIGKILL) // members forked since the last signal
+	_ = p.shim.Process.Kill()
+	if p.group != nil {
+		_ = p.group.Kill(killWait)
+	}
+	if p.pgid > 0 {
+		_ = syscall.Kill(-p.pgid, syscall.SIGKILL)
+	}
+	select {
+	case <-p.gone:
+	case <-time.After(5 * time.Second):
 	}
 }
 
 // exitReason describes how a process ended: "run exited with code 3",
 // "run killed by signal killed".
-func exitReason(what string, err error) string {
-	if err == nil {
-		return what + " exited with code 0"
-	}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return fmt.Sprintf("%s killed by signal %s", what, ws.Signal())
-		}
-		return fmt.Sprintf("%s exited with code %d", what, ee.ExitCode())
-	}
-	return fmt.Sprintf("%s: %v", what, err)
+func exitReason(what string, st exitStatus) string {
+	return what + " " + st.text
 }

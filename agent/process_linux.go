@@ -8,17 +8,10 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/baton-dev/baton/internal/procscan"
 )
-
-// procAttr puts a replica's process in its own group and has the kernel
-// SIGKILL it if the agent dies, so an agent crash leaves no orphans (the
-// group's other members are reaped by the next agent start, see
-// killOrphans).
-func procAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-}
 
 // groupMembers lists the live (not zombie) processes in group pgid.
 func groupMembers(pgid int) []int {
@@ -71,4 +64,35 @@ func groupHasEnv(pgid int, pairs ...string) bool {
 		}
 	}
 	return false
+}
+
+// killGroup SIGKILLs every member of group pgid until none is left
+// (bounded by killWait).
+func killGroup(pgid int) {
+	deadline := time.Now().Add(killWait)
+	for groupAlive(pgid) && time.Now().Before(deadline) {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// isShim reports whether pid is a replica shim (by its command line).
+func isShim(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return err == nil && bytes.Contains(b, []byte("\x00"+shimArg))
+}
+
+// detectNetNS identifies this process's network namespace: the kernel's
+// boot id (which machine, which boot) and the namespace's inode (which
+// namespace on it). Agents with the same value share one port space.
+func detectNetNS() string {
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/self/ns/net", &st); err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(boot)) + ":" + strconv.FormatUint(st.Ino, 10)
 }

@@ -2,16 +2,16 @@ package agent
 
 import (
 	"fmt"
-	"math/rand/v2"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/baton-dev/baton/agent/replicalog"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -32,22 +32,31 @@ type replica struct {
 
 	stopOnce sync.Once
 
+	// newPort carries another port from the leader while the replica
+	// waits on a busy one; buffered 1.
+	newPort chan int
+
 	// Guarded by Agent.mu.
 	status   protocol.ReplicaStatus
 	reason   string
 	endpoint string
 	pid      int
-	port     int
+	port     int  // the port reserved for it (0 until confirmed)
 	removed  bool // left the desired set: forget it once done
+	// portBusy is set while the assigned port (offeredPort) is held by
+	// a process baton does not run.
+	portBusy    bool
+	offeredPort int
 }
 
 func newReplica(asg protocol.ReplicaAssignment, dir string) *replica {
 	return &replica{
-		asg:    asg,
-		dir:    dir,
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
-		status: protocol.ReplicaProvisioning,
+		asg:     asg,
+		dir:     dir,
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		newPort: make(chan int, 1),
+		status:  protocol.ReplicaProvisioning,
 	}
 }
 
@@ -83,7 +92,8 @@ func (r *replica) reportLocked() protocol.ReplicaReport {
 		Status:    r.status,
 		Endpoint:  r.endpoint,
 		PID:       r.pid,
-		Reason:    r.reason,
+		Reason:    protocol.TruncateReason(r.reason),
+		PortBusy:  r.portBusy,
 	}
 }
 
@@ -128,8 +138,8 @@ func (a *Agent) supervise(r *replica) {
 	// A directory left by an earlier replica of the same key (a service
 	// deleted and created again, or a replica restarted after an agent
 	// restart) is kept aside as <dir>.prev, so this one starts with its own
-	// log and an empty working directory. Its process group, if any, was
-	// stopped or killed as an orphan before this key could start again.
+	// log and an empty working directory. Its processes, if any, were
+	// stopped or killed as orphans before this key could start again.
 	if _, err := os.Stat(r.dir); err == nil {
 		prev := r.dir + ".prev"
 		if err := os.RemoveAll(prev); err == nil && os.Rename(r.dir, prev) == nil {
@@ -140,14 +150,24 @@ func (a *Agent) supervise(r *replica) {
 		a.setStatus(r, protocol.ReplicaFailed, fmt.Sprintf("create replica dir: %v", err))
 		return
 	}
-	logf, err := os.OpenFile(filepath.Join(r.dir, logFileName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err := a.user.prepareDir(r.dir); err != nil {
+		a.setStatus(r, protocol.ReplicaFailed, fmt.Sprintf("prepare replica dir for user %s: %v", a.user.name, err))
+		return
+	}
+	logw, err := replicalog.Open(r.dir, a.cfg.LogMaxBytes, a.cfg.LogMaxFiles)
 	if err != nil {
 		a.setStatus(r, protocol.ReplicaFailed, fmt.Sprintf("open log file: %v", err))
 		return
 	}
-	defer logf.Close()
+	defer logw.Close()
+	out, closeOut, err := logPipe(logw)
+	if err != nil {
+		a.setStatus(r, protocol.ReplicaFailed, fmt.Sprintf("open log pipe: %v", err))
+		return
+	}
+	defer closeOut()
 	note := func(format string, args ...any) {
-		fmt.Fprintf(logf, "baton: "+format+"\n", args...)
+		fmt.Fprintf(logw, "baton: "+format+"\n", args...)
 	}
 
 	cwd := r.dir
@@ -159,19 +179,36 @@ func (a *Agent) supervise(r *replica) {
 			a.setStatus(r, protocol.ReplicaFailed, reason)
 			return
 		}
+		if err := a.user.canReach(spec.Workdir); err != nil {
+			reason := fmt.Sprintf("workdir %s is not usable by replica user %s: %v (make it readable, or set the agent's --replica-user)",
+				spec.Workdir, a.user.name, err)
+			note("%s", reason)
+			a.setStatus(r, protocol.ReplicaFailed, reason)
+			return
+		}
 		cwd = spec.Workdir
 	}
 
-	port, err := a.pickPort(spec.Service.Port)
-	if err != nil {
-		a.setStatus(r, protocol.ReplicaFailed, fmt.Sprintf("pick port: %v", err))
+	port, ok := a.confirmPort(r)
+	if !ok {
 		return
 	}
-	a.mu.Lock()
-	r.port = port
-	r.endpoint = net.JoinHostPort(a.cfg.Host, strconv.Itoa(port))
-	a.mu.Unlock()
 	env := a.replicaEnv(r, port)
+
+	group, err := a.iso.create(cgroupName(r.asg.Service, r.asg.ReplicaID), spec.Resources)
+	if err != nil {
+		reason := fmt.Sprintf("create the replica's cgroup: %v", err)
+		note("%s", reason)
+		a.setStatus(r, protocol.ReplicaFailed, reason)
+		return
+	}
+	if group != nil {
+		defer func() {
+			if err := group.Delete(); err != nil {
+				a.logger.Warn("remove replica cgroup", "service", r.asg.Service, "replica_id", r.asg.ReplicaID, "error", err)
+			}
+		}()
+	}
 
 	if r.stopping() {
 		return
@@ -179,7 +216,7 @@ func (a *Agent) supervise(r *replica) {
 	a.publish() // PROVISIONING, with its endpoint
 	if strings.TrimSpace(spec.Setup) != "" {
 		note("running setup")
-		p, err := a.start(r, spec.Setup, cwd, env, logf)
+		p, err := a.start(r, spec.Setup, cwd, env, out, group)
 		if err != nil {
 			a.setStatus(r, protocol.ReplicaFailed, fmt.Sprintf("start setup: %v", err))
 			return
@@ -187,8 +224,11 @@ func (a *Agent) supervise(r *replica) {
 		select {
 		case <-p.exited:
 			p.terminate(a.cfg.StopGrace) // whatever setup left running
-			if p.err != nil {
-				reason := exitReason("setup", p.err)
+			if p.status.code != 0 {
+				reason := a.failureReason("setup", p, spec)
+				if cwd == spec.Workdir && a.user.cannotWrite(cwd) {
+					reason += fmt.Sprintf(" (workdir %s is not writable by replica user %s: if setup writes there, make it writable or set the agent's --replica-user)", cwd, a.user.name)
+				}
 				note("%s", reason)
 				a.setStatus(r, protocol.ReplicaFailed, reason)
 				return
@@ -204,7 +244,7 @@ func (a *Agent) supervise(r *replica) {
 	}
 
 	note("starting run")
-	p, err := a.start(r, spec.Run, cwd, env, logf)
+	p, err := a.start(r, spec.Run, cwd, env, out, group)
 	if err != nil {
 		a.setStatus(r, protocol.ReplicaFailed, fmt.Sprintf("start run: %v", err))
 		return
@@ -214,7 +254,7 @@ func (a *Agent) supervise(r *replica) {
 	failed, reason := a.watch(r, p, port)
 	if failed != "" {
 		note("%s", reason)
-		// The group goes before the failure is reported: the leader frees
+		// The tree goes before the failure is reported: the leader frees
 		// a FAILED replica's CPUs and GPUs for a replacement, so nothing
 		// of it may still be running then. NOT_READY meanwhile takes it
 		// out of the LBs' routes.
@@ -228,18 +268,111 @@ func (a *Agent) supervise(r *replica) {
 	note("stopped")
 }
 
-// start starts a process for r and records its pid and pgid file.
-func (a *Agent) start(r *replica, script, cwd string, env []string, logf *os.File) (*proc, error) {
-	p, err := startProc(script, cwd, env, logf)
+// cgroupName is a replica's cgroup: <service>-<id>, like its directory.
+func cgroupName(service string, id int) string { return fmt.Sprintf("%s-%d", service, id) }
+
+// confirmPort checks that the port the leader assigned can be bound on
+// this host and reserves it. A port held by a process baton does not run
+// is reported (PortBusy, still PROVISIONING, nothing started) and the
+// replica waits for the leader to assign another. It returns false if the
+// replica is stopped meanwhile.
+func (a *Agent) confirmPort(r *replica) (int, bool) {
+	port := r.asg.Port
+	for {
+		a.mu.Lock()
+		free := !a.ports[port] && portFree(a.cfg.Host, port)
+		r.endpoint = net.JoinHostPort(a.cfg.Host, strconv.Itoa(port))
+		r.offeredPort = port
+		if free {
+			a.ports[port] = true
+			r.port, r.portBusy, r.reason = port, false, ""
+		} else {
+			r.portBusy = true
+			r.reason = fmt.Sprintf("port %d is held on this host by a process baton does not run; waiting for the coordinator to assign another", port)
+		}
+		a.mu.Unlock()
+		if free {
+			return port, true
+		}
+		a.logger.Warn("assigned port busy", "service", r.asg.Service, "replica_id", r.asg.ReplicaID, "port", port)
+		a.publish()
+		select {
+		case port = <-r.newPort:
+		case <-r.stop:
+			a.mu.Lock()
+			r.portBusy = false
+			a.mu.Unlock()
+			return 0, false
+		}
+	}
+}
+
+// start starts a process tree for r and records its shim and process
+// group in the pgid file (for the orphan cleanup of a later agent start).
+func (a *Agent) start(r *replica, script, cwd string, env []string, out *os.File, group replicaCgroup) (*proc, error) {
+	p, err := a.startProc(script, cwd, env, out, group)
 	if err != nil {
 		return nil, err
 	}
 	a.setPID(r, p.pgid)
-	rec := fmt.Sprintf("%d %s %d\n", p.pgid, r.asg.Service, r.asg.ReplicaID)
+	rec := fmt.Sprintf("%d %s %d %d\n", p.pgid, r.asg.Service, r.asg.ReplicaID, p.shim.Process.Pid)
 	if err := os.WriteFile(filepath.Join(r.dir, pgidFile), []byte(rec), 0o644); err != nil {
 		a.logger.Warn("write pgid file", "service", r.asg.Service, "replica_id", r.asg.ReplicaID, "error", err)
 	}
 	return p, nil
+}
+
+// failureReason says how a replica's setup or run ended, naming the
+// memory limit when the kernel killed it for exceeding it.
+func (a *Agent) failureReason(what string, p *proc, spec *protocol.TaskSpec) string {
+	reason := exitReason(what, p.status)
+	if p.group != nil && p.status.signal != "" {
+		if n, err := p.group.OOMKills(); err == nil && n > 0 {
+			limit := "its memory limit"
+			if m := spec.Resources.Memory; m.IsSet() && !m.AtLeast {
+				limit = "its memory limit of " + memoryText(m.Value) + " (resources.memory)"
+			}
+			reason = fmt.Sprintf("%s: out of memory, the kernel killed it for using more than %s", reason, limit)
+		}
+	}
+	return reason
+}
+
+// logPipe returns the write end of a pipe whose contents are copied into
+// w (the replica's rotating log), and a function that closes it and waits
+// for the copy to finish. The replica's processes hold the write end; the
+// copy ends when the last of them has gone.
+func logPipe(w io.Writer) (*os.File, func(), error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Output that cannot be written (a full disk) is dropped: the
+		// replica must not stall or die on a full pipe because of it.
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := pr.Read(buf)
+			if n > 0 {
+				_, _ = w.Write(buf[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return pw, func() {
+		pw.Close()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			// A process that escaped its tree still holds the pipe.
+		}
+		pr.Close()
+		<-done
+	}, nil
 }
 
 // watch probes the running replica until it must stop, and returns the
@@ -271,10 +404,10 @@ func (a *Agent) watch(r *replica, p *proc, port int) (protocol.ReplicaStatus, st
 	for {
 		select {
 		case <-p.exited:
-			reason := exitReason("run", p.err)
+			reason := a.failureReason("run", p, &r.asg.Spec)
 			if want := r.asg.Spec.Service.Port; want > 0 && want != port {
 				// The usual cause: a run that hard-codes the task's port.
-				reason += fmt.Sprintf(" (port %d was in use on this host, so the replica got PORT=%d; listen on $PORT)", want, port)
+				reason += fmt.Sprintf(" (the task's port %d was taken on this host, so the replica got PORT=%d; listen on $PORT)", want, port)
 			}
 			return protocol.ReplicaFailed, reason
 		case <-r.stop:
@@ -318,7 +451,9 @@ func (a *Agent) watch(r *replica, p *proc, port int) (protocol.ReplicaStatus, st
 func (a *Agent) finish(r *replica) {
 	os.Remove(filepath.Join(r.dir, pgidFile))
 	a.mu.Lock()
-	delete(a.ports, r.port)
+	if r.port > 0 {
+		delete(a.ports, r.port)
+	}
 	r.pid = 0
 	close(r.done)
 	key := r.asg.Key()
@@ -331,97 +466,6 @@ func (a *Agent) finish(r *replica) {
 		a.logger.Info("replica stopped", "service", r.asg.Service, "replica_id", r.asg.ReplicaID)
 	}
 	a.publish()
-}
-
-// replicaEnv is the agent's environment, then the spec's envs, then
-// PORT, CUDA_VISIBLE_DEVICES, the BATON_* variables and the SKYPILOT_*
-// ones that SkyServe task YAMLs use, for a single-node replica (later wins).
-func (a *Agent) replicaEnv(r *replica, port int) []string {
-	env := os.Environ()
-	keys := make([]string, 0, len(r.asg.Spec.Envs))
-	for k := range r.asg.Spec.Envs {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		env = append(env, k+"="+r.asg.Spec.Envs[k])
-	}
-	return append(env,
-		"PORT="+strconv.Itoa(port),
-		"CUDA_VISIBLE_DEVICES="+strings.Join(r.asg.GPUUUIDs, ","),
-		"BATON_SERVICE="+r.asg.Service,
-		"BATON_REPLICA_ID="+strconv.Itoa(r.asg.ReplicaID),
-		"BATON_VERSION="+strconv.Itoa(r.asg.Version),
-		"SKYPILOT_SERVE_REPLICA_ID="+strconv.Itoa(r.asg.ReplicaID),
-		"SKYPILOT_NUM_GPUS_PER_NODE="+strconv.Itoa(len(r.asg.GPUUUIDs)),
-		"SKYPILOT_NUM_NODES=1",
-		"SKYPILOT_NODE_RANK=0",
-		"SKYPILOT_NODE_IPS="+a.cfg.Host,
-	)
-}
-
-// Ports the agent picks for replicas whose spec port is busy or unset:
-// below the LB service ports (30001 up) and outside the kernel's ephemeral
-// range, so that outgoing connections (probes, proxies) cannot take a
-// port between the pick and the replica binding it.
-const (
-	pickPortMin = 10000
-	pickPortMax = 29999
-)
-
-// pickPort returns want when it is free on this machine (on all addresses
-// and on Host) and not handed to another replica here, else a free port
-// from pickPortMin-pickPortMax (or, failing that, from the OS). The port is
-// reserved until the replica ends.
-func (a *Agent) pickPort(want int) (int, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if want > 0 && !a.ports[want] && portFree(a.cfg.Host, want) {
-		a.ports[want] = true
-		return want, nil
-	}
-	ephLo, ephHi := ephemeralPorts()
-	for range 200 {
-		port := pickPortMin + rand.IntN(pickPortMax-pickPortMin+1)
-		if port >= ephLo && port <= ephHi {
-			continue
-		}
-		if !a.ports[port] && portFree(a.cfg.Host, port) {
-			a.ports[port] = true
-			return port, nil
-		}
-	}
-	for range 50 {
-		l, err := net.Listen("tcp", ":0")
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if !a.ports[port] && portFree(a.cfg.Host, port) {
-			a.ports[port] = true
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no free port found")
-}
-
-// ephemeralPorts is the kernel's range for outgoing connections' local
-// ports (Linux's default when it cannot be read).
-func ephemeralPorts() (lo, hi int) {
-	lo, hi = 32768, 60999
-	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return lo, hi
-	}
-	if f := strings.Fields(string(data)); len(f) == 2 {
-		l, err1 := strconv.Atoi(f[0])
-		h, err2 := strconv.Atoi(f[1])
-		if err1 == nil && err2 == nil && l <= h {
-			return l, h
-		}
-	}
-	return lo, hi
 }
 
 // portFree reports whether port can be bound on 0.0.0.0 and on host.

@@ -8,7 +8,9 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -65,19 +67,57 @@ func writeApplyError(w http.ResponseWriter, err error) {
 	}
 }
 
+// decodeBody decodes a request's JSON body into v: one JSON object of v's
+// shape with no unknown fields and nothing after it, at most
+// maxRequestBytes. On failure it writes a 400 naming the request and what
+// was wrong.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	what := r.Method + " " + r.URL.Path
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "request body: "+err.Error())
+	err := dec.Decode(v)
+	if err == nil {
+		err = protocol.ExpectEOF(dec)
+	}
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			err = fmt.Errorf("the body is over %d bytes", maxRequestBytes)
+		}
+		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, what+": request body: "+err.Error())
 		return false
 	}
 	return true
 }
 
+// checkRequestFile checks the filename and base_dir of an up or update
+// request: the file name appears in every error message, and base_dir
+// resolves a relative workdir.
+func checkRequestFile(filename, baseDir string) error {
+	if len(filename) > 1024 || strings.ContainsAny(filename, "\x00\r\n") {
+		return errors.New("filename: must be a file name of at most 1024 bytes on one line")
+	}
+	if baseDir != "" && (!filepath.IsAbs(baseDir) || len(baseDir) > 4096 || strings.ContainsRune(baseDir, 0)) {
+		return fmt.Errorf("base_dir: %q is not an absolute directory path (the CLI sends its working directory)", abbreviate(baseDir))
+	}
+	return nil
+}
+
+// abbreviate shortens s for an error message.
+func abbreviate(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	return s[:64] + fmt.Sprintf("...(%d bytes)", len(s))
+}
+
 // parseSpec parses a task YAML sent by the CLI, writing the error response
 // itself on failure.
 func parseSpec(w http.ResponseWriter, filename, text, baseDir string, envs map[string]string) (*protocol.TaskSpec, bool) {
+	if err := checkRequestFile(filename, baseDir); err != nil {
+		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "request body: "+err.Error())
+		return nil, false
+	}
 	filename = taskFilename(filename)
 	spec, err := protocol.ParseTaskWithEnvs(filename, []byte(text), envs)
 	if err != nil {
@@ -86,6 +126,17 @@ func parseSpec(w http.ResponseWriter, filename, text, baseDir string, envs map[s
 	}
 	if baseDir != "" {
 		spec.ResolveWorkdir(baseDir)
+	}
+	// What Raft stores and agents receive: the parser bounded the file and
+	// the envs, and base_dir was bounded above; check the whole anyway.
+	if b, err := json.Marshal(spec); err != nil || len(b) > protocol.MaxSpecBytes {
+		writeError(w, http.StatusBadRequest, protocol.CodeInvalidSpec, fmt.Sprintf(
+			"%s: the task with its envs is %d bytes as stored; at most %d (keep large values in files in workdir)", filename, len(b), protocol.MaxSpecBytes))
+		return nil, false
+	}
+	if err := spec.Validate(); err != nil {
+		writeError(w, http.StatusBadRequest, protocol.CodeInvalidSpec, filename+": "+err.Error())
+		return nil, false
 	}
 	if p := spec.Service.ReplicaPolicy; p.MaxReplicas > p.MinReplicas {
 		spec.Warnings = append(spec.Warnings, fmt.Sprintf(
@@ -124,6 +175,9 @@ func (s *Server) endpoint(port int) string {
 }
 
 func (s *Server) handleUp(w http.ResponseWriter, r *http.Request) {
+	if !s.awaitCaughtUp(w, r) {
+		return
+	}
 	var req protocol.UpRequest
 	if !decodeBody(w, r, &req) {
 		return
@@ -161,6 +215,9 @@ func (s *Server) handleUp(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
+	if !s.awaitCaughtUp(w, r) {
+		return
+	}
 	name := r.PathValue("name")
 	var req protocol.UpdateRequest
 	if !decodeBody(w, r, &req) {
@@ -198,6 +255,9 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDown(w http.ResponseWriter, r *http.Request) {
+	if !s.awaitCaughtUp(w, r) {
+		return
+	}
 	name := r.PathValue("name")
 	res, _, err := s.raftApply(CmdDeleteService, DeleteServiceCmd{Service: name, At: time.Now()})
 	if err != nil {
@@ -212,6 +272,9 @@ func (s *Server) handleDown(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	if !s.awaitCaughtUp(w, r) {
+		return
+	}
 	names := r.URL.Query()["service"]
 	var resp protocol.StatusResponse
 	var missing []string
@@ -231,6 +294,9 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
+	if !s.awaitCaughtUp(w, r) {
+		return
+	}
 	agents := []protocol.Agent{}
 	s.fsm.Read(func(st *State) {
 		for _, id := range st.AgentIDs() {
@@ -240,18 +306,70 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, agents)
 }
 
+// handleHealth answers 200 "ok" when this coordinator can do its job: Raft
+// has a leader, the FSM has replayed the log it started with, and the NATS
+// connection is up; otherwise 503 "unhealthy" with the failing checks. The
+// lines after the first say how each check stands.
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain")
-	if s.raft.raft.Leader() == "" {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = io.WriteString(w, "no raft leader\n")
-		return
+	var problems, lines []string
+	state := s.raft.raft.State()
+	leaderAddr, leaderID := s.raft.raft.LeaderWithID()
+	if leaderAddr == "" {
+		problems = append(problems, "no raft leader")
+		lines = append(lines, fmt.Sprintf("raft: %s, no leader known", state))
+	} else {
+		lines = append(lines, fmt.Sprintf("raft: %s, leader %s at %s", state, leaderID, leaderAddr))
 	}
-	_, _ = io.WriteString(w, "ok\n")
+	if ok, applied, want := s.raft.caughtUp(); ok {
+		lines = append(lines, fmt.Sprintf("state: caught up, applied index %d", applied))
+	} else {
+		problems = append(problems, "catching up")
+		lines = append(lines, fmt.Sprintf("state: catching up, applied %d of %d log entries", applied, want))
+	}
+	if err := s.nc.Health(); err != nil {
+		problems = append(problems, "nats down")
+		lines = append(lines, "nats: "+err.Error())
+	} else {
+		lines = append(lines, "nats: connected to "+s.nc.ConnectedURL())
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	first := "ok"
+	if len(problems) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		first = "unhealthy: " + strings.Join(problems, ", ")
+	}
+	_, _ = io.WriteString(w, first+"\n"+strings.Join(lines, "\n")+"\n")
+}
+
+// catchUpWait is how long a read waits for a coordinator that just
+// started to replay its log before answering 503 catching_up.
+const catchUpWait = 3 * time.Second
+
+// awaitCaughtUp returns true once the FSM has replayed the log this node
+// started with, waiting up to catchUpWait. Otherwise it writes 503
+// catching_up: a read must never answer with a state that looks real but
+// is missing what was committed (zero services right after a restart).
+func (s *Server) awaitCaughtUp(w http.ResponseWriter, r *http.Request) bool {
+	deadline := time.Now().Add(catchUpWait)
+	for {
+		ok, applied, want := s.raft.caughtUp()
+		if ok {
+			return true
+		}
+		if time.Now().After(deadline) || r.Context().Err() != nil {
+			writeError(w, http.StatusServiceUnavailable, protocol.CodeCatchingUp, fmt.Sprintf(
+				"the coordinator is catching up: it has applied %d of the %d Raft log entries it started with; retry shortly", applied, want))
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // handleLogs streams a replica's log from its agent.
 func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
+	if !s.awaitCaughtUp(w, r) {
+		return
+	}
 	name := r.PathValue("name")
 	id, err := strconv.Atoi(r.PathValue("id"))
 	if err != nil {

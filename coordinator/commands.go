@@ -118,6 +118,9 @@ type ReplicaUpdate struct {
 	// Resources.
 	AgentID   string              `json:"agent_id,omitempty"`
 	Resources protocol.Allocation `json:"resources"`
+	// Port, when non-zero, gives a placed replica another port (its agent
+	// found the old one held by a process baton does not run).
+	Port int `json:"port,omitempty"`
 }
 
 // UpdateReplicasCmd changes several replicas at once.

@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"runtime/debug"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/baton-dev/baton/internal/bus"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -42,7 +46,14 @@ type controller struct {
 	replicaSeries map[replicaSeriesKey]int
 	lastRepair    time.Time
 	drains        map[string]*drain // replica key -> drain progress
+	// busyPorts are ports agents found held by processes baton does not
+	// run, per port space, with when that was last reported; placement
+	// avoids them for busyPortMemory.
+	busyPorts map[string]map[int]time.Time
 }
+
+// busyPortMemory is how long a port reported busy is avoided.
+const busyPortMemory = 5 * time.Minute
 
 type lbInfo struct {
 	epochs   map[string]uint64
@@ -71,6 +82,7 @@ func newController(s *Server) *controller {
 		published:   map[string]protocol.RouteTable{},
 		sentDesired: map[string]string{},
 		drains:      map[string]*drain{},
+		busyPorts:   map[string]map[int]time.Time{},
 	}
 }
 
@@ -81,7 +93,7 @@ func (c *controller) run(ctx context.Context) {
 	c.s.metrics.replicas.Reset()
 	defer c.s.metrics.replicas.Reset()
 	nc := c.s.nc
-	var subs []*nats.Subscription
+	var subs []*bus.Subscription
 	sub := func(subject string, h nats.MsgHandler) {
 		sb, err := nc.Subscribe(subject, h)
 		if err != nil {
@@ -98,7 +110,7 @@ func (c *controller) run(ctx context.Context) {
 			_ = sb.Unsubscribe()
 		}
 	}()
-	_ = nc.FlushTimeout(time.Second)
+	_ = nc.Flush(time.Second)
 
 	ticker := time.NewTicker(c.cfg.ReconcileInterval)
 	defer ticker.Stop()
@@ -106,7 +118,7 @@ func (c *controller) run(ctx context.Context) {
 	defer wake.Stop()
 	for {
 		c.wake = time.Time{}
-		c.reconcile()
+		c.reconcileSafely()
 		if !c.wake.IsZero() {
 			wake.Reset(time.Until(c.wake))
 		}
@@ -120,10 +132,24 @@ func (c *controller) run(ctx context.Context) {
 	}
 }
 
+// reconcileSafely runs one pass. A panic in it (a bug meeting state it
+// did not expect) is logged and counted, and the next pass runs as usual:
+// the controller only proposes commands, so a failed pass changes nothing,
+// and the state that provoked it must not take the coordinator down on
+// every restart.
+func (c *controller) reconcileSafely() {
+	defer func() {
+		if r := recover(); r != nil {
+			c.s.metrics.reconcilePanics.Inc()
+			c.log.Error("reconcile pass failed", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	c.reconcile()
+}
+
 func (c *controller) onAgentStatus(m *nats.Msg) {
 	var st protocol.AgentStatus
-	if err := json.Unmarshal(m.Data, &st); err != nil || st.Agent.ID == "" {
-		c.log.Warn("bad agent status message", "error", err)
+	if !c.s.decodeMessage(m, protocol.MaxStatusBytes, &st, st.Validate) {
 		return
 	}
 	c.mu.Lock()
@@ -150,8 +176,7 @@ func sameReplicaReports(a, b []protocol.ReplicaReport) bool {
 
 func (c *controller) onLBAck(m *nats.Msg) {
 	var ack protocol.LBAck
-	if err := json.Unmarshal(m.Data, &ack); err != nil || ack.LBID == "" {
-		c.log.Warn("bad lb ack message", "error", err)
+	if !c.s.decodeMessage(m, protocol.MaxStatusBytes, &ack, ack.Validate) {
 		return
 	}
 	c.mu.Lock()
@@ -339,6 +364,7 @@ func (c *controller) reconcileReports(st *State, now time.Time) {
 
 	var updates []ReplicaUpdate
 	var deletes []string
+	var busy []busyReport
 	for _, key := range st.ReplicaKeys() {
 		r := st.Replicas[key]
 		if r.Status == protocol.ReplicaShuttingDown && r.AgentID == "" {
@@ -372,6 +398,12 @@ func (c *controller) reconcileReports(st *State, now time.Time) {
 		if rr.Status == protocol.ReplicaShuttingDown || rr.Status == protocol.ReplicaPending || rr.Version != r.Version {
 			continue
 		}
+		if rr.PortBusy {
+			if port := endpointPort(rr.Endpoint); port > 0 && port == replicaPort(r) && r.Status == protocol.ReplicaProvisioning {
+				busy = append(busy, busyReport{replica: r, port: port})
+			}
+			continue
+		}
 		if rr.Status != r.Status || (rr.Endpoint != "" && rr.Endpoint != r.Endpoint) || rr.Reason != r.Reason {
 			updates = append(updates, ReplicaUpdate{Service: r.Service, ID: r.ID, From: r.Status,
 				Status: rr.Status, Endpoint: rr.Endpoint, Reason: rr.Reason})
@@ -381,6 +413,7 @@ func (c *controller) reconcileReports(st *State, now time.Time) {
 			}
 		}
 	}
+	updates = append(updates, c.moveOffBusyPorts(st, busy, now)...)
 	if len(updates) > 0 {
 		c.apply(CmdUpdateReplicas, UpdateReplicasCmd{Updates: updates, At: now})
 	}
@@ -394,10 +427,71 @@ func (c *controller) reconcileReports(st *State, now time.Time) {
 	}
 }
 
+// busyReport is a placed replica whose agent found its port held by a
+// process baton does not run.
+type busyReport struct {
+	replica *protocol.Replica
+	port    int
+}
+
+// moveOffBusyPorts gives each replica whose port is busy on its host
+// another port, keeping its id (it has not started), and remembers the
+// busy ports so that placement avoids them for a while.
+func (c *controller) moveOffBusyPorts(st *State, busy []busyReport, now time.Time) []ReplicaUpdate {
+	if len(busy) == 0 {
+		return nil
+	}
+	p := c.newPlacer(st, now)
+	var out []ReplicaUpdate
+	for _, b := range busy {
+		r := b.replica
+		a := st.Agents[r.AgentID]
+		v := st.Version(r.Service, r.Version)
+		if a == nil || v == nil {
+			continue
+		}
+		space := portSpace(a)
+		if c.busyPorts[space] == nil {
+			c.busyPorts[space] = map[int]time.Time{}
+		}
+		c.busyPorts[space][b.port] = now
+		port := p.repick(a, v.Spec.Service.Port, b.port)
+		if port == 0 {
+			out = append(out, ReplicaUpdate{Service: r.Service, ID: r.ID, From: r.Status, Status: protocol.ReplicaFailed,
+				Reason: fmt.Sprintf("port %d is held on %s's host by another process and no other port is free there", b.port, a.ID)})
+			continue
+		}
+		reason := fmt.Sprintf("port %d is held on %s's host by a process baton does not run; given port %d instead", b.port, a.ID, port)
+		c.log.Warn("replica port busy; moving it", "service", r.Service, "replica_id", r.ID, "agent_id", a.ID, "busy_port", b.port, "port", port)
+		out = append(out, ReplicaUpdate{Service: r.Service, ID: r.ID, From: r.Status, Status: r.Status,
+			Port: port, Endpoint: net.JoinHostPort(a.Host, strconv.Itoa(port)), Reason: reason})
+	}
+	return out
+}
+
+// newPlacer is newPlacer(st) that also avoids the ports agents recently
+// found busy.
+func (c *controller) newPlacer(st *State, now time.Time) *placer {
+	p := newPlacer(st)
+	for space, ports := range c.busyPorts {
+		for port, at := range ports {
+			if now.Sub(at) > busyPortMemory {
+				delete(ports, port)
+				continue
+			}
+			p.takePort(space, port)
+		}
+		if len(ports) == 0 {
+			delete(c.busyPorts, space)
+		}
+	}
+	return p
+}
+
 // reconcileServices keeps each version at its replica target, places
 // PENDING replicas, flips finished rollouts and fails stuck ones.
 func (c *controller) reconcileServices(st *State, now time.Time) {
-	p := newPlacer(st)
+	p := c.newPlacer(st, now)
 	var adds []protocol.Replica
 	var placements, retires []ReplicaUpdate
 	var deletes []string
@@ -420,8 +514,18 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 		}
 		deletes = append(deletes, expiredFailures(reps, now, c.cfg.FailedReplicaTTL)...)
 
-		// Place replicas still waiting for an agent.
+		// Place replicas still waiting for an agent, and give a port to
+		// any placed before placement chose ports.
 		for _, r := range reps {
+			if r.AgentID != "" && !r.Status.IsTerminal() && replicaPort(r) == 0 {
+				if a, v := st.Agents[r.AgentID], st.Version(name, r.Version); a != nil && v != nil {
+					if port := p.repick(a, v.Spec.Service.Port, 0); port > 0 {
+						placements = append(placements, ReplicaUpdate{Service: name, ID: r.ID, From: r.Status, Status: r.Status,
+							Port: port, Endpoint: net.JoinHostPort(a.Host, strconv.Itoa(port)), Reason: r.Reason})
+					}
+				}
+				continue
+			}
 			if r.Status != protocol.ReplicaPending {
 				continue
 			}
@@ -430,7 +534,7 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 			switch {
 			case ok:
 				placements = append(placements, ReplicaUpdate{Service: name, ID: r.ID, From: protocol.ReplicaPending,
-					Status: protocol.ReplicaProvisioning, AgentID: cand.agent.ID, Resources: cand.alloc})
+					Status: protocol.ReplicaProvisioning, AgentID: cand.agent.ID, Resources: cand.alloc, Endpoint: cand.endpoint()})
 			case reason != r.Reason:
 				placements = append(placements, ReplicaUpdate{Service: name, ID: r.ID, From: protocol.ReplicaPending,
 					Status: protocol.ReplicaPending, Reason: reason})
@@ -473,7 +577,7 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 			}
 			streak, lastFail := v.Failures, v.LastFailureAt
 			rollingOut := svc.Rollout != nil && svc.Rollout.To == vn
-			if rollingOut && streak >= c.maxFailures(v.Spec.Service.ReplicaPolicy.MinReplicas) {
+			if rollingOut && streak >= c.maxFailures(minReplicas(v)) {
 				reason := fmt.Sprintf("failed: %d replicas in a row failed before becoming ready", streak)
 				if c.apply(CmdFailVersion, FailVersionCmd{Service: name, Version: vn, Reason: reason, At: now}) {
 					c.log.Warn("version failed; old version keeps serving", "service", name, "version", vn, "reason", reason)
@@ -499,11 +603,16 @@ func (c *controller) reconcileServices(st *State, now time.Time) {
 			}
 			avoid := failedOn(reps, vn)
 			for i := live; i < want; i++ {
+				if len(adds) >= maxAddsPerPass {
+					c.wakeAt(now) // the rest on the next pass
+					break
+				}
 				r := protocol.Replica{Service: name, Version: vn, Status: protocol.ReplicaPending}
 				if cand, reason, ok := p.place(v.Spec.Resources, v.Spec.Service.Port, avoid); ok {
 					r.Status = protocol.ReplicaProvisioning
 					r.AgentID = cand.agent.ID
 					r.Resources = cand.alloc
+					r.Endpoint = cand.endpoint()
 				} else {
 					r.Reason = reason
 				}
@@ -552,7 +661,7 @@ func (c *controller) reconcileRollouts(st *State, now time.Time) {
 				ready++
 			}
 		}
-		min := v.Spec.Service.ReplicaPolicy.MinReplicas
+		min := minReplicas(v)
 		if ready >= min {
 			if c.apply(CmdFlip, FlipCmd{Service: name, To: ro.To, At: now}) {
 				c.s.metrics.flips.Inc()
@@ -571,6 +680,19 @@ func (c *controller) reconcileRollouts(st *State, now time.Time) {
 	}
 }
 
+// maxAddsPerPass bounds the replicas one reconcile pass adds, so that the
+// work and memory of a pass stay bounded whatever a spec asks for; the
+// rest come on the next passes (the controller wakes again at once).
+const maxAddsPerPass = 64
+
+// minReplicas is a version's min_replicas, never more than
+// protocol.MaxReplicas: the parser enforces that bound, and a spec stored
+// before it existed must not make the controller build millions of
+// replicas and crash on every restart.
+func minReplicas(v *protocol.Version) int {
+	return min(v.Spec.Service.ReplicaPolicy.MinReplicas, protocol.MaxReplicas)
+}
+
 // replicaTargets is how many live replicas each version of svc should
 // have: min_replicas for the active versions and a rollout's target. In a
 // rolling update each READY new replica retires one old one.
@@ -578,7 +700,7 @@ func replicaTargets(st *State, svc *protocol.Service, reps []*protocol.Replica) 
 	targets := map[int]int{}
 	minOf := func(vn int) int {
 		if v := st.Version(svc.Name, vn); v != nil {
-			return v.Spec.Service.ReplicaPolicy.MinReplicas
+			return minReplicas(v)
 		}
 		return 0
 	}

@@ -360,6 +360,9 @@ func (f *FSM) applyUpdateReplicas(buf []byte) any {
 			r.Resources = u.Resources
 			r.LaunchedAt = cmd.At
 		}
+		if u.Port > 0 {
+			r.Resources.Port = u.Port
+		}
 		if u.Endpoint != "" {
 			r.Endpoint = u.Endpoint
 		}

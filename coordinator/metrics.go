@@ -16,6 +16,10 @@ type metrics struct {
 	reconciles   prometheus.Counter
 	agentsAlive  prometheus.Gauge
 	lbsLive      prometheus.Gauge
+
+	invalidMessages *prometheus.CounterVec
+	reconcilePanics prometheus.Counter
+	desiredTooLarge prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -61,8 +65,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "baton_coordinator_lbs_live",
 			Help: "LB nodes that acknowledged route tables recently.",
 		}),
+		invalidMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_coordinator_invalid_messages_total",
+			Help: "NATS messages dropped because they were oversize, undecodable or invalid, by subject.",
+		}, []string{"subject"}),
+		reconcilePanics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_coordinator_reconcile_panics_total",
+			Help: "Reconcile passes that failed with a panic (a bug; the next pass runs as usual).",
+		}),
+		desiredTooLarge: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_coordinator_desired_set_too_large_total",
+			Help: "Desired sets not sent because they exceeded the NATS payload limit.",
+		}),
 	}
 	reg.MustRegister(m.commands, m.replicas, m.isLeader, m.raftState, m.appliedIndex,
-		m.flips, m.flipSeconds, m.reconciles, m.agentsAlive, m.lbsLive)
+		m.flips, m.flipSeconds, m.reconciles, m.agentsAlive, m.lbsLive,
+		m.invalidMessages, m.reconcilePanics, m.desiredTooLarge)
 	return m
 }

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"sort"
 	"strconv"
@@ -10,26 +11,49 @@ import (
 	"github.com/baton-dev/baton/protocol"
 )
 
-// placer decides which agent a replica goes to. It tracks what each agent
-// has left as replicas are placed during one reconcile pass.
+// defaultPortRange is where replica ports are picked on an agent that
+// reports no range of its own: below the LB service ports (30001 up) and
+// below Linux's ephemeral range (32768 up), so that outgoing connections
+// cannot take a port between the choice and the replica binding it.
+var defaultPortRange = protocol.PortRange{Min: 10000, Max: 29999}
+
+// placer decides which agent a replica goes to and which port it listens
+// on. It tracks what each agent has left, and which ports are taken in
+// each port space, as replicas are placed during one reconcile pass.
+//
+// Ports are decided here, in the one place that knows every replica of
+// every agent: several agents on one machine (baton dev, or containers
+// sharing a network namespace) share one port space, and an agent that
+// picked ports itself could hand out a port another agent on the machine
+// had just handed out too.
 type placer struct {
 	agents []*protocol.Agent // alive agents, sorted by id
 	used   map[string]*usage
-	// hostPorts are the ports replicas listen on (or asked for and may
-	// yet get) per agent host: a task that names its port, as SkyServe
-	// tasks with a fixed port in `run` do, is placed where it is free.
-	hostPorts map[string]map[int]bool
+	// ports are the ports replicas listen on (or have been given) per
+	// port space (see portSpace).
+	ports map[string]map[int]bool
 }
 
 type usage struct {
 	cpus, memory float64
 	gpus         map[string]bool // UUIDs in use
+	replicas     int
+}
+
+// portSpace names the set of ports an agent's replicas share: its
+// network namespace when the agent reports one, else its host address.
+func portSpace(a *protocol.Agent) string {
+	if a.NetNS != "" {
+		return "netns:" + a.NetNS
+	}
+	return "host:" + a.Host
 }
 
 // newPlacer counts what every replica that holds resources uses. A
-// SHUTTING_DOWN replica still holds its share until it is gone.
+// SHUTTING_DOWN replica still holds its share (and its port) until it is
+// gone.
 func newPlacer(st *State) *placer {
-	p := &placer{used: map[string]*usage{}, hostPorts: map[string]map[int]bool{}}
+	p := &placer{used: map[string]*usage{}, ports: map[string]map[int]bool{}}
 	for _, id := range st.AgentIDs() {
 		a := st.Agents[id]
 		p.used[id] = &usage{gpus: map[string]bool{}}
@@ -43,12 +67,9 @@ func newPlacer(st *State) *placer {
 		}
 		p.take(r.AgentID, r.Resources)
 		if a := st.Agents[r.AgentID]; a != nil {
-			// The port it listens on, and the one its task names: if it got
-			// another, something else holds that one on the host.
-			p.takePort(a.Host, endpointPort(r.Endpoint))
-			if v := st.Version(r.Service, r.Version); v != nil {
-				p.takePort(a.Host, v.Spec.Service.Port)
-			}
+			space := portSpace(a)
+			p.takePort(space, r.Resources.Port)
+			p.takePort(space, endpointPort(r.Endpoint))
 		}
 	}
 	return p
@@ -64,14 +85,18 @@ func endpointPort(endpoint string) int {
 	return n
 }
 
-func (p *placer) takePort(host string, port int) {
+func (p *placer) takePort(space string, port int) {
 	if port <= 0 {
 		return
 	}
-	if p.hostPorts[host] == nil {
-		p.hostPorts[host] = map[int]bool{}
+	if p.ports[space] == nil {
+		p.ports[space] = map[int]bool{}
 	}
-	p.hostPorts[host][port] = true
+	p.ports[space][port] = true
+}
+
+func (p *placer) portTaken(a *protocol.Agent, port int) bool {
+	return p.ports[portSpace(a)][port]
 }
 
 func (p *placer) take(agentID string, a protocol.Allocation) {
@@ -82,9 +107,30 @@ func (p *placer) take(agentID string, a protocol.Allocation) {
 	}
 	u.cpus += a.CPUs
 	u.memory += a.MemoryGB
+	u.replicas++
 	for _, g := range a.GPUUUIDs {
 		u.gpus[g] = true
 	}
+}
+
+// freePort picks a port of a's range that no replica holds in a's port
+// space, starting at a random place so that a port just given up is not
+// handed out again at once; 0 when the range is full.
+func (p *placer) freePort(a *protocol.Agent) int {
+	r := a.PortRange
+	if r.Min <= 0 || r.Max < r.Min {
+		r = defaultPortRange
+	}
+	n := r.Max - r.Min + 1
+	start := rand.IntN(n)
+	taken := p.ports[portSpace(a)]
+	for i := 0; i < n; i++ {
+		port := r.Min + (start+i)%n
+		if !taken[port] {
+			return port
+		}
+	}
+	return 0
 }
 
 // candidate is one way to place a replica.
@@ -93,14 +139,20 @@ type candidate struct {
 	alloc protocol.Allocation
 }
 
-// place picks the smallest agent that fits res and reserves its share,
-// preferring, in this order, agents whose host has the replica's port
-// free (port 0: any) and agents not in avoid (where the same version
-// failed before). A host without the port free is still used when nothing
-// else fits: the agent then gives the replica another $PORT. On no fit it
-// returns a reason saying what is missing.
-func (p *placer) place(res protocol.Resources, port int, avoid map[string]bool) (candidate, string, bool) {
-	portFree := func(a *protocol.Agent) bool { return port <= 0 || !p.hostPorts[a.Host][port] }
+// endpoint is where the placed replica will listen.
+func (c candidate) endpoint() string {
+	return net.JoinHostPort(c.agent.Host, strconv.Itoa(c.alloc.Port))
+}
+
+// place picks the smallest agent that fits res, reserves its share and
+// gives the replica a port: want (the task's port) where it is free in the
+// agent's port space, else a free one from the agent's port range. It
+// prefers, in this order, agents where want is free (want 0: any) and
+// agents not in avoid (where the same version failed before). An agent
+// without want free is still used when nothing else fits, with another
+// port. On no fit it returns a reason saying what is missing.
+func (p *placer) place(res protocol.Resources, want int, avoid map[string]bool) (candidate, string, bool) {
+	portFree := func(a *protocol.Agent) bool { return want <= 0 || !p.portTaken(a, want) }
 	tiers := []func(*protocol.Agent) bool{
 		func(a *protocol.Agent) bool { return portFree(a) && !avoid[a.ID] },
 		portFree,
@@ -109,11 +161,28 @@ func (p *placer) place(res protocol.Resources, port int, avoid map[string]bool) 
 	}
 	for _, allowed := range tiers {
 		if c, ok := p.pick(res, allowed); ok {
-			p.takePort(c.agent.Host, port)
+			c.alloc.Port = want
+			if want <= 0 || p.portTaken(c.agent, want) {
+				c.alloc.Port = p.freePort(c.agent)
+			}
+			p.takePort(portSpace(c.agent), c.alloc.Port)
 			return c, "", true
 		}
 	}
 	return candidate{}, p.noFitReason(res), false
+}
+
+// repick gives a placed replica on agent a new port other than busy (held
+// on the host by a process baton does not run), or 0 when none is free.
+// The busy port stays marked taken for the rest of the pass.
+func (p *placer) repick(a *protocol.Agent, want, busy int) int {
+	p.takePort(portSpace(a), busy)
+	port := want
+	if want <= 0 || p.portTaken(a, want) {
+		port = p.freePort(a)
+	}
+	p.takePort(portSpace(a), port)
+	return port
 }
 
 // pick reserves the best fit among the allowed agents.
@@ -188,6 +257,9 @@ func smaller(a, b *protocol.Agent) bool {
 // way the agent must have 4 free. Memory works the same way.
 func (p *placer) fit(a *protocol.Agent, res protocol.Resources, opt protocol.AcceleratorOption) (candidate, bool) {
 	u := p.used[a.ID]
+	if u.replicas >= protocol.MaxReplicasPerAgent || p.freePortCount(a) == 0 {
+		return candidate{}, false
+	}
 	if !quantityFits(res.CPUs, a.Capacity.CPUs-u.cpus) {
 		return candidate{}, false
 	}
@@ -209,6 +281,19 @@ func (p *placer) fit(a *protocol.Agent, res protocol.Resources, opt protocol.Acc
 		alloc.GPUUUIDs = free[:opt.Count]
 	}
 	return candidate{agent: a, alloc: alloc}, true
+}
+
+// freePortCount is 1 when a's port range has a free port, else 0 (a
+// cheap check: the range is large and rarely close to full).
+func (p *placer) freePortCount(a *protocol.Agent) int {
+	r := a.PortRange
+	if r.Min <= 0 || r.Max < r.Min {
+		r = defaultPortRange
+	}
+	if len(p.ports[portSpace(a)]) < r.Max-r.Min+1 || p.freePort(a) != 0 {
+		return 1
+	}
+	return 0
 }
 
 func quantityFits(q protocol.Quantity, free float64) bool {
@@ -239,6 +324,10 @@ func (p *placer) noFitReason(res protocol.Resources) string {
 	var have []string
 	for _, a := range p.agents {
 		u := p.used[a.ID]
+		if u.replicas >= protocol.MaxReplicasPerAgent {
+			have = append(have, fmt.Sprintf("%s runs %d replicas, the most one agent may", a.ID, u.replicas))
+			continue
+		}
 		desc := fmt.Sprintf("%s %s/%s cpus free", a.ID, num(a.Capacity.CPUs-u.cpus), num(a.Capacity.CPUs))
 		if res.Memory.IsSet() {
 			desc += fmt.Sprintf(", %s/%s GB free", num(a.Capacity.MemoryGB-u.memory), num(a.Capacity.MemoryGB))

@@ -2,8 +2,10 @@ package coordinator
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/baton-dev/baton/protocol"
 )
@@ -137,14 +139,109 @@ func TestPlacementSpreadsFixedPorts(t *testing.T) {
 	if c, _, ok := newPlacer(st).place(res, 0, nil); !ok || c.agent.ID != "a" {
 		t.Fatalf("portless replica on %v, want a", c.agent)
 	}
-	// A replica that got another port than its task's: something else
-	// holds 8080 on that host, so it stays avoided.
+	// A replica listening on another port than its task's holds that
+	// port, not the task's.
 	st.Replicas["web/1"].Endpoint = "10.0.0.1:12345"
-	if c, _, ok := newPlacer(st).place(res, 8080, nil); !ok || c.agent.ID != "b" {
-		t.Fatalf("replica on %v, want b: 8080 is taken on a's host by something else", c.agent)
-	}
-	// Its own port is taken too.
 	if c, _, ok := newPlacer(st).place(res, 12345, nil); !ok || c.agent.ID != "b" {
 		t.Fatalf("replica on %v, want b: 12345 is taken on a's host", c.agent)
+	}
+}
+
+// TestPlacementChoosesPorts: placement decides every replica's port, so
+// that agents sharing one machine (baton dev: four agents on one host) can
+// never hand out the same port. The task's port goes to the first replica
+// in each port space; the others get distinct ports from the agent's
+// range.
+func TestPlacementChoosesPorts(t *testing.T) {
+	st := NewState()
+	for _, id := range []string{"agent-1", "agent-2", "agent-3", "agent-4"} {
+		a := agentWith(id, 2)
+		a.Host, a.NetNS = "127.0.0.1", "boot-1:4026531840"
+		a.PortRange = protocol.PortRange{Min: 20000, Max: 20009}
+		st.Agents[id] = a
+	}
+	res := protocol.Resources{CPUs: protocol.Quantity{Value: 2, AtLeast: true}}
+	p := newPlacer(st)
+	seen := map[int]bool{}
+	for i := range 4 {
+		c, reason, ok := p.place(res, 8081, nil)
+		if !ok {
+			t.Fatalf("replica %d: %s", i+1, reason)
+		}
+		port := c.alloc.Port
+		if i == 0 && port != 8081 {
+			t.Errorf("first replica got port %d, want the task's 8081", port)
+		}
+		if i > 0 && (port < 20000 || port > 20009) {
+			t.Errorf("replica %d got port %d, want one of the agent's range 20000-20009", i+1, port)
+		}
+		if seen[port] {
+			t.Errorf("port %d handed out twice in one port space", port)
+		}
+		seen[port] = true
+		if want := "127.0.0.1:" + fmt.Sprint(port); c.endpoint() != want {
+			t.Errorf("endpoint %s, want %s", c.endpoint(), want)
+		}
+	}
+
+	// Agents on different machines each give the task's port.
+	st2 := NewState()
+	for i, id := range []string{"m1", "m2"} {
+		a := agentWith(id, 2)
+		a.Host, a.NetNS = fmt.Sprintf("10.0.0.%d", i+1), fmt.Sprintf("boot-%d:1", i)
+		st2.Agents[id] = a
+	}
+	p2 := newPlacer(st2)
+	for i := range 2 {
+		if c, _, _ := p2.place(res, 8081, nil); c.alloc.Port != 8081 {
+			t.Errorf("replica %d on its own machine got %d, want 8081", i+1, c.alloc.Port)
+		}
+	}
+
+	// A full range leaves the agent out, with a reason.
+	st3 := NewState()
+	a := agentWith("tiny", 8)
+	a.PortRange = protocol.PortRange{Min: 20000, Max: 20000}
+	st3.Agents["tiny"] = a
+	p3 := newPlacer(st3)
+	if _, _, ok := p3.place(protocol.Resources{}, 0, nil); !ok {
+		t.Fatal("first replica must get the range's only port")
+	}
+	if _, _, ok := p3.place(protocol.Resources{}, 0, nil); ok {
+		t.Fatal("second replica placed with no free port left")
+	}
+}
+
+// TestPortBusyMovesReplica: a placed replica whose agent reports its port
+// held by a foreign process keeps its id and gets another port, and
+// placement avoids the busy port for a while.
+func TestPortBusyMovesReplica(t *testing.T) {
+	st := NewState()
+	a := agentWith("agent-1", 4)
+	a.Host, a.NetNS = "127.0.0.1", "boot:1"
+	st.Agents["agent-1"] = a
+	st.Services["web"] = &protocol.Service{Name: "web"}
+	st.Versions["web"] = map[int]*protocol.Version{1: {Service: "web", Number: 1,
+		Spec: protocol.TaskSpec{Service: protocol.ServiceSpec{Port: 8081}}}}
+	st.Replicas["web/1"] = &protocol.Replica{Service: "web", ID: 1, Version: 1, AgentID: "agent-1",
+		Status: protocol.ReplicaProvisioning, Endpoint: "127.0.0.1:8081", Resources: protocol.Allocation{Port: 8081}}
+	c := &controller{s: &Server{log: slog.Default()}, log: slog.Default(), busyPorts: map[string]map[int]time.Time{}}
+	now := time.Now()
+	ups := c.moveOffBusyPorts(st, []busyReport{{replica: st.Replicas["web/1"], port: 8081}}, now)
+	if len(ups) != 1 || ups[0].Port == 0 || ups[0].Port == 8081 || ups[0].ID != 1 ||
+		ups[0].Status != protocol.ReplicaProvisioning || !strings.Contains(ups[0].Reason, "port 8081 is held") {
+		t.Fatalf("updates = %+v, want replica 1 moved off 8081, still PROVISIONING", ups)
+	}
+	if ups[0].Endpoint != "127.0.0.1:"+fmt.Sprint(ups[0].Port) {
+		t.Errorf("endpoint %s does not match port %d", ups[0].Endpoint, ups[0].Port)
+	}
+	// A new replica of the service is not given 8081 while it is known busy...
+	delete(st.Replicas, "web/1")
+	if cand, _, _ := c.newPlacer(st, now.Add(time.Minute)).place(protocol.Resources{}, 8081, nil); cand.alloc.Port == 8081 {
+		t.Error("placement handed out a port an agent reported busy a minute ago")
+	}
+	// ...and is again once the memory expires.
+	if cand, _, _ := c.newPlacer(st, now.Add(busyPortMemory+time.Second)).place(protocol.Resources{}, 8081, nil); cand.alloc.Port != 8081 {
+		t.Errorf("after %s the task's port should be tried again, got %d", busyPortMemory, cand.alloc.Port)
 	}
 }

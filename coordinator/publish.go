@@ -30,6 +30,7 @@ func routeTable(st *State, svc *protocol.Service) protocol.RouteTable {
 	}
 	if v := st.Version(svc.Name, latest); v != nil {
 		t.Policy = v.Spec.Service.LoadBalancingPolicy
+		t.ResponseTimeoutSeconds = v.Spec.Service.ResponseTimeoutSeconds
 	}
 	for _, r := range st.ServiceReplicas(svc.Name) {
 		if r.Status != protocol.ReplicaReady || r.Endpoint == "" || !svc.IsActive(r.Version) {
@@ -195,14 +196,15 @@ func (c *controller) drained(key string, r *protocol.Replica, lbs []lbInfo, now 
 }
 
 // publishDesired sends each alive agent the replicas it should run, when
-// the set changed or on repair.
+// the set changed or on repair. A set too large for one NATS message is
+// not sent (the agent keeps its last one) and says so, loudly.
 func (c *controller) publishDesired(st *State, now time.Time, repair bool) {
 	lbs := c.liveLBs(now)
 	c.s.metrics.lbsLive.Set(float64(len(lbs)))
-	sets := map[string][]protocol.ReplicaAssignment{}
+	sets := map[string]*protocol.DesiredReplicas{}
 	for _, id := range st.AgentIDs() {
 		if st.Agents[id].Alive {
-			sets[id] = []protocol.ReplicaAssignment{}
+			sets[id] = &protocol.DesiredReplicas{AgentID: id, Replicas: []protocol.ReplicaAssignment{}, Specs: map[string]protocol.TaskSpec{}}
 		}
 	}
 	for _, key := range st.ReplicaKeys() {
@@ -224,29 +226,59 @@ func (c *controller) publishDesired(st *State, now time.Time, repair bool) {
 			continue
 		}
 		v := st.Version(r.Service, r.Version)
-		if v == nil {
-			continue
+		port := replicaPort(r)
+		if v == nil || port == 0 {
+			continue // a replica without a port is given one by the next reconcile
 		}
-		sets[r.AgentID] = append(set, protocol.ReplicaAssignment{
+		set.Specs[protocol.SpecKey(r.Service, r.Version)] = v.Spec
+		set.Replicas = append(set.Replicas, protocol.ReplicaAssignment{
 			Service:   r.Service,
 			ReplicaID: r.ID,
 			Version:   r.Version,
-			Spec:      v.Spec,
+			Port:      port,
 			GPUUUIDs:  r.Resources.GPUUUIDs,
 			Draining:  r.Status == protocol.ReplicaShuttingDown,
 		})
 	}
+	limit := c.s.nc.MaxPayload()
+	if limit <= 0 || limit > protocol.MaxMessageBytes {
+		limit = protocol.MaxMessageBytes
+	}
 	for id, set := range sets {
-		msg := protocol.DesiredReplicas{AgentID: id, Replicas: set}
-		body, _ := json.Marshal(msg)
+		body, err := json.Marshal(set)
+		if err != nil {
+			c.log.Error("encode desired set", "agent_id", id, "error", err)
+			continue
+		}
 		if string(body) == c.sentDesired[id] && !repair {
 			continue
 		}
-		msg.Epoch = st.Index
-		if c.send(protocol.AgentDesiredSubject(id), msg) {
-			c.sentDesired[id] = string(body)
+		set.Epoch = st.Index
+		msg, _ := json.Marshal(set)
+		if int64(len(msg)) > limit {
+			c.s.metrics.desiredTooLarge.Inc()
+			if ok, _ := c.s.badMessages.Allow("desired-too-large/" + id); ok {
+				c.log.Error("desired set too large to send; the agent keeps its last one",
+					"agent_id", id, "bytes", len(msg), "limit", limit, "replicas", len(set.Replicas), "versions", len(set.Specs))
+			}
+			continue
 		}
+		if err := c.s.nc.Publish(protocol.AgentDesiredSubject(id), msg); err != nil {
+			c.log.Warn("publish failed", "subject", protocol.AgentDesiredSubject(id), "error", err)
+			continue
+		}
+		c.sentDesired[id] = string(body)
 	}
+}
+
+// replicaPort is the port a placed replica listens on: the one placement
+// gave it, or (for a replica placed before ports were chosen there) its
+// endpoint's.
+func replicaPort(r *protocol.Replica) int {
+	if r.Resources.Port > 0 {
+		return r.Resources.Port
+	}
+	return endpointPort(r.Endpoint)
 }
 
 // replicaSeriesKey names one series of the replicas-by-status gauge.

@@ -19,6 +19,9 @@ type raftNode struct {
 	raft      *raft.Raft
 	wal       *raftwal.WAL
 	transport *raft.NetworkTransport
+	// startIndex is the last log index on disk when the node started: until
+	// the FSM has applied it, the state is older than what was committed.
+	startIndex uint64
 }
 
 // openRaft starts Raft with a raft-wal log and stable store and file
@@ -74,6 +77,12 @@ func openRaft(cfg Config, fsm raft.FSM, notify chan bool) (*raftNode, error) {
 		wal.Close()
 		return nil, fmt.Errorf("read raft state: %w", err)
 	}
+	startIndex, err := wal.LastIndex()
+	if err != nil {
+		transport.Close()
+		wal.Close()
+		return nil, fmt.Errorf("read raft log: %w", err)
+	}
 	r, err := raft.NewRaft(rc, fsm, wal, wal, snaps, transport)
 	if err != nil {
 		transport.Close()
@@ -91,7 +100,14 @@ func openRaft(cfg Config, fsm raft.FSM, notify chan bool) (*raftNode, error) {
 			return nil, fmt.Errorf("bootstrap raft: %w", err)
 		}
 	}
-	return &raftNode{raft: r, wal: wal, transport: transport}, nil
+	return &raftNode{raft: r, wal: wal, transport: transport, startIndex: startIndex}, nil
+}
+
+// caughtUp reports whether the FSM has applied every entry that was in the
+// log when the node started, with the applied and wanted indexes.
+func (n *raftNode) caughtUp() (bool, uint64, uint64) {
+	applied := n.raft.AppliedIndex()
+	return applied >= n.startIndex, applied, n.startIndex
 }
 
 // Close shuts Raft down and closes its stores.

@@ -11,8 +11,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"github.com/nats-io/nats.go"
 
+	"github.com/baton-dev/baton/internal/bus"
+	"github.com/baton-dev/baton/internal/logutil"
 	"github.com/baton-dev/baton/internal/natsembed"
 )
 
@@ -25,7 +26,7 @@ type Server struct {
 	fsm     *FSM
 	raft    *raftNode
 	natsSrv *natsembed.Server // nil with an external NATS
-	nc      *nats.Conn
+	nc      *bus.Conn
 	metrics *metrics
 	api     *http.Server
 	apiLn   net.Listener
@@ -33,6 +34,9 @@ type Server struct {
 
 	// kick wakes the controller early; buffered 1, sends never block.
 	kick chan struct{}
+
+	// badMessages limits the logging of invalid NATS messages.
+	badMessages *logutil.Limiter
 
 	// ctrlMu guards ctrl, the running controller (nil when not leader).
 	ctrlMu sync.Mutex
@@ -50,6 +54,8 @@ func New(cfg Config) (*Server, error) {
 		metrics: newMetrics(cfg.Registry),
 		leaderC: make(chan bool, 16),
 		kick:    make(chan struct{}, 1),
+
+		badMessages: logutil.NewLimiter(10 * time.Second),
 	}
 	s.fsm.onApply = func(index uint64) {
 		s.metrics.appliedIndex.Set(float64(index))
@@ -64,15 +70,14 @@ func New(cfg Config) (*Server, error) {
 		s.natsSrv = ns
 		natsURL = ns.ClientURL()
 	}
-	nc, err := nats.Connect(natsURL,
-		nats.Name("baton-coordinator-"+cfg.NodeID),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.RetryOnFailedConnect(true),
-	)
+	nc, err := bus.Connect(bus.Config{
+		URL:    natsURL,
+		Name:   "baton-coordinator-" + cfg.NodeID,
+		Logger: s.log,
+	})
 	if err != nil {
 		s.closeNATS()
-		return nil, fmt.Errorf("connect to nats at %s: %w", natsURL, err)
+		return nil, err
 	}
 	s.nc = nc
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -104,8 +109,17 @@ func (s *Server) closeNATS() {
 // HTTPAddr is the API's bound address.
 func (s *Server) HTTPAddr() string { return s.apiLn.Addr().String() }
 
-// NATSURL is the URL of the NATS server in use.
-func (s *Server) NATSURL() string { return s.nc.ConnectedUrl() }
+// NATSURL is the URL of the NATS server in use: the embedded server's, or
+// the one connected to.
+func (s *Server) NATSURL() string {
+	if s.natsSrv != nil {
+		return s.natsSrv.ClientURL()
+	}
+	if u := s.nc.ConnectedURL(); u != "" {
+		return u
+	}
+	return s.cfg.NATSURL
+}
 
 // FSM gives read access to the replicated state (tests, views).
 func (s *Server) FSM() *FSM { return s.fsm }
@@ -137,7 +151,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.monitorLeadership(ctx)
 	}()
-	s.log.Info("coordinator started", "api", s.HTTPAddr(), "raft", s.cfg.RaftAddr, "nats", s.nc.ConnectedUrl())
+	s.log.Info("coordinator started", "api", s.HTTPAddr(), "raft", s.cfg.RaftAddr, "nats", s.NATSURL())
 
 	var err error
 	select {

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/baton-dev/baton/internal/bus"
+	"github.com/baton-dev/baton/internal/logutil"
 	"github.com/baton-dev/baton/internal/natsembed"
 	"github.com/baton-dev/baton/protocol"
 )
@@ -33,8 +35,13 @@ func TestRouteSyncRepliesWithPublishedTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	s := &Server{cfg: DevConfig(), log: slog.Default(), fsm: NewFSM(), nc: nc,
-		metrics: newMetrics(prometheus.NewRegistry()), kick: make(chan struct{}, 1)}
+	bc, err := bus.Connect(bus.Config{URL: ns.ClientURL(), Logger: slog.Default()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	s := &Server{cfg: DevConfig(), log: slog.Default(), fsm: NewFSM(), nc: bc,
+		metrics: newMetrics(prometheus.NewRegistry()), kick: make(chan struct{}, 1), badMessages: logutil.NewLimiter(time.Second)}
 	c := newController(s)
 	if _, err := nc.Subscribe(protocol.SubjectRoutesSync, c.onRouteSync); err != nil {
 		t.Fatal(err)

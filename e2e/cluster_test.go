@@ -31,9 +31,15 @@ import (
 // batonBin is the binary under test, built once in TestMain.
 var batonBin string
 
-// repoRoot is the repository root (the CLI runs there so example task
-// files resolve their relative workdir as users' do).
+// repoRoot is the repository root (where baton is built from).
 var repoRoot string
+
+// workRoot is where the CLI runs: a copy of the repository's examples/ in
+// a directory every user may read, so example task files resolve their
+// relative workdir as users' do, and agents running as root run replicas
+// as "nobody" (their default), who must be able to read the workdir. A
+// clone of the repository may sit under a directory only root can enter.
+var workRoot string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "baton-e2e-")
@@ -44,6 +50,19 @@ func TestMain(m *testing.M) {
 	_, file, _, _ := runtime.Caller(0)
 	repoRoot = filepath.Dir(filepath.Dir(file))
 	batonBin = filepath.Join(dir, "baton")
+	workRoot = filepath.Join(dir, "work")
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := os.CopyFS(filepath.Join(workRoot, "examples"), os.DirFS(filepath.Join(repoRoot, "examples"))); err != nil {
+		fmt.Fprintln(os.Stderr, "copy examples:", err)
+		os.Exit(1)
+	}
+	if err := openTree(workRoot); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	build := exec.Command("go", "build", "-o", batonBin, "./cmd/baton")
 	build.Dir = repoRoot
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
@@ -91,7 +110,7 @@ func newCluster(t *testing.T, agents ...agentOpts) *cluster {
 	t.Helper()
 	c := &cluster{
 		t:      t,
-		dir:    t.TempDir(),
+		dir:    openTempDir(t),
 		lbHost: "127.0.0.21",
 		procs:  map[string]*proc{},
 	}
@@ -167,7 +186,10 @@ func (c *cluster) startAgent(id, host string, a agentOpts) {
 	args := []string{"agent", "--dev", "--id", id, "--nats-url", c.natsURL, "--host", host,
 		"--http-addr", host + ":0", "--data-dir", filepath.Join(c.dir, id),
 		"--cpus", strconv.FormatFloat(a.cpus, 'f', -1, 64), "--memory", "8", "--region", "local",
-		"--probe-interval", "250ms", "--stop-grace", "3s"}
+		"--probe-interval", "250ms", "--stop-grace", "3s",
+		// Replicas get nothing of the agent's environment but what it
+		// passes on: the marker tells this cluster's processes apart.
+		"--replica-env", c.marker()}
 	if a.accelerators != "" {
 		args = append(args, "--accelerators", a.accelerators)
 	}
@@ -244,9 +266,53 @@ func (c *cluster) stopAll() {
 	}
 }
 
-// cli runs `baton args...` against the cluster from the repository root.
+// cli runs `baton args...` against the cluster from workRoot (a copy of
+// the repository's examples).
 func (c *cluster) cli(args ...string) (stdout, stderr string, err error) {
-	return c.cliIn(repoRoot, args...)
+	return c.cliIn(workRoot, args...)
+}
+
+// openTempDir is t.TempDir() made readable by every user (with its
+// parent): agents running as root run replicas as "nobody", who must reach
+// their data dirs and workdirs, as on a real machine.
+func openTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// writableTempDir is openTempDir that every user may also write to: the
+// tasks whose setup or run write into their workdir run as the agents'
+// replica user ("nobody"), as they would on a shared path of a fleet.
+func writableTempDir(t *testing.T) string {
+	t.Helper()
+	dir := openTempDir(t)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// openTree makes every directory under root readable and searchable by
+// every user, and every file readable.
+func openTree(root string) error {
+	return filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		mode := os.FileMode(0o644)
+		if d.IsDir() {
+			mode = 0o755
+		} else if info, err := d.Info(); err == nil && info.Mode()&0o100 != 0 {
+			mode = 0o755
+		}
+		return os.Chmod(path, mode)
+	})
 }
 
 // cliIn runs the CLI in dir, as a user working there would.

@@ -24,7 +24,7 @@ func TestInvalidSpecsChangeNothing(t *testing.T) {
 	c.waitReady("keep", 1, 1, 60*time.Second)
 	before := c.status()
 
-	dir := t.TempDir()
+	dir := openTempDir(t)
 	const probe = "service:\n  readiness_probe: /health\n  replicas: 1\n"
 	cases := []struct {
 		name, yaml string

@@ -34,7 +34,7 @@ http.server.ThreadingHTTPServer(("0.0.0.0", port), H).serve_forever()
 // repository, with a relative workdir resolved against the CLI's directory.
 func TestUserServerOutsideRepo(t *testing.T) {
 	c := newCluster(t, agentOpts{cpus: 2}, agentOpts{cpus: 2})
-	home := t.TempDir()
+	home := writableTempDir(t)
 	writeTask(t, home, "app.py", userApp)
 	writeTask(t, home, "v1.yaml", `name: greeter
 workdir: .
@@ -110,7 +110,7 @@ func readFile(t *testing.T, p string) string {
 // with a unit, a required env given with --env, and SkyPilot's variables.
 func TestSkyServeStyleTask(t *testing.T) {
 	c := newCluster(t, agentOpts{cpus: 2})
-	home := t.TempDir()
+	home := writableTempDir(t)
 	writeTask(t, home, "task.yaml", `workdir: .
 envs:
   TOKEN:

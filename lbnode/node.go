@@ -39,6 +39,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/baton-dev/baton/internal/bus"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -57,6 +58,8 @@ type Node struct {
 	// syncFailing is true while sync requests go unanswered; used only by
 	// Run's goroutine.
 	syncFailing bool
+	// bus is the NATS connection, set by Run (read by /healthz).
+	bus atomic.Pointer[bus.Conn]
 
 	// mu guards services, deleted, closed and the fields of each service
 	// marked "guarded by Node.mu". Requests never take it.
@@ -168,32 +171,20 @@ func (n *Node) Run(ctx context.Context) error {
 		<-adminErr
 	}()
 
-	nc, err := nats.Connect(n.cfg.NATSURL,
-		nats.Name("baton-lb "+n.cfg.ID),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500*time.Millisecond),
-		nats.RetryOnFailedConnect(true),
-		nats.ConnectHandler(func(*nats.Conn) {
-			n.log.Info("connected to nats", "url", n.cfg.NATSURL)
-			n.triggerSync()
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			n.log.Info("reconnected to nats", "url", c.ConnectedUrl())
-			n.triggerSync()
-		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				n.log.Warn("disconnected from nats; serving last route tables", "error", err)
-			}
-		}),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			n.log.Warn("nats error", "error", err)
-		}),
-	)
+	nc, err := bus.Connect(bus.Config{
+		URL:           n.cfg.NATSURL,
+		Name:          "baton-lb " + n.cfg.ID,
+		Logger:        n.log,
+		ReconnectWait: 500 * time.Millisecond,
+		// On every (re)connection, and on a replacement connection after
+		// the server closed one: pull every table again.
+		OnConnect: n.triggerSync,
+	})
 	if err != nil {
 		n.shutdown()
-		return fmt.Errorf("connect to nats at %s: %w", n.cfg.NATSURL, err)
+		return err
 	}
+	n.bus.Store(nc)
 	if _, err := nc.Subscribe(protocol.SubjectRoutesAll, func(m *nats.Msg) { n.onTable(nc, m) }); err != nil {
 		nc.Close()
 		n.shutdown()
@@ -265,7 +256,7 @@ func (n *Node) shutdown() {
 }
 
 // onTable handles a table pushed on baton.routes.<service>.
-func (n *Node) onTable(nc *nats.Conn, m *nats.Msg) {
+func (n *Node) onTable(nc *bus.Conn, m *nats.Msg) {
 	if m.Subject == protocol.SubjectRoutesSync {
 		return // another LB's sync request
 	}
@@ -288,10 +279,10 @@ func (n *Node) receiveTable(subject string, data []byte) bool {
 
 // sync pulls every table from the leader, applies the newer ones and acks.
 // Without an answer the node keeps its tables and tries again later.
-func (n *Node) sync(ctx context.Context, nc *nats.Conn) {
+func (n *Node) sync(ctx context.Context, nc *bus.Conn) {
 	rctx, cancel := context.WithTimeout(ctx, n.cfg.SyncTimeout)
 	defer cancel()
-	msg, err := nc.RequestWithContext(rctx, protocol.SubjectRoutesSync, nil)
+	msg, err := nc.Request(rctx, protocol.SubjectRoutesSync, nil)
 	switch {
 	case err == nil:
 		reply, err := decodeSync(msg.Data)
@@ -358,7 +349,7 @@ func (n *Node) ackLocked() protocol.LBAck {
 	return ack
 }
 
-func (n *Node) publishAck(nc *nats.Conn) {
+func (n *Node) publishAck(nc *bus.Conn) {
 	n.ackMu.Lock()
 	defer n.ackMu.Unlock()
 	n.mu.Lock()
@@ -401,11 +392,11 @@ func (n *Node) Stats() Stats {
 	return st
 }
 
-func (n *Node) publishStats(nc *nats.Conn) {
+func (n *Node) publishStats(nc *bus.Conn) {
 	n.publishJSON(nc, protocol.SubjectLBStats, n.Stats())
 }
 
-func (n *Node) publishJSON(nc *nats.Conn, subject string, v any) {
+func (n *Node) publishJSON(nc *bus.Conn, subject string, v any) {
 	data, err := json.Marshal(v)
 	if err != nil {
 		n.log.Error("encode message", "subject", subject, "error", err)
@@ -464,9 +455,20 @@ func (n *Node) dump() RoutesDump {
 func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.gatherer, promhttp.HandlerOpts{}))
+	// An LB without the control plane still serves its last tables, so
+	// /healthz stays 200 (a TCP load balancer in front must not take it
+	// out); the second line says how NATS stands.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
+		line := "nats: not started"
+		if nc := n.bus.Load(); nc != nil {
+			if err := nc.Health(); err != nil {
+				line = "nats: " + err.Error() + "; serving the last route tables"
+			} else {
+				line = "nats: connected to " + nc.ConnectedURL()
+			}
+		}
+		_, _ = w.Write([]byte("ok\n" + line + "\n"))
 	})
 	mux.HandleFunc("GET /v1/routes", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -12,6 +12,29 @@ type DesiredReplicas struct {
 	// set older than the one it last applied.
 	Epoch    uint64              `json:"epoch"`
 	Replicas []ReplicaAssignment `json:"replicas"`
+	// Specs holds the spec of every version the set runs, once, keyed by
+	// SpecKey(service, version): an agent running many replicas of one
+	// version gets its spec once, not once per replica. The sender leaves
+	// each assignment's Spec empty; ResolveSpecs fills it in.
+	Specs map[string]TaskSpec `json:"specs,omitempty"`
+}
+
+// SpecKey names a version's spec in DesiredReplicas.Specs: "service/version".
+func SpecKey(service string, version int) string { return ReplicaKey(service, version) }
+
+// ResolveSpecs fills in each assignment's Spec from Specs. An assignment
+// whose version has no spec there is an error (matching
+// ErrInvalidMessage). Call it before Validate.
+func (d *DesiredReplicas) ResolveSpecs() error {
+	for i := range d.Replicas {
+		a := &d.Replicas[i]
+		spec, ok := d.Specs[SpecKey(a.Service, a.Version)]
+		if !ok {
+			return invalid("replicas[%d]: no spec for %s version %d in specs", i, a.Service, a.Version)
+		}
+		a.Spec = spec
+	}
+	return nil
 }
 
 // ReplicaAssignment is one replica an agent must run.
@@ -20,7 +43,8 @@ type ReplicaAssignment struct {
 	ReplicaID int    `json:"replica_id"`
 	Version   int    `json:"version"`
 	// Spec is the version's task spec (setup, run, envs, workdir, probe).
-	Spec TaskSpec `json:"spec"`
+	// It travels in DesiredReplicas.Specs, not here (json:"-").
+	Spec TaskSpec `json:"-"`
 	// Port is the port the replica listens on ($PORT), chosen by the
 	// leader's placement, which knows every replica on the host: the task's
 	// own port where it is free there, else one from the agent's port

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-dev/baton/agent"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -126,15 +127,30 @@ func (c *apiClient) Status(ctx context.Context, names []string) (*protocol.Statu
 	return &resp, nil
 }
 
-// Logs copies replica id's log of service name to w. With follow it keeps
-// streaming until the coordinator ends the stream or ctx is cancelled; a
-// cancelled ctx is a clean end (nil error).
-func (c *apiClient) Logs(ctx context.Context, name string, id int, follow bool, w io.Writer) error {
+// logsOptions says which part of a replica's log Logs asks for.
+type logsOptions struct {
+	// Follow keeps streaming what the replica writes after the log so far.
+	Follow bool
+	// Tail, from 1 to agent.MaxLogTail, starts at the last Tail lines;
+	// 0 starts at the oldest line the agent kept.
+	Tail int
+}
+
+// Logs copies replica id's log of service name to w. With opts.Follow it
+// keeps streaming until the coordinator ends the stream or ctx is
+// cancelled; a cancelled ctx is a clean end (nil error).
+func (c *apiClient) Logs(ctx context.Context, name string, id int, opts logsOptions, w io.Writer) error {
+	if opts.Tail < 0 || opts.Tail > agent.MaxLogTail {
+		return fmt.Errorf("tail %d: want a number of lines from 1 to %d", opts.Tail, agent.MaxLogTail)
+	}
 	q := url.Values{}
-	if follow {
+	if opts.Follow {
 		q.Set("follow", "1")
 	} else {
 		q.Set("follow", "0")
+	}
+	if opts.Tail > 0 {
+		q.Set("tail", strconv.Itoa(opts.Tail))
 	}
 	path := "/v1/services/" + url.PathEscape(name) + "/replicas/" + strconv.Itoa(id) + "/logs"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path+"?"+q.Encode(), nil)
@@ -164,7 +180,8 @@ func (c *apiClient) Logs(ctx context.Context, name string, id int, follow bool, 
 
 // notLeaderRetries and notLeaderBackoff bound the retries of a request
 // that a coordinator refused with not_leader (during an election, or just
-// after start). Such a request was not applied, so retrying is safe.
+// after start) or catching_up (it is still replaying its log). Such a
+// request was not applied, so retrying is safe.
 const (
 	notLeaderRetries = 20
 	notLeaderBackoff = 250 * time.Millisecond
@@ -176,7 +193,8 @@ func (c *apiClient) do(ctx context.Context, method, path string, q url.Values, i
 	for attempt := 0; ; attempt++ {
 		err := c.doOnce(ctx, method, path, q, in, out)
 		var apiErr *protocol.APIError
-		if attempt >= notLeaderRetries || !errors.As(err, &apiErr) || apiErr.Code != protocol.CodeNotLeader {
+		if attempt >= notLeaderRetries || !errors.As(err, &apiErr) ||
+			(apiErr.Code != protocol.CodeNotLeader && apiErr.Code != protocol.CodeCatchingUp) {
 			return err
 		}
 		select {

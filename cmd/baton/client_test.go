@@ -97,7 +97,7 @@ func TestClientErrors(t *testing.T) {
 				},
 				"logs": func() error {
 					var b strings.Builder
-					return c.Logs(ctx, "web", 1, false, &b)
+					return c.Logs(ctx, "web", 1, logsOptions{}, &b)
 				},
 			}
 			for call, f := range calls {
@@ -178,11 +178,22 @@ func TestClientRequests(t *testing.T) {
 		t.Errorf("status answer %+v", st)
 	}
 	var logs strings.Builder
-	if err := c.Logs(ctx, "web", 4, true, &logs); err != nil {
+	if err := c.Logs(ctx, "web", 4, logsOptions{Follow: true}, &logs); err != nil {
 		t.Fatal(err)
 	}
 	if logs.String() != "line 1\nline 2\n" {
 		t.Errorf("logs %q", logs.String())
+	}
+	if err := c.Logs(ctx, "web", 4, logsOptions{Tail: 50}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Logs(ctx, "web", 4, logsOptions{Follow: true, Tail: 1}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, tail := range []int{-1, 100_001} {
+		if err := c.Logs(ctx, "web", 4, logsOptions{Tail: tail}, io.Discard); err == nil || !strings.Contains(err.Error(), "number of lines") {
+			t.Errorf("Logs with tail %d: error %v, want one about the number of lines", tail, err)
+		}
 	}
 
 	want := []seen{
@@ -191,6 +202,8 @@ func TestClientRequests(t *testing.T) {
 		{"DELETE", "/v1/services/web", "", ""},
 		{"GET", "/v1/status", "service=web&service=a+b", ""},
 		{"GET", "/v1/services/web/replicas/4/logs", "follow=1", ""},
+		{"GET", "/v1/services/web/replicas/4/logs", "follow=0&tail=50", ""},
+		{"GET", "/v1/services/web/replicas/4/logs", "follow=1&tail=1", ""},
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -226,7 +239,7 @@ func TestClientLogsFollowCancel(t *testing.T) {
 	defer cancel()
 	out := &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- newAPIClient(srv.URL).Logs(ctx, "web", 1, true, out) }()
+	go func() { done <- newAPIClient(srv.URL).Logs(ctx, "web", 1, logsOptions{Follow: true}, out) }()
 	testutil.WaitFor(t, 5*time.Second, func() error {
 		if !strings.Contains(out.String(), "first line") {
 			return fmt.Errorf("no log line yet, have %q", out.String())

@@ -10,6 +10,7 @@ import (
 	"github.com/baton-dev/baton/agent"
 	"github.com/baton-dev/baton/coordinator"
 	"github.com/baton-dev/baton/lbnode"
+	"github.com/baton-dev/baton/protocol"
 )
 
 func newCoordinatorCmd() *cobra.Command {
@@ -83,8 +84,9 @@ func newCoordinatorCmd() *cobra.Command {
 func newAgentCmd() *cobra.Command {
 	cfg := agent.DefaultConfig()
 	var logs logFlags
-	var labels []string
+	var labels, replicaEnv []string
 	var dev bool
+	var portRange, logMaxSize string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run an agent: report this machine's capacity and run the replicas assigned to it",
@@ -98,6 +100,15 @@ func newAgentCmd() *cobra.Command {
 			cfg.Labels, err = parseLabels(labels)
 			if err != nil {
 				return err
+			}
+			if cfg.ReplicaEnv, err = agent.ParseReplicaEnv(replicaEnv); err != nil {
+				return fmt.Errorf("--replica-env: %w", err)
+			}
+			if cfg.PortRange, err = parsePortRange(portRange); err != nil {
+				return err
+			}
+			if cfg.LogMaxBytes, err = parseSize(logMaxSize); err != nil {
+				return fmt.Errorf("--replica-log-max-size: %w", err)
 			}
 			if dev {
 				d := agent.DevConfig()
@@ -119,7 +130,7 @@ func newAgentCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.ID, "id", "", "agent id: lowercase letters, digits and dashes (required)")
+	f.StringVar(&cfg.ID, "id", "", "agent id: 1-63 lowercase letters, digits and dashes (default: derived from the host name, e.g. gpu-node-example-com)")
 	f.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server URL")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "listen address for logs, /metrics and /healthz")
 	f.StringVar(&cfg.Host, "host", cfg.Host, "address replicas on this machine are reached at")
@@ -132,8 +143,14 @@ func newAgentCmd() *cobra.Command {
 	f.DurationVar(&cfg.ProbeInterval, "probe-interval", cfg.ProbeInterval, "readiness probe interval")
 	f.DurationVar(&cfg.StopGrace, "stop-grace", cfg.StopGrace, "wait between SIGTERM and SIGKILL when stopping a replica")
 	f.DurationVar(&cfg.ReplicaDirTTL, "replica-dir-ttl", cfg.ReplicaDirTTL, "how long the directory and log of a stopped replica are kept")
+	f.StringVar(&cfg.ReplicaUser, "replica-user", "", `user replicas run as (default "nobody" when the agent is root, else the agent's own user; "root" to run them as root)`)
+	f.StringArrayVar(&replicaEnv, "replica-env", nil, "KEY=VALUE (or KEY, to pass the agent's own) that every replica gets; nothing else of the agent's environment reaches replicas (repeatable)")
+	f.StringVar(&cfg.CgroupParent, "cgroup-parent", cfg.CgroupParent, `cgroup under which each replica gets its own (<parent>/<agent id>/<service>-<id>); "-" turns cgroups off`)
+	f.Int64Var(&cfg.ReplicaPidsMax, "replica-pids-max", cfg.ReplicaPidsMax, "most processes and threads one replica may have (pids.max)")
+	f.StringVar(&portRange, "port-range", fmt.Sprintf("%d-%d", cfg.PortRange.Min, cfg.PortRange.Max), "ports the coordinator picks replica ports from when a task names none or its port is taken")
+	f.StringVar(&logMaxSize, "replica-log-max-size", "10MiB", "size at which a replica's log is rotated (replica.log -> replica.log.1 ...), like 10MiB or 512KiB")
+	f.IntVar(&cfg.LogMaxFiles, "replica-log-max-files", cfg.LogMaxFiles, "log files kept per replica, the current one included")
 	f.BoolVar(&dev, "dev", false, "use the fast dev timings")
-	_ = cmd.MarkFlagRequired("id")
 	logs.register(cmd)
 	return cmd
 }
@@ -174,6 +191,38 @@ func newLBCmd() *cobra.Command {
 	f.BoolVar(&dev, "dev", false, "use the fast dev timings")
 	logs.register(cmd)
 	return cmd
+}
+
+// parsePortRange reads "10000-29999".
+func parsePortRange(s string) (protocol.PortRange, error) {
+	lo, hi, ok := strings.Cut(strings.TrimSpace(s), "-")
+	a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+	b, err2 := strconv.Atoi(strings.TrimSpace(hi))
+	if !ok || err1 != nil || err2 != nil || a < 1 || b > 65535 || a > b {
+		return protocol.PortRange{}, fmt.Errorf("--port-range %q: use two ports from 1 to 65535, the lower first (e.g. 10000-29999)", s)
+	}
+	return protocol.PortRange{Min: a, Max: b}, nil
+}
+
+// parseSize reads a byte size: 1048576, 10MiB, 10M, 512KiB, 1GiB (powers
+// of 1024; KB, MB and GB mean the same, as in SkyPilot).
+func parseSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 1 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size; use a whole number of bytes or one with a unit, like 10MiB or 512KiB", s)
+	}
+	return n * mult, nil
 }
 
 func parseLabels(in []string) (map[string]string, error) {

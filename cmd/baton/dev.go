@@ -26,6 +26,7 @@ func newDevCmd() *cobra.Command {
 		natsPort   int
 		lbHost     string
 		lbAdmin    string
+		firstPort  int
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -36,7 +37,10 @@ an embedded NATS server, one agent per --agent flag and one LB node.
   baton dev --agent cpus=2 --agent cpus=2 --agent cpus=4 --agent cpus=4,accelerators=A100:1
 
 Agents given accelerators get fake GPUs of that name; all agents share this
-machine. Stop it with Ctrl-C: every replica process is stopped.`,
+machine (the coordinator gives each replica a port no other replica on it
+holds). Replicas run as the user running baton dev, each in a cgroup of its
+own where cgroups can be written. Stop it with Ctrl-C: every replica
+process is stopped.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := logs.logger()
@@ -67,6 +71,7 @@ machine. Stop it with Ctrl-C: every replica process is stopped.`,
 			ccfg.RaftAddr = raftAddr
 			ccfg.NATSPort = natsPort
 			ccfg.LBHost = lbHost
+			ccfg.FirstLBPort = firstPort
 			ccfg.Logger = logger
 			ccfg.Registry = reg
 			coord, err := coordinator.New(ccfg)
@@ -123,6 +128,7 @@ machine. Stop it with Ctrl-C: every replica process is stopped.`,
 	f.IntVar(&natsPort, "nats-port", 4222, "embedded NATS port")
 	f.StringVar(&lbHost, "lb-host", "127.0.0.1", "host the LB's service ports listen on")
 	f.StringVar(&lbAdmin, "lb-admin-addr", "127.0.0.1:7404", "LB /metrics and /healthz address")
+	f.IntVar(&firstPort, "first-lb-port", 30001, "lowest LB port given to a service")
 	logs.register(cmd)
 	return cmd
 }

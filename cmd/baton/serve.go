@@ -18,6 +18,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 
+	"github.com/baton-dev/baton/agent"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -335,11 +336,21 @@ func (c *serveCLI) downCmd() *cobra.Command {
 
 func (c *serveCLI) logsCmd() *cobra.Command {
 	var follow, noFollow bool
+	var tail tailLines
 	cmd := &cobra.Command{
 		Use:   "logs NAME REPLICA_ID",
 		Short: "Print a replica's log, following it by default",
+		Long: `Print a replica's log: its setup and run output and baton's notes, oldest
+first, from the agent that runs (or ran) it. The agent keeps a bounded log per
+replica, rotating it by size, so a chatty replica's oldest output may be gone.
+
+By default the command then follows the log until the replica ends or you press
+Ctrl-C; --no-follow prints what is there and exits. --tail N starts at the last
+N lines (1 to ` + strconv.Itoa(agent.MaxLogTail) + `) instead of the oldest one kept.`,
 		Example: `  baton serve logs http-server 1
-  baton serve logs http-server 1 --no-follow`,
+  baton serve logs http-server 1 --no-follow
+  baton serve logs http-server 1 --tail 100
+  baton serve logs http-server 1 --tail 20 --no-follow`,
 		Args:          cobra.ExactArgs(2),
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -350,13 +361,33 @@ func (c *serveCLI) logsCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(contextOf(cmd), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return c.client().Logs(ctx, args[0], id, follow && !noFollow, cmd.OutOrStdout())
+			opts := logsOptions{Follow: follow && !noFollow, Tail: int(tail)}
+			return c.client().Logs(ctx, args[0], id, opts, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", true, "keep streaming new lines (the default)")
 	cmd.Flags().BoolVar(&noFollow, "no-follow", false, "print the log so far and exit")
+	cmd.Flags().Var(&tail, "tail", "start at the last `N` lines, 1 to "+strconv.Itoa(agent.MaxLogTail)+" (default: the whole log)")
 	return cmd
 }
+
+// tailLines is the value of `baton serve logs --tail`: a number of lines
+// from 1 to agent.MaxLogTail, or 0 (the flag not given) for the whole log.
+// Set checks it, so a bad value fails before any request.
+type tailLines int
+
+func (n *tailLines) String() string { return strconv.Itoa(int(*n)) }
+
+func (n *tailLines) Set(s string) error {
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 1 || v > agent.MaxLogTail {
+		return fmt.Errorf("want a number of lines from 1 to %d, like --tail 100", agent.MaxLogTail)
+	}
+	*n = tailLines(v)
+	return nil
+}
+
+func (n *tailLines) Type() string { return "int" }
 
 // confirm asks "Proceed? [Y/n]" after summary when stdin is a terminal and
 // -y was not given; otherwise it proceeds. A "no" answer prints "Aborted."

@@ -412,6 +412,7 @@ func TestServeDown(t *testing.T) {
 }
 
 func TestServeLogs(t *testing.T) {
+	const badTail = `for "--tail" flag: want a number of lines from 1 to 100000, like --tail 100`
 	tests := []struct {
 		name    string
 		args    []string
@@ -421,7 +422,15 @@ func TestServeLogs(t *testing.T) {
 		{name: "follows by default", args: []string{"web", "3"}, wantReq: "GET /v1/services/web/replicas/3/logs?follow=1"},
 		{name: "-f", args: []string{"web", "3", "-f"}, wantReq: "GET /v1/services/web/replicas/3/logs?follow=1"},
 		{name: "no follow", args: []string{"web", "3", "--no-follow"}, wantReq: "GET /v1/services/web/replicas/3/logs?follow=0"},
+		{name: "tail then follow", args: []string{"web", "3", "--tail", "20"}, wantReq: "GET /v1/services/web/replicas/3/logs?follow=1&tail=20"},
+		{name: "tail no follow", args: []string{"web", "3", "--tail=5", "--no-follow"}, wantReq: "GET /v1/services/web/replicas/3/logs?follow=0&tail=5"},
+		{name: "tail at the limit", args: []string{"--tail", "100000", "web", "3"}, wantReq: "GET /v1/services/web/replicas/3/logs?follow=1&tail=100000"},
 		{name: "bad id", args: []string{"web", "x"}, wantErr: `replica id "x": want a positive number`},
+		{name: "tail zero", args: []string{"web", "3", "--tail", "0"}, wantErr: `invalid argument "0" ` + badTail},
+		{name: "tail negative", args: []string{"web", "3", "--tail=-2"}, wantErr: `invalid argument "-2" ` + badTail},
+		{name: "tail too large", args: []string{"web", "3", "--tail", "100001"}, wantErr: `invalid argument "100001" ` + badTail},
+		{name: "tail not a number", args: []string{"web", "3", "--tail", "all"}, wantErr: `invalid argument "all" ` + badTail},
+		{name: "tail without a value", args: []string{"web", "3", "--tail"}, wantErr: `flag needs an argument: --tail`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -430,6 +439,9 @@ func TestServeLogs(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error %v, want %q in it", err, tt.wantErr)
+				}
+				if got := f.seen(); len(got) != 0 {
+					t.Errorf("requests %v, want none", got)
 				}
 				return
 			}
@@ -443,6 +455,20 @@ func TestServeLogs(t *testing.T) {
 				t.Errorf("requests %v, want [%s]", got, tt.wantReq)
 			}
 		})
+	}
+}
+
+// TestServeLogsHelp checks that the help shows --tail and its examples.
+func TestServeLogsHelp(t *testing.T) {
+	f := newFakeCoordinator(t)
+	out, _, err := runServe(t, f, false, "", "logs", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"--tail N", "start at the last N lines, 1 to 100000", "baton serve logs http-server 1 --tail 20 --no-follow"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("help has no %q:\n%s", want, out)
+		}
 	}
 }
 

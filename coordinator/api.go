@@ -113,9 +113,9 @@ func abbreviate(s string) string {
 
 // parseSpec parses a task YAML sent by the CLI, writing the error response
 // itself on failure.
-func parseSpec(w http.ResponseWriter, filename, text, baseDir string, envs map[string]string) (*protocol.TaskSpec, bool) {
+func parseSpec(w http.ResponseWriter, r *http.Request, filename, text, baseDir string, envs map[string]string) (*protocol.TaskSpec, bool) {
 	if err := checkRequestFile(filename, baseDir); err != nil {
-		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "request body: "+err.Error())
+		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, r.Method+" "+r.URL.Path+": request body: "+err.Error())
 		return nil, false
 	}
 	filename = taskFilename(filename)
@@ -182,7 +182,7 @@ func (s *Server) handleUp(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	spec, ok := parseSpec(w, req.Filename, req.YAML, req.BaseDir, req.Envs)
+	spec, ok := parseSpec(w, r, req.Filename, req.YAML, req.BaseDir, req.Envs)
 	if !ok {
 		return
 	}
@@ -232,7 +232,7 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("update mode %q: use blue_green (the default) or rolling", mode))
 		return
 	}
-	spec, ok := parseSpec(w, req.Filename, req.YAML, req.BaseDir, req.Envs)
+	spec, ok := parseSpec(w, r, req.Filename, req.YAML, req.BaseDir, req.Envs)
 	if !ok {
 		return
 	}

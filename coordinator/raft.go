@@ -12,12 +12,14 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 )
 
 // raftNode bundles the Raft instance with the stores it must close.
 type raftNode struct {
 	raft      *raft.Raft
 	wal       *raftwal.WAL
+	meta      *metadb.BoltMetaDB
 	transport *raft.NetworkTransport
 	// startIndex is the last log index on disk when the node started: until
 	// the FSM has applied it, the state is older than what was committed.
@@ -36,24 +38,32 @@ func openRaft(cfg Config, fsm raft.FSM, notify chan bool) (*raftNode, error) {
 		return nil, fmt.Errorf("create %s: %w", walDir, err)
 	}
 	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
-	wal, err := raftwal.Open(walDir, raftwal.WithLogger(hlog))
+	// The WAL's metadata store is ours to close: raft-wal's Close leaves it
+	// open (and locked), so a coordinator restarted in the same process
+	// would wait for that lock forever.
+	meta := &metadb.BoltMetaDB{}
+	wal, err := raftwal.Open(walDir, raftwal.WithLogger(hlog), raftwal.WithMetaStore(meta))
 	if err != nil {
+		meta.Close()
 		return nil, fmt.Errorf("open raft log in %s: %w", walDir, err)
+	}
+	// closeStores closes the log and its metadata after a failed start.
+	closeStores := func(err error) (*raftNode, error) {
+		wal.Close()
+		meta.Close()
+		return nil, err
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "raft"), 3, hlog)
 	if err != nil {
-		wal.Close()
-		return nil, fmt.Errorf("open snapshot store: %w", err)
+		return closeStores(fmt.Errorf("open snapshot store: %w", err))
 	}
 	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
 	if err != nil {
-		wal.Close()
-		return nil, fmt.Errorf("raft address %q: %w", cfg.RaftAddr, err)
+		return closeStores(fmt.Errorf("raft address %q: %w", cfg.RaftAddr, err))
 	}
 	transport, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 4, 5*time.Second, hlog)
 	if err != nil {
-		wal.Close()
-		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err)
+		return closeStores(fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err))
 	}
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
@@ -74,20 +84,17 @@ func openRaft(cfg Config, fsm raft.FSM, notify chan bool) (*raftNode, error) {
 	existing, err := raft.HasExistingState(wal, wal, snaps)
 	if err != nil {
 		transport.Close()
-		wal.Close()
-		return nil, fmt.Errorf("read raft state: %w", err)
+		return closeStores(fmt.Errorf("read raft state: %w", err))
 	}
 	startIndex, err := wal.LastIndex()
 	if err != nil {
 		transport.Close()
-		wal.Close()
-		return nil, fmt.Errorf("read raft log: %w", err)
+		return closeStores(fmt.Errorf("read raft log: %w", err))
 	}
 	r, err := raft.NewRaft(rc, fsm, wal, wal, snaps, transport)
 	if err != nil {
 		transport.Close()
-		wal.Close()
-		return nil, fmt.Errorf("start raft: %w", err)
+		return closeStores(fmt.Errorf("start raft: %w", err))
 	}
 	if !existing && cfg.Bootstrap {
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
@@ -96,11 +103,10 @@ func openRaft(cfg Config, fsm raft.FSM, notify chan bool) (*raftNode, error) {
 		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			r.Shutdown()
 			transport.Close()
-			wal.Close()
-			return nil, fmt.Errorf("bootstrap raft: %w", err)
+			return closeStores(fmt.Errorf("bootstrap raft: %w", err))
 		}
 	}
-	return &raftNode{raft: r, wal: wal, transport: transport, startIndex: startIndex}, nil
+	return &raftNode{raft: r, wal: wal, meta: meta, transport: transport, startIndex: startIndex}, nil
 }
 
 // caughtUp reports whether the FSM has applied every entry that was in the
@@ -115,6 +121,9 @@ func (n *raftNode) Close() error {
 	err := n.raft.Shutdown().Error()
 	n.transport.Close()
 	if cerr := n.wal.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := n.meta.Close(); err == nil {
 		err = cerr
 	}
 	return err

@@ -2,6 +2,7 @@
 #   GET  /health  200, or 500 while a file "unhealthy" exists in the cwd
 #   GET  /moved   307 to /health
 #   GET  /env     the replica's environment and cwd as JSON
+#   GET  /whoami  uid, gid and the whole environment as JSON
 #   POST /ready   200 only for body {"q": 1}, JSON content type, X-Probe: yes
 import http.server
 import json
@@ -39,6 +40,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             env = {k: os.environ.get(k) for k in keys}
             env["cwd"] = os.getcwd()
             return self.reply(200, json.dumps(env))
+        if self.path == "/whoami":
+            return self.reply(200, json.dumps({"uid": os.getuid(), "gid": os.getgid(), "env": dict(os.environ)}))
         self.reply(404, "not found")
 
     def do_POST(self):

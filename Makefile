@@ -32,10 +32,10 @@ test-unit: ## unit and in-process tests only
 test-e2e: ## end-to-end tests only (separate processes)
 	$(GO) test -count=1 -v -timeout 15m ./e2e/...
 
-check: ## gofmt, vet, go mod tidy leaves no diff, import boundaries
+check: ## gofmt, vet, staticcheck (pinned in go.mod), go mod tidy leaves no diff, import boundaries
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet $(PKGS)
-	@if command -v staticcheck >/dev/null; then staticcheck $(PKGS); fi
+	$(GO) tool staticcheck $(PKGS)
 	@cp go.mod /tmp/baton-go.mod.bak && cp go.sum /tmp/baton-go.sum.bak; \
 	  $(GO) mod tidy; \
 	  if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod/go.sum"; git diff -- go.mod go.sum | head -20; \
@@ -45,8 +45,19 @@ check: ## gofmt, vet, go mod tidy leaves no diff, import boundaries
 bench: build ## benchmarks: the LB proxy against a direct connection
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./lbnode/
 
-fuzz: ## fuzz the task parser for 60s
-	$(GO) test -run '^$$' -fuzz FuzzParseTask -fuzztime 60s ./protocol/
+# Every decoder of outside input: the task parser, each NATS message (as
+# the coordinator, agents and LBs receive them), FSM Apply for every
+# command type, and the API bodies.
+FUZZ_TARGETS := protocol:FuzzParseTask protocol:FuzzDecodeMessages \
+	coordinator:FuzzFSMApply coordinator:FuzzControllerMessages coordinator:FuzzAPIBodies \
+	agent:FuzzDesiredSet agent:FuzzShimEvents lbnode:FuzzDecodeTable lbnode:FuzzSyncReply
+FUZZTIME ?= 10m
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 10m; e.g. make fuzz FUZZTIME=30s)
+	@set -o pipefail; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "== $$name (./$$pkg, $(FUZZTIME))"; start=$$(date +%s); \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg/ 2>&1 | grep -v '^fuzz: elapsed' || exit 1; \
+	  echo "== $$name ran $$(( $$(date +%s) - start ))s"; done
 
 clean: ## remove build output
 	rm -rf bin

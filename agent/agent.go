@@ -508,9 +508,10 @@ func (a *Agent) killOrphans() {
 	for _, f := range files {
 		var pgid, shimPID int
 		var service, id string
-		data, err := os.ReadFile(f)
-		if err == nil {
-			_, err = fmt.Sscanf(string(data), "%d %s %s %d", &pgid, &service, &id, &shimPID)
+		// A record that does not parse kills nothing: pgid stays 0. The
+		// shim's pid is missing in records of older agents.
+		if data, err := os.ReadFile(f); err == nil {
+			_, _ = fmt.Sscanf(string(data), "%d %s %s %d", &pgid, &service, &id, &shimPID)
 		}
 		if shimPID > 1 && isShim(shimPID) {
 			_ = syscall.Kill(shimPID, syscall.SIGKILL)

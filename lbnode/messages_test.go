@@ -253,3 +253,37 @@ func FuzzDecodeTable(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSyncReply decodes arbitrary route sync replies and applies what is
+// valid to a node (its service ports on an address it cannot bind, so no
+// port is opened): nothing panics, and every service the node then serves
+// has a valid table.
+func FuzzSyncReply(f *testing.F) {
+	f.Add(mustJSON(f, protocol.RouteSync{Tables: []protocol.RouteTable{
+		table("web", 5, 30001, protocol.PolicyRoundRobin, ep(1, 1, "10.0.0.1:8080"), ep(2, 1, "10.0.0.2:8080")),
+		{Service: "gone", Epoch: 6, Port: 30002, Deleted: true}}}))
+	f.Add([]byte(`{"tables":[{"service":"web","epoch":1,"port":0},{"service":"ok","epoch":2,"port":30003}]}`))
+	f.Add([]byte(`{"tables":null}`))
+	cfg := testConfig(f, "nats://127.0.0.1:1")
+	cfg.BindHost = "192.0.2.1" // TEST-NET-1: listening fails, nothing is opened
+	n, err := New(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { n.adminLn.Close() })
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := decodeSync(data)
+		if err != nil {
+			if !errors.Is(err, protocol.ErrInvalidMessage) {
+				t.Fatalf("error %v does not match ErrInvalidMessage", err)
+			}
+			return
+		}
+		n.applySync(r)
+		for _, tb := range n.dump().Tables {
+			if err := tb.Validate(); err != nil {
+				t.Fatalf("node serves an invalid table: %v", err)
+			}
+		}
+	})
+}

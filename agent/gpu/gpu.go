@@ -116,12 +116,6 @@ func (f *Fake) SetHealth(uuid string, healthy bool, reason string) error {
 // Close does nothing.
 func (f *Fake) Close() error { return nil }
 
-// none is a Source with no GPUs.
-type none struct{}
-
-func (none) GPUs() ([]protocol.GPU, error) { return nil, nil }
-func (none) Close() error                  { return nil }
-
 // ShortName turns an NVML product name into the short name task specs use:
 // "NVIDIA A100-SXM4-40GB" -> "A100", "NVIDIA A100-SXM4-80GB" -> "A100-80GB",
 // "Tesla T4" -> "T4", "NVIDIA H100 80GB HBM3" -> "H100",

@@ -7,15 +7,16 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 )
 
 // newDGX returns go-nvml's mock DGX A100 (8 GPUs) with the health queries
 // the mock leaves unset answering "fine".
-func newDGX(t *testing.T) *dgxa100.Server {
+func newDGX(t *testing.T) *server.Server {
 	t.Helper()
 	s := dgxa100.New()
 	for _, d := range s.Devices {
-		dev := d.(*dgxa100.Device)
+		dev := d.(*server.Device)
 		dev.GetTemperatureFunc = func(nvml.TemperatureSensors) (uint32, nvml.Return) { return 40, nvml.SUCCESS }
 		dev.GetRetiredPagesPendingStatusFunc = func() (nvml.EnableState, nvml.Return) {
 			return nvml.FEATURE_DISABLED, nvml.SUCCESS
@@ -38,7 +39,7 @@ func TestNVMLDGXA100(t *testing.T) {
 		t.Fatalf("got %d gpus, want 8", len(gpus))
 	}
 	for i, g := range gpus {
-		dev := s.Devices[i].(*dgxa100.Device)
+		dev := s.Devices[i].(*server.Device)
 		if g.Index != i || g.Name != "A100" || g.UUID != dev.UUID || !g.Healthy {
 			t.Errorf("gpu %d = %+v, want healthy A100 %s", i, g, dev.UUID)
 		}
@@ -54,13 +55,13 @@ func TestNVMLDGXA100(t *testing.T) {
 func TestNVMLHealth(t *testing.T) {
 	tests := []struct {
 		name   string
-		break_ func(s *dgxa100.Server)
+		break_ func(s *server.Server)
 		want   string // reason on gpu 2
 	}{
 		{
 			name: "temperature query fails",
-			break_: func(s *dgxa100.Server) {
-				s.Devices[2].(*dgxa100.Device).GetTemperatureFunc = func(nvml.TemperatureSensors) (uint32, nvml.Return) {
+			break_: func(s *server.Server) {
+				s.Devices[2].(*server.Device).GetTemperatureFunc = func(nvml.TemperatureSensors) (uint32, nvml.Return) {
 					return 0, nvml.ERROR_GPU_IS_LOST
 				}
 			},
@@ -68,8 +69,8 @@ func TestNVMLHealth(t *testing.T) {
 		},
 		{
 			name: "retired pages pending",
-			break_: func(s *dgxa100.Server) {
-				s.Devices[2].(*dgxa100.Device).GetRetiredPagesPendingStatusFunc = func() (nvml.EnableState, nvml.Return) {
+			break_: func(s *server.Server) {
+				s.Devices[2].(*server.Device).GetRetiredPagesPendingStatusFunc = func() (nvml.EnableState, nvml.Return) {
 					return nvml.FEATURE_ENABLED, nvml.SUCCESS
 				}
 			},
@@ -77,7 +78,7 @@ func TestNVMLHealth(t *testing.T) {
 		},
 		{
 			name: "handle lost after first read keeps the uuid",
-			break_: func(s *dgxa100.Server) {
+			break_: func(s *server.Server) {
 				orig := s.DeviceGetHandleByIndexFunc
 				s.DeviceGetHandleByIndexFunc = func(i int) (nvml.Device, nvml.Return) {
 					if i == 2 {
@@ -105,7 +106,7 @@ func TestNVMLHealth(t *testing.T) {
 				t.Fatalf("got %d gpus, want 8", len(gpus))
 			}
 			g := gpus[2]
-			if g.Healthy || g.Reason != tt.want || g.UUID != s.Devices[2].(*dgxa100.Device).UUID {
+			if g.Healthy || g.Reason != tt.want || g.UUID != s.Devices[2].(*server.Device).UUID {
 				t.Errorf("gpu 2 = %+v, want unhealthy with reason %q", g, tt.want)
 			}
 			for i, g := range gpus {

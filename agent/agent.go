@@ -281,6 +281,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	a.publish() // leaving: the leader takes this agent out of service now
 	a.wg.Wait()
+	if err := a.iso.close(); err != nil {
+		a.logger.Warn("remove the agent's cgroup", "error", err)
+	}
 	stopHeartbeat()
 	<-hbDone
 	// The last status reports (SHUTTING_DOWN) go out if NATS is still up;

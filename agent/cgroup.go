@@ -145,6 +145,15 @@ func (iso *isolation) leftovers() ([]string, error) {
 	return names, nil
 }
 
+// close removes the agent's cgroup when no replica group is left in it
+// (Run calls it after stopping every replica).
+func (iso *isolation) close() error {
+	if iso.mgr == nil {
+		return nil
+	}
+	return iso.mgr.RemoveParent()
+}
+
 // openShimCgroup is how a shim finds its replica's cgroup.
 func openShimCgroup(c *shimCgroup) (shimGroup, error) {
 	m, err := cgroups.Open(c.Parent)

@@ -445,3 +445,31 @@ func (m *Manager) group(name string) *Group {
 	}
 	return g
 }
+
+// RemoveParent removes the parent group from every hierarchy, once it has
+// no groups left (an agent stopping cleanly). A parent still holding
+// groups, or already gone, is left as it is without error: only its own
+// directory is removed, never the levels above it (shared by other
+// agents).
+func (m *Manager) RemoveParent() error {
+	if m.mode == ModeNone {
+		return nil
+	}
+	dirs := []string{}
+	if m.unified != "" {
+		dirs = append(dirs, m.unified)
+	}
+	for _, c := range v1Controllers {
+		if d := m.v1[c]; d != "" && !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	var errs []error
+	for _, d := range dirs {
+		err := m.fs.Rmdir(d)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.EBUSY) && !errors.Is(err, syscall.ENOTEMPTY) {
+			errs = append(errs, fmt.Errorf("cgroups: remove %s: %w", d, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -541,6 +542,18 @@ func TestRealLeftoversAfterCrash(t *testing.T) {
 			}
 			if left, err := m2.Leftovers(); err != nil || len(left) != 0 {
 				t.Errorf("Leftovers() after Delete = %d groups, %v; want none", len(left), err)
+			}
+			// An agent stopping cleanly removes its own parent group.
+			if err := m2.RemoveParent(); err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range append([]string{m2.unified}, slices.Collect(maps.Values(m2.v1))...) {
+				if d == "" {
+					continue
+				}
+				if _, err := os.Stat(d); !os.IsNotExist(err) {
+					t.Errorf("parent %s still there after RemoveParent: %v", d, err)
+				}
 			}
 		})
 	}

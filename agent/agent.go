@@ -155,6 +155,8 @@ func New(cfg Config) (*Agent, error) {
 	a.iso = openIsolation(cfg)
 	if a.iso.mgr == nil {
 		a.logger.Warn("cgroups unavailable: "+errNoIsolation.Error(), "reason", a.iso.why)
+	} else if err := a.iso.weigh(a.cpus); err != nil {
+		a.logger.Warn("cannot weigh the replicas' cgroup", "error", err)
 	}
 	a.metrics.isolation.WithLabelValues(a.iso.mode()).Set(1)
 	return a, nil

@@ -51,6 +51,15 @@ func openIsolation(cfg Config) *isolation {
 	return iso
 }
 
+// weigh gives the agent's replicas together the CPU weight of the CPUs
+// the agent offers (see cgroups.Manager.SetCPUWeight).
+func (iso *isolation) weigh(cpus float64) error {
+	if iso.mgr == nil {
+		return nil
+	}
+	return iso.mgr.SetCPUWeight(cpus)
+}
+
 // agentCgroup names the group an agent's replica cgroups live in: its id
 // and a digest of its data dir. An agent that starts again on its data dir
 // finds what its earlier run left (and kills it); two agents that share an

@@ -189,7 +189,7 @@ func task(t *testing.T, version, replicas int, cpus, run string) string {
 	return fmt.Sprintf(`run: %s
 envs: {VERSION: "%d"}
 service:
-  readiness_probe: {path: /health, initial_delay_seconds: 1}
+  readiness_probe: {path: /health, initial_delay_seconds: 10}
   replicas: %d
 resources:
   cpus: %s
@@ -292,7 +292,7 @@ func TestFailingVersionRollsBack(t *testing.T) {
 // TestProgressDeadlineFailsPendingVersion: a version that never gets a
 // READY replica fails at its deadline and its PENDING replicas go away.
 func TestProgressDeadlineFailsPendingVersion(t *testing.T) {
-	// The PENDING replica lives until the deadline (5s plus the 1s initial
+	// The PENDING replica lives until the deadline (5s plus the 10s initial
 	// delay): long enough for the first wait below to see it on a loaded
 	// machine, short enough for the second one to see the failure.
 	c := newTestCluster(t, func(cfg *coordinator.Config) { cfg.ProgressDeadline = 5 * time.Second }, 2)
@@ -306,7 +306,7 @@ func TestProgressDeadlineFailsPendingVersion(t *testing.T) {
 		}
 		return nil
 	})
-	testutil.WaitFor(t, 15*time.Second, func() error {
+	testutil.WaitFor(t, 30*time.Second, func() error {
 		st := c.status()
 		if replicaOf(st, 2) != nil || !strings.Contains(st.Services[0].Reason, "without progress") {
 			return fmt.Errorf("service %+v replicas %+v", st.Services[0], st.Replicas)

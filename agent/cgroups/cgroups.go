@@ -473,3 +473,29 @@ func (m *Manager) RemoveParent() error {
 	}
 	return errors.Join(errs...)
 }
+
+// SetCPUWeight gives the parent group, and each level of the parent path
+// above it, the CPU weight of cpus CPUs (v2 cpu.weight, v1 cpu.shares), as
+// kubelet does for its pods' group. Otherwise every replica of the machine
+// together would compete with the machine's other processes as much as a
+// single one of them, whatever the number of replicas. No-op where the cpu
+// controller is not enforced.
+func (m *Manager) SetCPUWeight(cpus float64) error {
+	p, ok := m.limits["cpu"]
+	if !ok || cpus <= 0 {
+		return nil
+	}
+	root := strings.TrimSuffix(p.dir, "/"+m.parent)
+	file, value := "cpu.shares", itoa(cpuSharesV1(cpus))
+	if p.v2 {
+		file, value = "cpu.weight", itoa(cpuWeightV2(cpus))
+	}
+	dir := root
+	for _, elem := range strings.Split(m.parent, "/") {
+		dir = filepath.Join(dir, elem)
+		if err := m.fs.WriteFile(filepath.Join(dir, file), value); err != nil {
+			return fmt.Errorf("cgroups: set %s of %s: %w", file, dir, err)
+		}
+	}
+	return nil
+}

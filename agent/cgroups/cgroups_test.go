@@ -557,3 +557,28 @@ func TestModeNone(t *testing.T) {
 		t.Errorf("Group in mode none spans %v, want nothing", g.ProcsFiles())
 	}
 }
+
+// TestSetCPUWeight: the parent path gets the weight of the agent's CPUs on
+// every level, so replicas together compete like the CPUs they were given.
+func TestSetCPUWeight(t *testing.T) {
+	k := fakeV2(t, "")
+	m := mustOpen(t, k, "baton.slice/agent-1")
+	k.writes()
+	if err := m.SetCPUWeight(8); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"/sys/fs/cgroup/baton.slice/cpu.weight=800", "/sys/fs/cgroup/baton.slice/agent-1/cpu.weight=800"}
+	if got := k.writes(); !slices.Equal(got, want) {
+		t.Errorf("v2 writes %v, want %v", got, want)
+	}
+	k1 := fakeV1(t, false)
+	m1 := mustOpen(t, k1, "baton.slice/agent-1")
+	k1.writes()
+	if err := m1.SetCPUWeight(2); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"/sys/fs/cgroup/cpu,cpuacct/baton.slice/cpu.shares=2048", "/sys/fs/cgroup/cpu,cpuacct/baton.slice/agent-1/cpu.shares=2048"}
+	if got := k1.writes(); !slices.Equal(got, want) {
+		t.Errorf("v1 writes %v, want %v", got, want)
+	}
+}

@@ -446,10 +446,18 @@ func TestRealSignalAndMembership(t *testing.T) {
 			g := mustCreate(t, m, "sig", Limits{})
 			r := start(t, g, `sleep 1000 & sleep 1001 & ( trap "" TERM; exec sleep 1002 ) & wait`)
 			testutil.WaitFor(t, 5*time.Second, func() error {
-				if pids, _ := g.Procs(); len(pids) != 4 {
+				pids, _ := g.Procs()
+				if len(pids) != 4 {
 					return fmt.Errorf("members %v, want bash and 3 sleeps", pids)
 				}
-				return nil
+				// Signal only once the subshell has set its trap and exec'd
+				// the sleep that ignores SIGTERM.
+				for _, pid := range pids {
+					if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); string(b) == "sleep\x001002\x00" {
+						return nil
+					}
+				}
+				return fmt.Errorf("members %v: the sleep ignoring SIGTERM has not started yet", pids)
 			})
 			pids, _ := g.Procs()
 			for _, pid := range pids {

@@ -248,18 +248,14 @@ func (d *demo) cli(args ...string) (string, error) {
 
 // logsTail shows the last lines of `baton serve logs` for one replica.
 func (d *demo) logsTail(service, id string, n int) error {
-	say("\n$ baton serve logs %s %s --no-follow | tail -%d", service, id, n)
-	cmd := exec.Command(d.bin, "serve", "logs", service, id, "--no-follow")
+	say("\n$ baton serve logs %s %s --tail %d --no-follow", service, id, n)
+	cmd := exec.Command(d.bin, "serve", "logs", service, id, "--tail", strconv.Itoa(n), "--no-follow")
 	cmd.Env = append(os.Environ(), "BATON_ADDR=http://"+d.apiAddr)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("baton serve logs: %w: %s", err, out)
 	}
-	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	fmt.Println(strings.Join(lines, "\n"))
+	fmt.Print(string(out))
 	return nil
 }
 

@@ -45,23 +45,10 @@ func requireCgroups(t *testing.T) {
 	t.Skipf("cgroups unavailable: %v", err)
 }
 
-// openDir is a temporary directory every user may enter and read (the
-// test's own temporary directories are 0700).
-func openDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
 // rootOnlyDir is a directory only its owner (root) may enter.
 func rootOnlyDir(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(openDir(t), "private")
+	dir := filepath.Join(testutil.OpenTempDir(t), "private")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +63,7 @@ func openServerScript(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(openDir(t), "server.py")
+	p := filepath.Join(testutil.OpenTempDir(t), "server.py")
 	if err := os.WriteFile(p, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +82,7 @@ func TestReplicaUserAndEnvironment(t *testing.T) {
 	t.Setenv("BATON_TEST_AGENT_SECRET", "do-not-leak")
 	h := startAgent(t, func(c *Config) {
 		c.ReplicaUser = "" // the default
-		c.DataDir = filepath.Join(openDir(t), "data")
+		c.DataDir = filepath.Join(testutil.OpenTempDir(t), "data")
 		c.ReplicaEnv = map[string]string{"HF_HOME": "/models", "SHARED": "from-agent"}
 	})
 	asg := serverAssignment(t, "who", 1)
@@ -152,7 +139,7 @@ func TestReplicaUserAndEnvironment(t *testing.T) {
 // read fails the replica with a reason that says so, before anything runs.
 func TestUnreachableWorkdirFailsClearly(t *testing.T) {
 	requireRoot(t)
-	h := startAgent(t, func(c *Config) { c.ReplicaUser = ""; c.DataDir = filepath.Join(openDir(t), "data") })
+	h := startAgent(t, func(c *Config) { c.ReplicaUser = ""; c.DataDir = filepath.Join(testutil.OpenTempDir(t), "data") })
 	asg := serverAssignment(t, "wd", 1)
 	asg.Spec.Workdir = rootOnlyDir(t)
 	h.desire(1, asg)

@@ -110,7 +110,7 @@ func newCluster(t *testing.T, agents ...agentOpts) *cluster {
 	t.Helper()
 	c := &cluster{
 		t:      t,
-		dir:    openTempDir(t),
+		dir:    testutil.OpenTempDir(t),
 		lbHost: "127.0.0.21",
 		procs:  map[string]*proc{},
 	}
@@ -272,26 +272,12 @@ func (c *cluster) cli(args ...string) (stdout, stderr string, err error) {
 	return c.cliIn(workRoot, args...)
 }
 
-// openTempDir is t.TempDir() made readable by every user (with its
-// parent): agents running as root run replicas as "nobody", who must reach
-// their data dirs and workdirs, as on a real machine.
-func openTempDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
-// writableTempDir is openTempDir that every user may also write to: the
+// writableTempDir is testutil.OpenTempDir that every user may also write to: the
 // tasks whose setup or run write into their workdir run as the agents'
 // replica user ("nobody"), as they would on a shared path of a fleet.
 func writableTempDir(t *testing.T) string {
 	t.Helper()
-	dir := openTempDir(t)
+	dir := testutil.OpenTempDir(t)
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}

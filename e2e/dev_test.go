@@ -38,7 +38,7 @@ const devLBHost = "127.0.0.31"
 // startDev runs `baton dev` with the seed's four agents.
 func startDev(t *testing.T) *devCluster {
 	t.Helper()
-	dir := openTempDir(t)
+	dir := testutil.OpenTempDir(t)
 	d := &devCluster{t: t, done: make(chan struct{}), logPath: filepath.Join(dir, "dev.log"), marker: "BATON_E2E_DEV=" + dir}
 	for attempt := 1; ; attempt++ {
 		d.api = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))

@@ -30,6 +30,22 @@ func sumMetric(page, name string) float64 {
 	return sum
 }
 
+// exampleTaskWith writes the example's task.yaml into a new directory as
+// task.yaml, with old replaced by new and its workdir made absolute, and
+// returns the directory.
+func exampleTaskWith(t *testing.T, old, new string) string {
+	t.Helper()
+	task := readFile(t, workRoot+"/examples/http_server/task.yaml")
+	if !strings.Contains(task, old) {
+		t.Fatalf("the example task has no %q", old)
+	}
+	task = strings.Replace(task, old, new, 1)
+	task = strings.Replace(task, "workdir: examples/http_server", "workdir: "+workRoot+"/examples/http_server", 1)
+	home := testutil.OpenTempDir(t)
+	writeTask(t, home, "task.yaml", task)
+	return home
+}
+
 // agentAddrs returns each agent's HTTP address.
 func (c *cluster) agentAddrs(t *testing.T) map[string]string {
 	t.Helper()
@@ -145,14 +161,7 @@ func TestHostileMessagesOnNATS(t *testing.T) {
 	// as it was.
 	deadline := time.Now().Add(4 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + c.apiAddr + "/healthz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("coordinator /healthz %d after hostile messages", resp.StatusCode)
-		}
+		healthy(t, c.apiAddr)
 		st, err := c.statusAPI()
 		if err != nil {
 			t.Fatal(err)
@@ -215,11 +224,7 @@ func TestHostileMessagesOnNATS(t *testing.T) {
 // measured) and every later request that chose it did the same.
 func TestHungReplicaEjected(t *testing.T) {
 	c := newCluster(t, agentOpts{cpus: 2}, agentOpts{cpus: 2})
-	home := openTempDir(t)
-	task := strings.Replace(readFile(t, workRoot+"/examples/http_server/task.yaml"),
-		"  replicas: 2", "  replicas: 2\n  response_timeout_seconds: 1\n  load_balancing_policy: round_robin", 1)
-	task = strings.Replace(task, "workdir: examples/http_server", "workdir: "+workRoot+"/examples/http_server", 1)
-	writeTask(t, home, "task.yaml", task)
+	home := exampleTaskWith(t, "  replicas: 2", "  replicas: 2\n  response_timeout_seconds: 1\n  load_balancing_policy: round_robin")
 	if _, stderr, err := c.cliIn(home, "serve", "up", "task.yaml", "-n", "web", "-y"); err != nil {
 		t.Fatalf("up: %v: %s", err, stderr)
 	}
@@ -291,11 +296,8 @@ func maxOf(ds []time.Duration) time.Duration {
 // the setsid children outlived both.
 func TestReplicaTreesStopped(t *testing.T) {
 	c := newCluster(t, agentOpts{cpus: 2}, agentOpts{cpus: 2})
-	home := openTempDir(t)
-	task := strings.Replace(readFile(t, workRoot+"/examples/http_server/task.yaml"),
-		"run: python3 server.py --port $PORT", "run: |\n  (setsid sleep 1000 &)\n  setsid -f sleep 1001\n  exec python3 server.py --port $PORT", 1)
-	task = strings.Replace(task, "workdir: examples/http_server", "workdir: "+workRoot+"/examples/http_server", 1)
-	writeTask(t, home, "task.yaml", task)
+	home := exampleTaskWith(t, "run: python3 server.py --port $PORT",
+		"run: |\n  (setsid sleep 1000 &)\n  setsid -f sleep 1001\n  exec python3 server.py --port $PORT")
 	up := func(name string) {
 		if _, stderr, err := c.cliIn(home, "serve", "up", "task.yaml", "-n", name, "-y"); err != nil {
 			t.Fatalf("up: %v: %s", err, stderr)
@@ -349,7 +351,7 @@ func TestReplicaTreesStopped(t *testing.T) {
 // creates nothing; `serve logs --tail` prints the last lines.
 func TestLimitsAndErrorsShown(t *testing.T) {
 	c := newCluster(t, agentOpts{cpus: 4})
-	home := openTempDir(t)
+	home := testutil.OpenTempDir(t)
 	writeTask(t, home, "hog.yaml", `service:
   replicas: 1
   readiness_probe: {path: /, initial_delay_seconds: 30}

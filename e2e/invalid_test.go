@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-dev/baton/internal/testutil"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -24,7 +25,7 @@ func TestInvalidSpecsChangeNothing(t *testing.T) {
 	c.waitReady("keep", 1, 1, 60*time.Second)
 	before := c.status()
 
-	dir := openTempDir(t)
+	dir := testutil.OpenTempDir(t)
 	const probe = "service:\n  readiness_probe: /health\n  replicas: 1\n"
 	cases := []struct {
 		name, yaml string

@@ -17,7 +17,7 @@ import (
 // meanwhile, and the endpoint stays the same.
 func TestRollingUpdateUnderLoad(t *testing.T) {
 	c := newCluster(t, agentOpts{cpus: 4}, agentOpts{cpus: 4})
-	dir := openTempDir(t)
+	dir := testutil.OpenTempDir(t)
 	v1 := strings.ReplaceAll(readFile(t, workRoot+"/examples/http_server/task.yaml"), "workdir: examples/http_server", "workdir: "+workRoot+"/examples/http_server")
 	v2 := strings.Replace(v1, `VERSION: "1"`, `VERSION: "2"`, 1)
 	if v2 == v1 {
@@ -74,7 +74,7 @@ func TestRollingUpdateUnderLoad(t *testing.T) {
 // agents that fit, with no failed request.
 func TestResourcesOnlyUpdateMovesReplicas(t *testing.T) {
 	c := newCluster(t, agentOpts{cpus: 2}, agentOpts{cpus: 2}, agentOpts{cpus: 4}, agentOpts{cpus: 4})
-	dir := openTempDir(t)
+	dir := testutil.OpenTempDir(t)
 	v1 := strings.ReplaceAll(readFile(t, workRoot+"/examples/http_server/task.yaml"), "workdir: examples/http_server", "workdir: "+workRoot+"/examples/http_server")
 	v2 := strings.Replace(v1, "cpus: 2+", "cpus: 4+", 1)
 	if v2 == v1 {

@@ -3,6 +3,8 @@ package testutil
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -42,6 +44,21 @@ func NATS(t testing.TB) string {
 	}
 	t.Cleanup(s.Shutdown)
 	return s.ClientURL()
+}
+
+// OpenTempDir is t.TempDir() made readable and searchable by every user,
+// with its parent (the test's own temporary directories are 0700): an
+// agent running as root runs replicas as "nobody", who must reach their
+// data dirs and workdirs, as on a real machine.
+func OpenTempDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 // FreePort returns a TCP port on host that was free a moment ago.

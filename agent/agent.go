@@ -218,6 +218,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.advAddr.Store(adv)
 
+	if err := a.prepareDataDir(); err != nil {
+		return err
+	}
 	a.killOrphans()
 	a.refreshGPUs()
 
@@ -495,6 +498,29 @@ func (a *Agent) apply(d *protocol.DesiredReplicas) bool {
 // replicaDir is DataDir/replicas/<service>-<id>.
 func (a *Agent) replicaDir(service string, id int) string {
 	return filepath.Join(a.cfg.DataDir, "replicas", fmt.Sprintf("%s-%d", service, id))
+}
+
+// prepareDataDir creates the data dir and its replicas directory, and
+// makes both searchable by the replica user whatever the umask: each
+// replica's own directory below is its user's.
+func (a *Agent) prepareDataDir() error {
+	dir := filepath.Join(a.cfg.DataDir, "replicas")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("agent data dir: %w", err)
+	}
+	if a.user.switchTo {
+		for _, d := range []string{a.cfg.DataDir, dir} {
+			if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o005 != 0o005 {
+				if err := os.Chmod(d, fi.Mode().Perm()|0o005); err != nil {
+					return fmt.Errorf("agent data dir: %w", err)
+				}
+			}
+		}
+	}
+	if err := a.user.canReach(dir); err != nil {
+		return fmt.Errorf("data dir %s: %v; use a --data-dir the replica user can reach (e.g. under /var/lib), or another --replica-user", a.cfg.DataDir, err)
+	}
+	return nil
 }
 
 // killOrphans kills what an earlier run of this agent left running (it

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/baton-dev/baton/agent/replicalog"
@@ -468,14 +470,21 @@ func (a *Agent) finish(r *replica) {
 	a.publish()
 }
 
-// portFree reports whether port can be bound on 0.0.0.0 and on host.
+// portFree reports whether port can be bound on all addresses and on
+// host. An address that is not this machine's (an agent advertising the
+// address a NAT gives it) does not make a port busy; a port in use or one
+// the replica may not bind (a privileged one) does.
 func portFree(host string, port int) bool {
 	for _, h := range []string{"0.0.0.0", host} {
 		l, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
-		if err != nil {
-			return false
+		if err == nil {
+			l.Close()
+			continue
 		}
-		l.Close()
+		if h == host && errors.Is(err, syscall.EADDRNOTAVAIL) {
+			continue
+		}
+		return false
 	}
 	return true
 }

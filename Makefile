@@ -32,10 +32,13 @@ test-unit: ## unit and in-process tests only
 test-e2e: ## end-to-end tests only (separate processes)
 	$(GO) test -count=1 -v -timeout 15m ./e2e/...
 
-check: ## gofmt, vet, staticcheck (pinned in go.mod), go mod tidy leaves no diff, import boundaries
+check: ## gofmt, vet, staticcheck (pinned in go.mod), builds for macOS and without cgo, go mod tidy leaves no diff, import boundaries
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
+	@# The CLI runs on laptops too: the binary must build for macOS and without cgo.
+	GOOS=darwin CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/baton
+	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/baton
 	@cp go.mod /tmp/baton-go.mod.bak && cp go.sum /tmp/baton-go.sum.bak; \
 	  $(GO) mod tidy; \
 	  if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod/go.sum"; git diff -- go.mod go.sum | head -20; \

@@ -77,6 +77,9 @@ type Agent struct {
 // (fake GPUs when cfg.Accelerators is set, else NVML; no driver means no
 // GPUs). It starts nothing; call Run.
 func New(cfg Config) (*Agent, error) {
+	if err := checkPlatform(); err != nil {
+		return nil, err
+	}
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err

@@ -156,11 +156,11 @@ func (u replicaUser) cannotWrite(dir string) bool {
 // allowed applies the permission bits of st for u (owner, then group,
 // then others, as the kernel does).
 func (u replicaUser) allowed(st *syscall.Stat_t, want uint32) bool {
-	mode := st.Mode & 0o777
+	mode := uint32(st.Mode) & 0o777
 	switch {
-	case st.Uid == u.uid:
+	case uint32(st.Uid) == u.uid:
 		return (mode>>6)&want == want
-	case st.Gid == u.gid || containsGID(u.groups, st.Gid):
+	case uint32(st.Gid) == u.gid || containsGID(u.groups, uint32(st.Gid)):
 		return (mode>>3)&want == want
 	default:
 		return mode&want == want

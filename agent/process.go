@@ -60,10 +60,7 @@ func (a *Agent) startProc(script, dir string, env []string, out *os.File, group 
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.ExtraFiles = []*os.File{evW}
 	cmd.Env = []string{}
-	// Its own process group (signals for the agent's group do not reach
-	// it), and SIGTERM from the kernel if the agent dies: the shim then
-	// stops its tree.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = shimProcAttr()
 	if err := cmd.Start(); err != nil {
 		evR.Close()
 		evW.Close()

@@ -66,6 +66,16 @@ func groupHasEnv(pgid int, pairs ...string) bool {
 	return false
 }
 
+// checkPlatform: agents run here.
+func checkPlatform() error { return nil }
+
+// shimProcAttr puts a shim in its own process group (signals for the
+// agent's group do not reach it) and has the kernel send it SIGTERM if
+// the agent dies: the shim then stops its replica's tree.
+func shimProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+}
+
 // killGroup SIGKILLs every member of group pgid until none is left
 // (bounded by killWait).
 func killGroup(pgid int) {

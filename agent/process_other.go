@@ -3,11 +3,18 @@
 package agent
 
 import (
-	"errors"
-	"os"
+	"fmt"
+	"io"
+	"runtime"
 	"syscall"
 	"time"
 )
+
+// checkPlatform refuses to run an agent here: replica supervision needs
+// Linux (child subreapers, parent-death signals, cgroups).
+func checkPlatform() error {
+	return fmt.Errorf("baton agent runs replicas on Linux only, not %s", runtime.GOOS)
+}
 
 // groupAlive reports whether group pgid has a member (zombies included).
 func groupAlive(pgid int) bool {
@@ -24,11 +31,8 @@ func isShim(pid int) bool { return false }
 
 func detectNetNS() string { return "" }
 
-// The shim needs Linux (child subreapers, parent-death signals).
-func readShimEvents(r interface{ Read([]byte) (int, error) }, fn func(shimEvent)) {}
+func shimProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
+
+func readShimEvents(io.Reader, func(shimEvent)) {}
 
 const killWait = 10 * time.Second
-
-var errShimUnsupported = errors.New("replica supervision needs Linux")
-
-var _ = os.Getpid

@@ -72,6 +72,13 @@ type shimEvent struct {
 	Gone bool `json:"gone,omitempty"`
 }
 
+// shimGroup is what the shim needs of a replica's cgroup.
+type shimGroup interface {
+	Signal(sig syscall.Signal) error
+	Kill(timeout time.Duration) error
+	Populated() (bool, error)
+}
+
 // describeWait turns a wait status into an exit description.
 func describeWait(ws syscall.WaitStatus) shimEvent {
 	switch {

@@ -118,13 +118,6 @@ type shim struct {
 	mainDone bool
 }
 
-// shimGroup is what the shim needs of a replica's cgroup.
-type shimGroup interface {
-	Signal(sig syscall.Signal) error
-	Kill(timeout time.Duration) error
-	Populated() (bool, error)
-}
-
 func (sh *shim) emit(e shimEvent) {
 	if sh.events != nil {
 		_, _ = sh.events.Write(e.encode())

@@ -2,7 +2,11 @@
 
 package gpu
 
-import "log/slog"
+import (
+	"log/slog"
+
+	"github.com/baton-dev/baton/protocol"
+)
 
 // OpenNVML returns a Source with no GPUs: this binary was built without cgo,
 // which go-nvml needs.
@@ -12,3 +16,9 @@ func OpenNVML(logger *slog.Logger) Source {
 	}
 	return none{}
 }
+
+// none is a Source with no GPUs.
+type none struct{}
+
+func (none) GPUs() ([]protocol.GPU, error) { return nil, nil }
+func (none) Close() error                  { return nil }

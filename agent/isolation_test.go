@@ -211,6 +211,7 @@ func TestMemoryLimitEnforced(t *testing.T) {
 	if !strings.Contains(rep.Reason, "out of memory") || !strings.Contains(rep.Reason, "512 MiB") {
 		t.Errorf("reason %q, want an out-of-memory reason naming the 512 MiB limit", rep.Reason)
 	}
+	t.Logf("memory: 0.5 allocating 1.5 GiB: %s", rep.Reason)
 	// Asked as at least 0.5 GiB, the same allocation is fine.
 	soft := serverAssignment(t, "mem", 2)
 	soft.Version = 2

@@ -59,7 +59,8 @@ FUZZTIME ?= 10m
 fuzz: ## run every fuzz target for FUZZTIME each (default 10m; e.g. make fuzz FUZZTIME=30s)
 	@set -o pipefail; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
 	  echo "== $$name (./$$pkg, $(FUZZTIME))"; start=$$(date +%s); \
-	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg/ 2>&1 | grep -v '^fuzz: elapsed' || exit 1; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg/ 2>&1 | \
+	    awk '/^fuzz: elapsed/ { last = $$0; next } { print } END { if (last) print last }' || exit 1; \
 	  echo "== $$name ran $$(( $$(date +%s) - start ))s"; done
 
 clean: ## remove build output

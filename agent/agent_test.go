@@ -433,6 +433,40 @@ func TestPortTaken(t *testing.T) {
 	})
 }
 
+// TestPortHeldBrieflyIsNotBusy: a port that is held for a moment when
+// the replica starts (a process of the host on its way out) is waited
+// for, not reported busy: a port-busy report makes the leader move the
+// replica and keep the port out of placement on this host for minutes.
+func TestPortHeldBrieflyIsNotBusy(t *testing.T) {
+	t.Parallel()
+	holder, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := holder.Addr().(*net.TCPAddr).Port
+	h := startAgent(t, nil)
+	asg := serverAssignment(t, "brief", 1)
+	asg.Port = port
+	h.desire(1, asg)
+	h.waitStatus("brief", 1, protocol.ReplicaProvisioning, readyTimeout)
+	release := time.Now().Add(portBusyConfirm / 2)
+	sawBusy := false
+	for time.Now().Before(release) {
+		if rep, ok := h.report("brief", 1); ok && rep.PortBusy {
+			sawBusy = true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	holder.Close()
+	rep := h.waitStatus("brief", 1, protocol.ReplicaReady, readyTimeout)
+	if sawBusy {
+		t.Errorf("replica reported port-busy while port %d was held for %v only", port, portBusyConfirm/2)
+	}
+	if rep.Endpoint != net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) || rep.PortBusy {
+		t.Errorf("report %+v, want READY on the assigned port %d", rep, port)
+	}
+}
+
 // TestLogs checks the logs endpoint: 404s, tail=N (alone, with follow, and
 // bad values), a plain read, and follow, which streams new lines and ends
 // when the replica is gone.

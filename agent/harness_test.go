@@ -292,7 +292,7 @@ func specPort(t *testing.T) int {
 	r := DefaultConfig().PortRange
 	for range 1000 {
 		port := r.Min + rand.IntN(r.Max-r.Min+1)
-		if (port >= lo && port <= hi) || specPorts.used[port] || !portFree("127.0.0.1", port) {
+		if (port >= lo && port <= hi) || specPorts.used[port] || portHeld(false, "127.0.0.1", port) != nil {
 			continue
 		}
 		specPorts.used[port] = true

@@ -273,33 +273,54 @@ func (a *Agent) supervise(r *replica) {
 // cgroupName is a replica's cgroup: <service>-<id>, like its directory.
 func cgroupName(service string, id int) string { return fmt.Sprintf("%s-%d", service, id) }
 
+// portBusyConfirm is how long an assigned port must stay unbindable
+// before the replica is reported port-busy: a port is briefly held by
+// more than squatters (a process of the host on its way out, a replica
+// of this agent that is still stopping), and a leader told "busy" keeps
+// the port out of placement on this host for minutes.
+const portBusyConfirm = 2 * time.Second
+
 // confirmPort checks that the port the leader assigned can be bound on
-// this host and reserves it. A port held by a process baton does not run
-// is reported (PortBusy, still PROVISIONING, nothing started) and the
-// replica waits for the leader to assign another. It returns false if the
-// replica is stopped meanwhile.
+// this host and reserves it. A port that stays held for portBusyConfirm
+// by a process baton does not run is reported (PortBusy, still
+// PROVISIONING, nothing started) and the replica waits for the leader to
+// assign another. It returns false if the replica is stopped meanwhile.
 func (a *Agent) confirmPort(r *replica) (int, bool) {
 	port := r.asg.Port
+	var busySince time.Time
 	for {
 		a.mu.Lock()
-		free := !a.ports[port] && portFree(a.cfg.Host, port)
+		held := portHeld(a.ports[port], a.cfg.Host, port)
 		r.endpoint = net.JoinHostPort(a.cfg.Host, strconv.Itoa(port))
 		r.offeredPort = port
-		if free {
+		if held == nil {
 			a.ports[port] = true
 			r.port, r.portBusy, r.reason = port, false, ""
-		} else {
-			r.portBusy = true
-			r.reason = fmt.Sprintf("port %d is held on this host by a process baton does not run; waiting for the coordinator to assign another", port)
 		}
 		a.mu.Unlock()
-		if free {
+		if held == nil {
 			return port, true
 		}
-		a.logger.Warn("assigned port busy", "service", r.asg.Service, "replica_id", r.asg.ReplicaID, "port", port)
-		a.publish()
+		if busySince.IsZero() {
+			busySince = time.Now()
+		}
+		wait := 100 * time.Millisecond
+		if time.Since(busySince) >= portBusyConfirm {
+			a.mu.Lock()
+			report := !r.portBusy
+			r.portBusy = true
+			r.reason = fmt.Sprintf("port %d is held on this host by a process baton does not run (%v); waiting for the coordinator to assign another", port, held)
+			a.mu.Unlock()
+			if report {
+				a.logger.Warn("assigned port busy", "service", r.asg.Service, "replica_id", r.asg.ReplicaID, "port", port, "error", held)
+				a.publish()
+			}
+			wait = time.Second
+		}
 		select {
-		case port = <-r.newPort:
+		case p := <-r.newPort:
+			port, busySince = p, time.Time{}
+		case <-time.After(wait):
 		case <-r.stop:
 			a.mu.Lock()
 			r.portBusy = false
@@ -470,11 +491,16 @@ func (a *Agent) finish(r *replica) {
 	a.publish()
 }
 
-// portFree reports whether port can be bound on all addresses and on
-// host. An address that is not this machine's (an agent advertising the
-// address a NAT gives it) does not make a port busy; a port in use or one
-// the replica may not bind (a privileged one) does.
-func portFree(host string, port int) bool {
+// portHeld says why port cannot be given to a new replica, nil when it
+// can: ours (a replica of this agent holds it), or it cannot be bound on
+// all addresses and on host. An address that is not this machine's (an
+// agent advertising the address a NAT gives it) does not make a port
+// busy; a port in use or one the replica may not bind (a privileged one)
+// does.
+func portHeld(ours bool, host string, port int) error {
+	if ours {
+		return errors.New("a replica of this agent listens there")
+	}
 	for _, h := range []string{"0.0.0.0", host} {
 		l, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
 		if err == nil {
@@ -484,7 +510,7 @@ func portFree(host string, port int) bool {
 		if h == host && errors.Is(err, syscall.EADDRNOTAVAIL) {
 			continue
 		}
-		return false
+		return err
 	}
-	return true
+	return nil
 }

@@ -80,9 +80,19 @@ func startDev(t *testing.T) *devCluster {
 		if t.Failed() {
 			log, _ := os.ReadFile(d.logPath)
 			lines := strings.Split(string(log), "\n")
+			var warnings []string
+			for _, l := range lines {
+				if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+					warnings = append(warnings, l)
+				}
+			}
+			if len(warnings) > 60 {
+				warnings = warnings[:60]
+			}
 			if len(lines) > 120 {
 				lines = lines[len(lines)-120:]
 			}
+			t.Logf("---- baton dev log (first warnings) ----\n%s", strings.Join(warnings, "\n"))
 			t.Logf("---- baton dev log (last lines) ----\n%s", strings.Join(lines, "\n"))
 		}
 	})

@@ -17,24 +17,11 @@ import (
 	"github.com/baton-dev/baton/protocol"
 )
 
-// requireRoot fails the test in CI (which runs as root) and skips it
-// elsewhere: switching users and writing cgroups need root.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("this test needs root (CI runs as root)")
-	}
-	t.Skip("needs root")
-}
-
 // requireCgroups fails the test in CI and skips it elsewhere when
 // replica cgroups cannot be written here.
 func requireCgroups(t *testing.T) {
 	t.Helper()
-	requireRoot(t)
+	testutil.RequireRoot(t, "switching users and writing cgroups")
 	m, err := cgroups.Open("baton-test.slice/probe-" + strconv.Itoa(os.Getpid()))
 	if err == nil && m.Mode() != cgroups.ModeNone {
 		return
@@ -78,7 +65,7 @@ func markerPIDs(marker string) []int { return procscan.WithEnv(marker) }
 // --replica-env passes and the task's envs, and none of the agent's own
 // environment.
 func TestReplicaUserAndEnvironment(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t, "switching users and writing cgroups")
 	t.Setenv("BATON_TEST_AGENT_SECRET", "do-not-leak")
 	h := startAgent(t, func(c *Config) {
 		c.ReplicaUser = "" // the default
@@ -138,7 +125,7 @@ func TestReplicaUserAndEnvironment(t *testing.T) {
 // TestUnreachableWorkdirFailsClearly: a workdir the replica user cannot
 // read fails the replica with a reason that says so, before anything runs.
 func TestUnreachableWorkdirFailsClearly(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t, "switching users and writing cgroups")
 	h := startAgent(t, func(c *Config) { c.ReplicaUser = ""; c.DataDir = filepath.Join(testutil.OpenTempDir(t), "data") })
 	asg := serverAssignment(t, "wd", 1)
 	asg.Spec.Workdir = rootOnlyDir(t)
@@ -152,7 +139,7 @@ func TestUnreachableWorkdirFailsClearly(t *testing.T) {
 // TestDataDirUnreachableByReplicaUser: an agent refuses to start on a data
 // dir its replica user cannot reach, and says what to do.
 func TestDataDirUnreachableByReplicaUser(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t, "switching users and writing cgroups")
 	_, err := New(Config{ID: "a", DataDir: filepath.Join(rootOnlyDir(t), "data"), Accelerators: "T4"})
 	if err == nil || !strings.Contains(err.Error(), "replica user nobody") || !strings.Contains(err.Error(), "--data-dir") {
 		t.Fatalf("New = %v, want an error naming the replica user and --data-dir", err)

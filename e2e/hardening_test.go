@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,20 +17,6 @@ import (
 	"github.com/baton-dev/baton/internal/testutil"
 	"github.com/baton-dev/baton/protocol"
 )
-
-// requireRoot fails the test in CI (which runs as root) and skips it
-// elsewhere: agents give replicas cgroups and an unprivileged user only
-// when they run as root.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("this test needs root (CI runs as root)")
-	}
-	t.Skip("needs root")
-}
 
 // sumMetric adds every sample of a metric on a /metrics page.
 func sumMetric(page, name string) float64 {
@@ -365,7 +350,7 @@ func TestReplicaTreesStopped(t *testing.T) {
 // a huge env is refused with the file, the field and the limit, and
 // creates nothing; `serve logs --tail` prints the last lines.
 func TestLimitsAndErrorsShown(t *testing.T) {
-	requireRoot(t) // the agents enforce limits in cgroups only as root
+	testutil.RequireRoot(t, "the agents enforce limits in cgroups only as root")
 	c := newCluster(t, agentOpts{cpus: 4})
 	home := testutil.OpenTempDir(t)
 	writeTask(t, home, "hog.yaml", `service:

@@ -96,3 +96,16 @@ func CounterValue(t testing.TB, g prometheus.Gatherer, name string) float64 {
 	}
 	return sum
 }
+
+// RequireRoot fails the test in CI (which runs as root) and skips it
+// elsewhere; why says what needs root.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("this test needs root (CI runs as root): %s", why)
+	}
+	t.Skipf("needs root: %s", why)
+}

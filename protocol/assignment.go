@@ -12,10 +12,11 @@ type DesiredReplicas struct {
 	// set older than the one it last applied.
 	Epoch    uint64              `json:"epoch"`
 	Replicas []ReplicaAssignment `json:"replicas"`
-	// Specs holds the spec of every version the set runs, once, keyed by
-	// SpecKey(service, version): an agent running many replicas of one
-	// version gets its spec once, not once per replica. The sender leaves
-	// each assignment's Spec empty; ResolveSpecs fills it in.
+	// Specs optionally holds specs inline, keyed by SpecKey(service,
+	// version). The leader sends none: each assignment names its version's
+	// spec by SpecDigest, and the agent fetches a spec it does not have
+	// once (SubjectSpecGet) and caches it. An assignment whose version is
+	// in Specs takes that spec.
 	Specs map[string]TaskSpec `json:"specs,omitempty"`
 }
 
@@ -23,18 +24,38 @@ type DesiredReplicas struct {
 func SpecKey(service string, version int) string { return ReplicaKey(service, version) }
 
 // ResolveSpecs fills in each assignment's Spec from Specs. An assignment
-// whose version has no spec there is an error (matching
+// whose version is not in Specs must name its spec by SpecDigest: it is
+// left unresolved (SpecResolved false) for the receiver to fill from its
+// cache or a SpecRequest; one with neither is an error (matching
 // ErrInvalidMessage). Call it before Validate.
 func (d *DesiredReplicas) ResolveSpecs() error {
 	for i := range d.Replicas {
 		a := &d.Replicas[i]
 		spec, ok := d.Specs[SpecKey(a.Service, a.Version)]
 		if !ok {
-			return invalid("replicas[%d]: no spec for %s version %d in specs", i, a.Service, a.Version)
+			if a.SpecDigest == "" {
+				return invalid("replicas[%d]: no spec for %s version %d: neither in specs nor named by spec_digest", i, a.Service, a.Version)
+			}
+			continue
 		}
-		a.Spec = spec
+		a.SetSpec(spec)
 	}
 	return nil
+}
+
+// Unresolved returns the distinct spec digests of the assignments whose
+// spec is not filled in yet, in the order they first appear.
+func (d *DesiredReplicas) Unresolved() []string {
+	var out []string
+	seen := map[string]bool{}
+	for i := range d.Replicas {
+		a := &d.Replicas[i]
+		if !a.resolved && !seen[a.SpecDigest] {
+			seen[a.SpecDigest] = true
+			out = append(out, a.SpecDigest)
+		}
+	}
+	return out
 }
 
 // ReplicaAssignment is one replica an agent must run.
@@ -43,8 +64,17 @@ type ReplicaAssignment struct {
 	ReplicaID int    `json:"replica_id"`
 	Version   int    `json:"version"`
 	// Spec is the version's task spec (setup, run, envs, workdir, probe).
-	// It travels in DesiredReplicas.Specs, not here (json:"-").
+	// It never travels here (json:"-"): SpecDigest names it, and the
+	// receiver fills it in (SetSpec) from DesiredReplicas.Specs, its cache,
+	// or a SpecRequest.
 	Spec TaskSpec `json:"-"`
+	// SpecDigest names the version's spec by content: SpecDigestOf its
+	// JSON encoding ("sha256:" and 64 hex digits). Assignments of one
+	// version share it, and a digest once fetched never needs fetching
+	// again.
+	SpecDigest string `json:"spec_digest,omitempty"`
+	// resolved is set once Spec is filled in.
+	resolved bool
 	// Port is the port the replica listens on ($PORT), chosen by the
 	// leader's placement, which knows every replica on the host: the task's
 	// own port where it is free there, else one from the agent's port
@@ -61,6 +91,15 @@ type ReplicaAssignment struct {
 
 // Key is the replica's unique name, "service/id".
 func (a *ReplicaAssignment) Key() string { return ReplicaKey(a.Service, a.ReplicaID) }
+
+// SetSpec fills in the assignment's spec.
+func (a *ReplicaAssignment) SetSpec(spec TaskSpec) {
+	a.Spec = spec
+	a.resolved = true
+}
+
+// SpecResolved reports whether the assignment's Spec has been filled in.
+func (a *ReplicaAssignment) SpecResolved() bool { return a.resolved }
 
 // AgentStatus is an agent's registration, heartbeat and replica report in
 // one message. Agents send it on every change and at least every

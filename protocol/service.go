@@ -35,11 +35,14 @@ type Rollout struct {
 
 // Version is one version of a service's spec.
 type Version struct {
-	Service string       `json:"service"`
-	Number  int          `json:"number"`
-	Spec    TaskSpec     `json:"spec"`
-	YAML    string       `json:"yaml"`
-	State   VersionState `json:"state"`
+	Service string   `json:"service"`
+	Number  int      `json:"number"`
+	Spec    TaskSpec `json:"spec"`
+	// SpecDigest is SpecDigestOf(Spec's JSON encoding): desired sets name
+	// the spec by it, and agents fetch and cache it once.
+	SpecDigest string       `json:"spec_digest,omitempty"`
+	YAML       string       `json:"yaml"`
+	State      VersionState `json:"state"`
 	// CreatedAt is stamped by the leader when the version is added.
 	CreatedAt time.Time `json:"created_at"`
 	// Reason explains a failed state.

@@ -16,6 +16,12 @@ const (
 	SubjectLBStats = "baton.lb.stats"
 	// SubjectAgentStatus carries AgentStatus, agent -> leader.
 	SubjectAgentStatus = "baton.agent.status"
+	// SubjectSpecGet is a SpecRequest from an agent; one coordinator (a
+	// queue group of all of them) replies with a SpecReply.
+	SubjectSpecGet = "baton.specs.get"
+	// QueueCoordinators is the queue group coordinators answer requests
+	// in, so that each request gets one reply.
+	QueueCoordinators = "baton-coordinators"
 )
 
 // RoutesSubject is the subject a service's route table is published on.

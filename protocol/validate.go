@@ -314,8 +314,15 @@ func (a *ReplicaAssignment) validate() error {
 			return fmt.Errorf("gpu_uuids[%d]: %w", i, err)
 		}
 	}
-	if err := a.Spec.Validate(); err != nil {
-		return fieldError("spec", err)
+	if a.SpecDigest != "" {
+		if err := ValidateSpecDigest(a.SpecDigest); err != nil {
+			return fieldError("spec_digest", err)
+		}
+	}
+	if a.resolved {
+		if err := a.Spec.Validate(); err != nil {
+			return fieldError("spec", err)
+		}
 	}
 	return nil
 }

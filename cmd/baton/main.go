@@ -38,7 +38,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newCoordinatorCmd(), newAgentCmd(), newLBCmd(), newDevCmd(), newServeCmd())
+	root.AddCommand(newCoordinatorCmd(), newAgentCmd(), newLBCmd(), newDevCmd(), newServeCmd(), newSimCmd())
 	return root
 }
 

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/baton-dev/baton/internal/fleetsim"
+)
+
+// newSimCmd is `baton sim`: the fleet simulator that measures a real
+// coordinator against N sim agents and K sim LBs (internal/fleetsim).
+func newSimCmd() *cobra.Command {
+	var (
+		agents     []int
+		passAgents int
+		lbs        int
+		readyDelay time.Duration
+		heartbeat  time.Duration
+		bin        string
+		asJSON     bool
+		keep       bool
+		debug      bool
+	)
+	cmd := &cobra.Command{
+		Use:    "sim",
+		Short:  "Measure a coordinator process against a simulated fleet of agents and LBs",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if bin == "" {
+				exe, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("--baton: %w", err)
+				}
+				bin = exe
+			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			logf := func(format string, args ...any) {
+				fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+			}
+			var results []*fleetsim.Result
+			var failed error
+			runOne := func(n int, passOnly bool) {
+				if ctx.Err() != nil {
+					return
+				}
+				r, err := fleetsim.Run(ctx, fleetsim.Options{
+					Baton: bin, Agents: n, LBs: lbs, ReadyDelay: readyDelay, Heartbeat: heartbeat,
+					PassOnly: passOnly, Debug: debug, Keep: keep, Logf: logf,
+				})
+				if err != nil && failed == nil {
+					failed = fmt.Errorf("at %d agents: %w", n, err)
+				}
+				if r != nil {
+					results = append(results, r)
+				}
+			}
+			for _, n := range agents {
+				runOne(n, false)
+			}
+			if passAgents > 0 {
+				runOne(passAgents, true)
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(results); err != nil {
+					return err
+				}
+			} else {
+				fleetsim.WriteTable(cmd.OutOrStdout(), results)
+			}
+			return failed
+		},
+	}
+	f := cmd.Flags()
+	f.IntSliceVar(&agents, "agents", []int{100, 300, 1000}, "fleet sizes to run the whole scenario at (10 replicas per agent)")
+	f.IntVar(&passAgents, "pass-agents", 2000, "fleet size of the pass-only run (start, submit, at rest, pass p99); 0 skips it")
+	f.IntVar(&lbs, "lbs", 2, "sim LBs")
+	f.DurationVar(&readyDelay, "ready-delay", time.Second, "how long a sim replica takes to become READY")
+	f.DurationVar(&heartbeat, "heartbeat", time.Second, "sim agents' heartbeat interval")
+	f.StringVar(&bin, "baton", "", "baton binary to run as the coordinator (default: this one)")
+	f.BoolVar(&asJSON, "json", false, "print the results as JSON instead of a table")
+	f.BoolVar(&keep, "keep", false, "keep each run's directory (coordinator data and log)")
+	f.BoolVar(&debug, "pprof", true, "pass --debug-addr (pprof) to the coordinator if it has the flag")
+	return cmd
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -193,9 +192,4 @@ func (l *LB) close() {
 	if l.nc != nil {
 		l.nc.Close()
 	}
-}
-
-// activeIs reports whether a table routes to exactly version v.
-func activeIs(t protocol.RouteTable, v int) bool {
-	return slices.Equal(t.ActiveVersions, []int{v})
 }

@@ -20,6 +20,8 @@ type LB struct {
 	nc   *nats.Conn
 	sync time.Duration
 	poke chan struct{}
+	// resync asks for a sync after a reconnection.
+	resync chan struct{}
 
 	// mu guards tables and flips.
 	mu     sync.Mutex
@@ -34,6 +36,7 @@ func newLB(n int, sync time.Duration) *LB {
 		id:     fmt.Sprintf("sim-lb-%d", n),
 		sync:   sync,
 		poke:   make(chan struct{}, 1),
+		resync: make(chan struct{}, 1),
 		tables: map[string]protocol.RouteTable{},
 		flips:  map[string]map[int]time.Time{},
 	}
@@ -51,7 +54,12 @@ func (l *LB) connect(url string, reconnectWait time.Duration) error {
 		nats.ReconnectBufSize(-1),
 		nats.NoCallbacksAfterClientClose(),
 		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}),
-		nats.ReconnectHandler(func(*nats.Conn) { l.wake() }),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			select {
+			case l.resync <- struct{}{}:
+			default:
+			}
+		}),
 	)
 	if err != nil {
 		return fmt.Errorf("%s: connect: %w", l.id, err)
@@ -142,7 +150,7 @@ func (l *LB) syncOnce(ctx context.Context) {
 	l.applyTables(time.Now(), valid)
 }
 
-// run syncs at start and every sync interval, and acknowledges after
+// run syncs at start, after each reconnection and every sync interval, and acknowledges after
 // changes (debounced) and with every sync.
 func (l *LB) run(ctx context.Context) {
 	tick := time.NewTicker(l.sync)
@@ -154,6 +162,9 @@ func (l *LB) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			l.syncOnce(ctx)
+			l.ack()
+		case <-l.resync:
 			l.syncOnce(ctx)
 			l.ack()
 		case <-l.poke:

@@ -352,7 +352,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return fail(fmt.Errorf("submit services: %w", err))
 	}
 	logf("%d services submitted in %s", services, time.Since(start).Round(time.Millisecond))
-	if err := e.WaitAllReady(ctx, "every replica READY", total, 120*time.Second+time.Duration(total)*10*time.Millisecond); err != nil {
+	if err := e.WaitAllReady(ctx, "every replica READY", total, 120*time.Second+time.Duration(total)*30*time.Millisecond); err != nil {
 		return fail(err)
 	}
 	res.AllReadySeconds = secs(time.Since(start))

@@ -26,6 +26,8 @@ const (
 	CmdUpsertAgent    CommandType = 10
 	CmdSetAgentAlive  CommandType = 11
 	CmdRemoveAgent    CommandType = 12
+	CmdUpsertAgents   CommandType = 13
+	CmdSetAgentsAlive CommandType = 14
 )
 
 func (t CommandType) String() string {
@@ -54,6 +56,10 @@ func (t CommandType) String() string {
 		return "set_agent_alive"
 	case CmdRemoveAgent:
 		return "remove_agent"
+	case CmdUpsertAgents:
+		return "upsert_agents"
+	case CmdSetAgentsAlive:
+		return "set_agents_alive"
 	}
 	return fmt.Sprintf("command(%d)", byte(t))
 }
@@ -164,6 +170,28 @@ type SetAgentAliveCmd struct {
 	Alive  bool      `json:"alive"`
 	Reason string    `json:"reason,omitempty"`
 	At     time.Time `json:"at"`
+}
+
+// UpsertAgentsCmd registers or updates many agents in one entry: a fleet
+// that re-registers at once (a new leader, a network healing) costs one
+// Raft write, not one per agent.
+type UpsertAgentsCmd struct {
+	Agents []protocol.Agent `json:"agents"`
+	At     time.Time        `json:"at"`
+}
+
+// AgentAliveChange is one agent's change in a SetAgentsAliveCmd.
+type AgentAliveChange struct {
+	ID     string `json:"id"`
+	Alive  bool   `json:"alive"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// SetAgentsAliveCmd marks many agents alive or lost in one entry (many
+// agents lost at once: a rack, a switch).
+type SetAgentsAliveCmd struct {
+	Changes []AgentAliveChange `json:"changes"`
+	At      time.Time          `json:"at"`
 }
 
 // RemoveAgentCmd forgets an agent that has been lost for a long time and

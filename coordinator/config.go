@@ -35,11 +35,20 @@ type Config struct {
 	// ReconcileInterval is how often the controller runs without being
 	// kicked. Default 1s.
 	ReconcileInterval time.Duration
-	// PublishInterval is how often desired sets and route tables are
-	// re-sent to repair lost messages. Default 5s.
-	PublishInterval time.Duration
+	// RepairInterval is how often an unchanged desired set or route table
+	// is sent again, in case a message was lost (each at its own time,
+	// give or take a quarter). Changes are sent at once. Default 30s.
+	RepairInterval time.Duration
+	// SnapshotBytes takes a Raft snapshot (compacting the log) once this
+	// many bytes of commands were applied since the last one, besides
+	// hashicorp/raft's own threshold of 2048 entries. Default 32 MiB.
+	SnapshotBytes int64
+	// DebugAddr, when set, serves Go's pprof handlers (/debug/pprof/) on
+	// this address. Default off.
+	DebugAddr string
 	// AgentTimeout is how long an agent may stay silent before it is lost
-	// and its replicas are replaced. Default 15s.
+	// and its replicas are replaced. Agents send a heartbeat every second
+	// (500 ms in dev). Default 5s.
 	AgentTimeout time.Duration
 	// AgentGCAfter is how long a lost agent stays listed (with its
 	// capacity) before it is forgotten. Default 24h.
@@ -97,8 +106,9 @@ func DefaultConfig() Config {
 		LBHost:                 "127.0.0.1",
 		FirstLBPort:            30001,
 		ReconcileInterval:      time.Second,
-		PublishInterval:        5 * time.Second,
-		AgentTimeout:           15 * time.Second,
+		RepairInterval:         30 * time.Second,
+		SnapshotBytes:          32 << 20,
+		AgentTimeout:           5 * time.Second,
 		AgentGCAfter:           24 * time.Hour,
 		ReportGrace:            30 * time.Second,
 		AckTimeout:             5 * time.Second,
@@ -118,8 +128,8 @@ func DefaultConfig() Config {
 func DevConfig() Config {
 	c := DefaultConfig()
 	c.ReconcileInterval = 200 * time.Millisecond
-	c.PublishInterval = 2 * time.Second
-	c.AgentTimeout = 5 * time.Second
+	c.RepairInterval = 10 * time.Second
+	c.AgentTimeout = 3 * time.Second
 	c.AgentGCAfter = 10 * time.Minute
 	c.ReportGrace = 10 * time.Second
 	c.AckTimeout = 3 * time.Second
@@ -160,7 +170,10 @@ func (c Config) withDefaults() Config {
 		c.MaxConsecutiveFailures = d.MaxConsecutiveFailures
 	}
 	setDur(&c.ReconcileInterval, d.ReconcileInterval)
-	setDur(&c.PublishInterval, d.PublishInterval)
+	setDur(&c.RepairInterval, d.RepairInterval)
+	if c.SnapshotBytes == 0 {
+		c.SnapshotBytes = d.SnapshotBytes
+	}
 	setDur(&c.AgentTimeout, d.AgentTimeout)
 	setDur(&c.AgentGCAfter, d.AgentGCAfter)
 	setDur(&c.ReportGrace, d.ReportGrace)

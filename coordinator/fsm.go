@@ -1,11 +1,13 @@
 package coordinator
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -26,6 +28,9 @@ type FSM struct {
 	// onApply, if set, is called after each applied entry, outside the
 	// lock, so the leader can react to changes promptly.
 	onApply func(index uint64)
+	// sinceSnapshot counts the command bytes applied since the last
+	// snapshot, so that a log of few but large entries is compacted too.
+	sinceSnapshot atomic.Int64
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -33,7 +38,18 @@ var _ raft.FSM = (*FSM)(nil)
 // NewFSM returns an FSM with empty state.
 func NewFSM() *FSM { return &FSM{state: NewState()} }
 
-// State returns a deep copy of the current state.
+// Index is the Raft index of the last command applied.
+func (f *FSM) Index() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Index
+}
+
+// BytesSinceSnapshot is how many command bytes were applied since the last
+// snapshot (or start).
+func (f *FSM) BytesSinceSnapshot() int64 { return f.sinceSnapshot.Load() }
+
+// State returns a copy of the current state, indexed (see State.Clone).
 func (f *FSM) State() *State {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -57,6 +73,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	t := CommandType(l.Data[0])
 	buf := l.Data[1:]
+	f.sinceSnapshot.Add(int64(len(l.Data)))
 	f.mu.Lock()
 	res := f.dispatch(t, buf, l.Index)
 	f.state.Index = l.Index
@@ -93,6 +110,10 @@ func (f *FSM) dispatch(t CommandType, buf []byte, index uint64) any {
 		return f.applySetAgentAlive(buf)
 	case CmdRemoveAgent:
 		return f.applyRemoveAgent(buf)
+	case CmdUpsertAgents:
+		return f.applyUpsertAgents(buf)
+	case CmdSetAgentsAlive:
+		return f.applySetAgentsAlive(buf)
 	}
 	panic(fmt.Sprintf("fsm: unknown command type %d at index %d", byte(t), index))
 }
@@ -134,12 +155,13 @@ func (f *FSM) applyCreateService(buf []byte) any {
 	}
 	s.Services[cmd.Name] = svc
 	s.Versions[cmd.Name] = map[int]*protocol.Version{1: {
-		Service:   cmd.Name,
-		Number:    1,
-		Spec:      cmd.Spec,
-		YAML:      cmd.YAML,
-		State:     protocol.VersionActive,
-		CreatedAt: cmd.At,
+		Service:    cmd.Name,
+		Number:     1,
+		Spec:       cmd.Spec,
+		SpecDigest: specDigest(&cmd.Spec),
+		YAML:       cmd.YAML,
+		State:      protocol.VersionActive,
+		CreatedAt:  cmd.At,
 	}}
 	return cloneService(svc)
 }
@@ -162,12 +184,13 @@ func (f *FSM) applyAddVersion(buf []byte) any {
 	svc.LatestVersion = next
 	f.pruneVersions(cmd.Service)
 	s.Versions[cmd.Service][next] = &protocol.Version{
-		Service:   cmd.Service,
-		Number:    next,
-		Spec:      cmd.Spec,
-		YAML:      cmd.YAML,
-		State:     protocol.VersionPending,
-		CreatedAt: cmd.At,
+		Service:    cmd.Service,
+		Number:     next,
+		Spec:       cmd.Spec,
+		SpecDigest: specDigest(&cmd.Spec),
+		YAML:       cmd.YAML,
+		State:      protocol.VersionPending,
+		CreatedAt:  cmd.At,
 	}
 	window := time.Duration(cmd.ProgressSeconds) * time.Second
 	from := append([]int(nil), svc.ActiveVersions...)
@@ -453,28 +476,67 @@ func (f *FSM) applyFailVersion(buf []byte) any {
 func (f *FSM) applyUpsertAgent(buf []byte) any {
 	var cmd UpsertAgentCmd
 	decode(buf, &cmd)
-	a := cmd.Agent
-	a.Alive = true
-	a.LastSeen = cmd.At
-	f.state.Agents[a.ID] = &a
+	f.upsertAgent(cmd.Agent, cmd.At)
 	return nil
+}
+
+func (f *FSM) applyUpsertAgents(buf []byte) any {
+	var cmd UpsertAgentsCmd
+	decode(buf, &cmd)
+	for _, a := range cmd.Agents {
+		f.upsertAgent(a, cmd.At)
+	}
+	return nil
+}
+
+// upsertAgent stores an agent whole: the state's agents are replaced,
+// never edited in place, except for their liveness (see State.Clone).
+func (f *FSM) upsertAgent(a protocol.Agent, at time.Time) {
+	a.Alive = true
+	a.LastSeen = at
+	f.state.Agents[a.ID] = &a
 }
 
 func (f *FSM) applySetAgentAlive(buf []byte) any {
 	var cmd SetAgentAliveCmd
 	decode(buf, &cmd)
-	a, ok := f.state.Agents[cmd.ID]
-	if !ok {
+	if _, ok := f.state.Agents[cmd.ID]; !ok {
 		return fmt.Errorf("agent %q not found", cmd.ID)
 	}
-	a.Alive = cmd.Alive
-	a.LastSeen = cmd.At
-	if cmd.Alive {
-		return nil
+	f.setAgentsAlive([]AgentAliveChange{{ID: cmd.ID, Alive: cmd.Alive, Reason: cmd.Reason}}, cmd.At)
+	return nil
+}
+
+func (f *FSM) applySetAgentsAlive(buf []byte) any {
+	var cmd SetAgentsAliveCmd
+	decode(buf, &cmd)
+	f.setAgentsAlive(cmd.Changes, cmd.At)
+	return nil
+}
+
+// setAgentsAlive marks agents alive or lost; unknown ids are skipped. A
+// lost agent's replicas become FAILED (SHUTTING_DOWN ones are gone with
+// it), in one scan of the replicas however many agents were lost.
+func (f *FSM) setAgentsAlive(changes []AgentAliveChange, at time.Time) {
+	lost := map[string]string{} // agent id -> reason
+	for _, ch := range changes {
+		a, ok := f.state.Agents[ch.ID]
+		if !ok {
+			continue
+		}
+		a.Alive = ch.Alive
+		a.LastSeen = at
+		if !ch.Alive {
+			lost[ch.ID] = ch.Reason
+		}
+	}
+	if len(lost) == 0 {
+		return
 	}
 	touched := map[string]bool{}
 	for k, r := range f.state.Replicas {
-		if r.AgentID != cmd.ID {
+		reason, ok := lost[r.AgentID]
+		if !ok {
 			continue
 		}
 		touched[r.Service] = true
@@ -483,12 +545,11 @@ func (f *FSM) applySetAgentAlive(buf []byte) any {
 			delete(f.state.Replicas, k) // its process went with the agent
 		case !r.Status.IsFailed():
 			r.Status = protocol.ReplicaFailed
-			r.Reason = cmd.Reason
-			r.StatusAt = cmd.At
+			r.Reason = reason
+			r.StatusAt = at
 		}
 	}
 	f.dropIdleFailedVersionsOf(touched)
-	return nil
 }
 
 func (f *FSM) applyRemoveAgent(buf []byte) any {
@@ -510,23 +571,31 @@ func (f *FSM) applyRemoveAgent(buf []byte) any {
 	return nil
 }
 
-// Snapshot copies the state under the lock; Persist does the I/O.
+// Snapshot copies the state under the lock (a structural copy, no
+// encoding); Persist encodes and writes it. It also restarts the count of
+// log bytes applied since the last snapshot.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
-	defer f.mu.RUnlock()
-	buf, err := json.Marshal(f.state)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
-	}
-	return &fsmSnapshot{data: buf}, nil
+	st := f.state.Clone()
+	f.mu.RUnlock()
+	f.sinceSnapshot.Store(0)
+	return &fsmSnapshot{state: st}, nil
 }
 
 // Restore replaces the whole state with a snapshot's.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	s := NewState()
-	if err := json.NewDecoder(rc).Decode(s); err != nil {
+	if err := json.NewDecoder(bufio.NewReaderSize(rc, 1<<20)).Decode(s); err != nil {
 		return fmt.Errorf("restore: %w", err)
+	}
+	// Snapshots written before versions carried their spec digest.
+	for _, vs := range s.Versions {
+		for _, v := range vs {
+			if v.SpecDigest == "" {
+				v.SpecDigest = specDigest(&v.Spec)
+			}
+		}
 	}
 	f.mu.Lock()
 	f.state = s
@@ -534,10 +603,15 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-type fsmSnapshot struct{ data []byte }
+type fsmSnapshot struct{ state *State }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(s.data); err != nil {
+	w := bufio.NewWriterSize(sink, 1<<20)
+	if err := json.NewEncoder(w).Encode(s.state); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	if err := w.Flush(); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
 	}
@@ -545,6 +619,15 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *fsmSnapshot) Release() {}
+
+// specDigest is a spec's digest as desired sets name it.
+func specDigest(spec *protocol.TaskSpec) string {
+	_, d, err := protocol.EncodeSpec(spec)
+	if err != nil {
+		panic("fsm: encode spec: " + err.Error()) // a decoded spec always encodes
+	}
+	return d
+}
 
 // cloneService copies a service so a command's result shares nothing with
 // the state the FSM keeps changing.

@@ -156,7 +156,7 @@ func fuzzController(f *testing.F) (*Server, *controller) {
 	for !s.IsLeader() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	return s, newController(s)
+	return s, newController(s.controllerDeps())
 }
 
 // FuzzControllerMessages hands arbitrary agent statuses and LB acks to the

@@ -348,12 +348,13 @@ func TestHostileAgentStatus(t *testing.T) {
 	}
 }
 
-// TestDesiredSetCarriesEachSpecOnce: an agent running 200 replicas of a
-// version with a 60 KiB spec gets its desired set in one message of about
-// one spec plus 200 short assignments. Before, every assignment carried
-// the whole spec: 12 MB, over NATS's payload limit, so that agent got no
-// updates at all.
-func TestDesiredSetCarriesEachSpecOnce(t *testing.T) {
+// TestDesiredSetNamesSpecsByDigest: an agent running 200 replicas of a
+// version with a 60 KiB spec gets a desired set of 200 short assignments
+// that name the spec by digest, and fetches the spec itself once from any
+// coordinator. Before specs travelled by reference, every assignment (and
+// later every set) carried it: 12 MB at first, over NATS's payload limit,
+// so that agent got no updates at all.
+func TestDesiredSetNamesSpecsByDigest(t *testing.T) {
 	ns, err := natsembed.Start(natsembed.Config{Port: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -361,19 +362,27 @@ func TestDesiredSetCarriesEachSpecOnce(t *testing.T) {
 	defer ns.Shutdown()
 	s := startServer(t, t.TempDir(), func(c *Config) { c.NATSURL = ns.ClientURL() })
 	waitHealthy(t, s)
-	st := NewState()
-	st.Index = 7
-	st.Agents["a1"] = &protocol.Agent{ID: "a1", Host: "127.0.0.1", Alive: true, Capacity: protocol.Capacity{CPUs: 64}}
 	spec := hugeSpec(t)
 	spec.Service.ReplicaPolicy = protocol.ReplicaPolicy{MinReplicas: 200, MaxReplicas: 200}
 	spec.Run = "echo " + strings.Repeat("x", 60<<10)
-	st.Services["web"] = &protocol.Service{Name: "web", LatestVersion: 1, ActiveVersions: []int{1}}
-	st.Versions["web"] = map[int]*protocol.Version{1: {Service: "web", Number: 1, Spec: spec, State: protocol.VersionActive}}
-	for id := 1; id <= 200; id++ {
-		r := &protocol.Replica{Service: "web", ID: id, Version: 1, AgentID: "a1", Status: protocol.ReplicaReady,
-			Endpoint: fmt.Sprintf("127.0.0.1:%d", 20000+id), Resources: protocol.Allocation{Port: 20000 + id}}
-		st.Replicas[r.Key()] = r
+	now := time.Now()
+	mustApply := func(ct CommandType, cmd any) {
+		t.Helper()
+		if _, _, err := s.raftApply(ct, cmd); err != nil {
+			t.Fatal(err)
+		}
 	}
+	mustApply(CmdCreateService, CreateServiceCmd{Name: "web", Spec: spec, FirstPort: 30001, At: now})
+	mustApply(CmdUpsertAgent, UpsertAgentCmd{Agent: protocol.Agent{ID: "a1", Host: "127.0.0.1", Capacity: protocol.Capacity{CPUs: 64}}, At: now})
+	var reps []protocol.Replica
+	for id := 1; id <= 200; id++ {
+		reps = append(reps, protocol.Replica{Service: "web", Version: 1, AgentID: "a1", Status: protocol.ReplicaReady,
+			Endpoint: fmt.Sprintf("127.0.0.1:%d", 20000+id), Resources: protocol.Allocation{Port: 20000 + id}})
+	}
+	mustApply(CmdAddReplicas, AddReplicasCmd{Replicas: reps, At: now})
+	st := s.fsm.State()
+	digest := st.Version("web", 1).SpecDigest
+
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)
@@ -386,8 +395,8 @@ func TestDesiredSetCarriesEachSpecOnce(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	c := newController(s.Server)
-	c.publishDesired(st, time.Now(), true)
+	c := newController(s.controllerDeps())
+	c.publishDesired(st, time.Now())
 	msg, err := sub.NextMsg(5 * time.Second)
 	if err != nil {
 		t.Fatalf("agent a1 got no desired set: %v", err)
@@ -402,11 +411,34 @@ func TestDesiredSetCarriesEachSpecOnce(t *testing.T) {
 	if err := d.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if len(d.Replicas) != 200 || d.Replicas[199].Spec.Run != spec.Run || d.Replicas[0].Port != 20001 {
-		t.Fatalf("desired set: %d replicas, last spec's run %d bytes, first port %d", len(d.Replicas), len(d.Replicas[199].Spec.Run), d.Replicas[0].Port)
+	if len(d.Replicas) != 200 || d.Replicas[0].Port != 20001 || d.Replicas[199].SpecDigest != digest {
+		t.Fatalf("desired set: %d replicas, first port %d, last digest %q (want %q)", len(d.Replicas), d.Replicas[0].Port, d.Replicas[199].SpecDigest, digest)
 	}
-	if len(msg.Data) > 200<<10 {
-		t.Errorf("desired set is %d bytes; the spec should travel once", len(msg.Data))
+	if got := d.Unresolved(); len(got) != 1 || got[0] != digest {
+		t.Fatalf("unresolved digests %v, want [%s]", got, digest)
 	}
-	t.Logf("desired set of 200 replicas with a %d KiB spec: %d KiB", len(spec.Run)>>10, len(msg.Data)>>10)
+	if len(msg.Data) > 40<<10 {
+		t.Errorf("desired set is %d bytes; specs should travel by reference", len(msg.Data))
+	}
+	// The agent fetches the spec once, from any coordinator.
+	req := protocol.SpecRequest{Service: "web", Version: 1, Digest: digest}
+	body, _ := json.Marshal(req)
+	rep, err := nc.Request(protocol.SubjectSpecGet, body, 5*time.Second)
+	if err != nil {
+		t.Fatalf("spec request: %v", err)
+	}
+	got, err := protocol.DecodeSpecReply(rep.Data, req)
+	if err != nil || got.Run != spec.Run {
+		t.Fatalf("spec reply: %v (run %d bytes, want %d)", err, len(got.Run), len(spec.Run))
+	}
+	// A digest the version does not have gets an error reply, not a spec.
+	wrong := protocol.SpecRequest{Service: "web", Version: 1, Digest: "sha256:" + strings.Repeat("0", 64)}
+	body, _ = json.Marshal(wrong)
+	if rep, err = nc.Request(protocol.SubjectSpecGet, body, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := protocol.DecodeSpecReply(rep.Data, wrong); err == nil {
+		t.Fatal("a wrong digest got a spec")
+	}
+	t.Logf("desired set of 200 replicas of a %d KiB spec: %d KiB", len(spec.Run)>>10, len(msg.Data)>>10)
 }

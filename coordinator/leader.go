@@ -83,7 +83,7 @@ func (s *Server) lead(ctx context.Context) {
 	}
 	s.metrics.isLeader.Set(1)
 	s.log.Info("leadership gained; controller starting")
-	c := newController(s)
+	c := newController(s.controllerDeps())
 	s.ctrlMu.Lock()
 	s.ctrl = c
 	s.ctrlMu.Unlock()
@@ -93,4 +93,20 @@ func (s *Server) lead(ctx context.Context) {
 		s.ctrlMu.Unlock()
 	}()
 	c.run(ctx)
+}
+
+// controllerDeps are the parts of this coordinator its controller uses.
+func (s *Server) controllerDeps() controllerDeps {
+	return controllerDeps{
+		cfg:     s.cfg,
+		log:     s.log.With("component", "controller"),
+		state:   s.fsm.State,
+		apply:   s.raftApply,
+		bus:     s.nc,
+		decode:  s.decodeMessage,
+		metrics: s.metrics,
+		kick:    s.kick,
+		kickFn:  s.Kick,
+		limiter: s.badMessages,
+	}
 }

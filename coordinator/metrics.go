@@ -4,6 +4,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// passBuckets resolve reconcile passes from 100 µs to 10 s.
+var passBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10}
+
 // metrics are the coordinator's Prometheus series.
 type metrics struct {
 	commands     *prometheus.CounterVec
@@ -16,6 +19,12 @@ type metrics struct {
 	reconciles   prometheus.Counter
 	agentsAlive  prometheus.Gauge
 	lbsLive      prometheus.Gauge
+
+	reconcileSeconds prometheus.Histogram
+	phaseSeconds     *prometheus.HistogramVec
+	desiredSent      prometheus.Counter
+	specRequests     *prometheus.CounterVec
+	snapshots        *prometheus.CounterVec
 
 	invalidMessages *prometheus.CounterVec
 	reconcilePanics prometheus.Counter
@@ -65,6 +74,28 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "baton_coordinator_lbs_live",
 			Help: "LB nodes that acknowledged route tables recently.",
 		}),
+		reconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "baton_coordinator_reconcile_duration_seconds",
+			Help:    "Duration of one controller reconcile pass (leader only).",
+			Buckets: passBuckets,
+		}),
+		phaseSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "baton_coordinator_reconcile_phase_seconds",
+			Help:    "Duration of each phase of a reconcile pass: read, agents, reports, plan, routes, desired, metrics.",
+			Buckets: passBuckets,
+		}, []string{"phase"}),
+		desiredSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_coordinator_desired_sets_sent_total",
+			Help: "Desired sets sent to agents (on change and on repair).",
+		}),
+		specRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_coordinator_spec_requests_total",
+			Help: "Spec requests from agents answered by this node, by result (ok, not_found, invalid).",
+		}, []string{"result"}),
+		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_coordinator_snapshots_total",
+			Help: "Raft snapshots this node asked for because its log grew past --snapshot-bytes, by result.",
+		}, []string{"result"}),
 		invalidMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_coordinator_invalid_messages_total",
 			Help: "NATS messages dropped because they were oversize, undecodable or invalid, by subject.",
@@ -80,6 +111,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.commands, m.replicas, m.isLeader, m.raftState, m.appliedIndex,
 		m.flips, m.flipSeconds, m.reconciles, m.agentsAlive, m.lbsLive,
-		m.invalidMessages, m.reconcilePanics, m.desiredTooLarge)
+		m.invalidMessages, m.reconcilePanics, m.desiredTooLarge,
+		m.reconcileSeconds, m.phaseSeconds, m.desiredSent, m.specRequests, m.snapshots)
 	return m
 }

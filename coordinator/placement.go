@@ -2,8 +2,11 @@ package coordinator
 
 import (
 	"fmt"
+	"maps"
+	"math"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,12 +29,34 @@ var defaultPortRange = protocol.PortRange{Min: 10000, Max: 29999}
 // sharing a network namespace) share one port space, and an agent that
 // picked ports itself could hand out a port another agent on the machine
 // had just handed out too.
+//
+// Within a pass an agent only ever loses room (placements add, nothing is
+// freed), so the placer remembers, per kind of request, how far down the
+// size-ordered agent list every agent is known not to fit, and which
+// requests fit nowhere: placing the 10,000th replica on a fleet of 1,000
+// agents does not test the 999 full ones again.
 type placer struct {
-	agents []*protocol.Agent // alive agents, sorted by id
+	agents []*protocol.Agent // alive agents, smallest first (see smaller)
 	used   map[string]*usage
 	// ports are the ports replicas listen on (or have been given) per
 	// port space (see portSpace).
 	ports map[string]map[int]bool
+	// rand picks where a port search starts; tests seed it.
+	rand *rand.Rand
+	// cursors: per request kind, the position in agents before which no
+	// agent fits it any more this pass.
+	cursors map[cursorKey]int
+	// noFit remembers the reason for requests (by Resources.String) that
+	// fit on no agent at all this pass.
+	noFit map[string]string
+}
+
+// cursorKey names one kind of request for the placer's cursors.
+type cursorKey struct {
+	res    string // Resources.String()
+	option int    // accelerator option
+	tier   int    // which agents are allowed (see place)
+	port   int    // the port wanted (0: any)
 }
 
 type usage struct {
@@ -53,7 +78,13 @@ func portSpace(a *protocol.Agent) string {
 // SHUTTING_DOWN replica still holds its share (and its port) until it is
 // gone.
 func newPlacer(st *State) *placer {
-	p := &placer{used: map[string]*usage{}, ports: map[string]map[int]bool{}}
+	p := &placer{
+		used:    make(map[string]*usage, len(st.Agents)),
+		ports:   map[string]map[int]bool{},
+		rand:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		cursors: map[cursorKey]int{},
+		noFit:   map[string]string{},
+	}
 	for _, id := range st.AgentIDs() {
 		a := st.Agents[id]
 		p.used[id] = &usage{gpus: map[string]bool{}}
@@ -61,6 +92,7 @@ func newPlacer(st *State) *placer {
 			p.agents = append(p.agents, a)
 		}
 	}
+	sort.SliceStable(p.agents, func(i, j int) bool { return smaller(p.agents[i], p.agents[j]) })
 	for _, r := range st.Replicas {
 		if r.AgentID == "" || r.Status.IsFailed() {
 			continue
@@ -122,7 +154,7 @@ func (p *placer) freePort(a *protocol.Agent) int {
 		r = defaultPortRange
 	}
 	n := r.Max - r.Min + 1
-	start := rand.IntN(n)
+	start := p.rand.IntN(n)
 	taken := p.ports[portSpace(a)]
 	for i := 0; i < n; i++ {
 		port := r.Min + (start+i)%n
@@ -152,6 +184,10 @@ func (c candidate) endpoint() string {
 // without want free is still used when nothing else fits, with another
 // port. On no fit it returns a reason saying what is missing.
 func (p *placer) place(res protocol.Resources, want int, avoid map[string]bool) (candidate, string, bool) {
+	kind := res.String()
+	if reason, ok := p.noFit[kind]; ok {
+		return candidate{}, reason, false
+	}
 	portFree := func(a *protocol.Agent) bool { return want <= 0 || !p.portTaken(a, want) }
 	tiers := []func(*protocol.Agent) bool{
 		func(a *protocol.Agent) bool { return portFree(a) && !avoid[a.ID] },
@@ -159,8 +195,10 @@ func (p *placer) place(res protocol.Resources, want int, avoid map[string]bool) 
 		func(a *protocol.Agent) bool { return !avoid[a.ID] },
 		func(*protocol.Agent) bool { return true },
 	}
-	for _, allowed := range tiers {
-		if c, ok := p.pick(res, allowed); ok {
+	for tier, allowed := range tiers {
+		// Tiers that read avoid keep no cursor: avoid differs per version.
+		keep := len(avoid) == 0 || tier == 1 || tier == 3
+		if c, ok := p.pick(res, allowed, cursorKey{res: kind, tier: tier, port: want}, keep); ok {
 			c.alloc.Port = want
 			if want <= 0 || p.portTaken(c.agent, want) {
 				c.alloc.Port = p.freePort(c.agent)
@@ -169,7 +207,9 @@ func (p *placer) place(res protocol.Resources, want int, avoid map[string]bool) 
 			return c, "", true
 		}
 	}
-	return candidate{}, p.noFitReason(res), false
+	reason := p.noFitReason(res)
+	p.noFit[kind] = reason
+	return candidate{}, reason, false
 }
 
 // repick gives a placed replica on agent a new port other than busy (held
@@ -185,36 +225,49 @@ func (p *placer) repick(a *protocol.Agent, want, busy int) int {
 	return port
 }
 
-// pick reserves the best fit among the allowed agents.
-func (p *placer) pick(res protocol.Resources, allowed func(*protocol.Agent) bool) (candidate, bool) {
+// pick reserves the best fit among the allowed agents: for each
+// accelerator option the first agent in size order that fits, and of
+// those the smallest (or, for an ordered list, the first option's). With
+// keep, agents found not to fit are remembered under key so that the next
+// request of the same kind starts after them.
+func (p *placer) pick(res protocol.Resources, allowed func(*protocol.Agent) bool, key cursorKey, keep bool) (candidate, bool) {
 	options := res.Accelerators.Options
 	if len(options) == 0 {
 		options = []protocol.AcceleratorOption{{}}
 	}
-	var best *candidate
-	for _, opt := range options {
-		for _, a := range p.agents {
+	best, bestPos := candidate{}, -1
+	for i, opt := range options {
+		key.option = i
+		start := 0
+		if keep {
+			start = p.cursors[key]
+		}
+		pos := start
+		for ; pos < len(p.agents); pos++ {
+			if bestPos >= 0 && pos >= bestPos {
+				break // an earlier option already fits a smaller agent
+			}
+			a := p.agents[pos]
 			if !allowed(a) {
 				continue
 			}
-			c, ok := p.fit(a, res, opt)
-			if !ok {
-				continue
-			}
-			if best == nil || smaller(c.agent, best.agent) {
-				cc := c
-				best = &cc
+			if c, ok := p.fit(a, res, opt); ok {
+				best, bestPos = c, pos
+				break
 			}
 		}
-		if best != nil && res.Accelerators.Ordered {
+		if keep {
+			p.cursors[key] = pos // every allowed agent before pos is too full
+		}
+		if bestPos >= 0 && res.Accelerators.Ordered {
 			break // a list is a preference order: the first option that fits wins
 		}
 	}
-	if best == nil {
+	if bestPos < 0 {
 		return candidate{}, false
 	}
 	p.take(best.agent.ID, best.alloc)
-	return *best, true
+	return best, true
 }
 
 // fitsOn reports whether res fits on the agent now, without reserving.
@@ -234,6 +287,25 @@ func (p *placer) fitsOn(agentID string, res protocol.Resources) bool {
 		}
 	}
 	return false
+}
+
+// fitsOnFreeing reports whether res would fit on the agent once the
+// allocation freed is given back (a replica retired to make room).
+func (p *placer) fitsOnFreeing(agentID string, res protocol.Resources, freed protocol.Allocation) bool {
+	u := p.used[agentID]
+	if u == nil {
+		return false
+	}
+	saved := *u
+	u.cpus -= freed.CPUs
+	u.memory -= freed.MemoryGB
+	u.replicas--
+	u.gpus = maps.Clone(u.gpus)
+	for _, g := range freed.GPUUUIDs {
+		delete(u.gpus, g)
+	}
+	defer func() { *u = saved }()
+	return p.fitsOn(agentID, res)
 }
 
 // smaller orders agents by size (GPUs, then CPUs, then memory, then id) so
@@ -315,22 +387,81 @@ func gpuMatches(device, want string) bool {
 	return false
 }
 
+// closestShown is how many agents a no-fit reason describes.
+const closestShown = 3
+
 // noFitReason explains why nothing fits, for the PENDING replica's status.
+// It stays short on any fleet: what was asked, how many agents are alive,
+// and the closest few (fewest unmet needs, then most room). The part
+// before " (closest" is its gist: a reason whose gist has not changed is
+// not written to Raft again (see sameReasonGist).
 func (p *placer) noFitReason(res protocol.Resources) string {
 	want := res.String()
 	if len(p.agents) == 0 {
 		return fmt.Sprintf("no agent fits %s: no agents are alive", want)
 	}
-	var have []string
+	type option struct {
+		a                *protocol.Agent
+		unmet            int
+		cpus, mem, match float64
+		full             bool
+	}
+	opts := make([]option, 0, len(p.agents))
 	for _, a := range p.agents {
 		u := p.used[a.ID]
+		o := option{a: a, cpus: a.Capacity.CPUs - u.cpus, mem: a.Capacity.MemoryGB - u.memory}
 		if u.replicas >= protocol.MaxReplicasPerAgent {
-			have = append(have, fmt.Sprintf("%s runs %d replicas, the most one agent may", a.ID, u.replicas))
+			o.full = true
+			o.unmet = 4
+		}
+		if !quantityFits(res.CPUs, o.cpus) {
+			o.unmet++
+		}
+		if !quantityFits(res.Memory, o.mem) {
+			o.unmet++
+		}
+		if len(res.Accelerators.Options) > 0 {
+			bestShort := math.MaxInt
+			for _, opt := range res.Accelerators.Options {
+				free := 0
+				for _, g := range a.Capacity.GPUs {
+					if g.Healthy && !u.gpus[g.UUID] && gpuMatches(g.Name, opt.Name) {
+						free++
+					}
+				}
+				bestShort = min(bestShort, max(0, opt.Count-free))
+				o.match = max(o.match, float64(free))
+			}
+			if bestShort > 0 {
+				o.unmet++
+			}
+		}
+		opts = append(opts, o)
+	}
+	sort.Slice(opts, func(i, j int) bool {
+		x, y := opts[i], opts[j]
+		switch {
+		case x.unmet != y.unmet:
+			return x.unmet < y.unmet
+		case x.match != y.match:
+			return x.match > y.match
+		case x.cpus != y.cpus:
+			return x.cpus > y.cpus
+		case x.mem != y.mem:
+			return x.mem > y.mem
+		}
+		return x.a.ID < y.a.ID
+	})
+	var shown []string
+	for _, o := range opts[:min(closestShown, len(opts))] {
+		a, u := o.a, p.used[o.a.ID]
+		if o.full {
+			shown = append(shown, fmt.Sprintf("%s runs %d replicas, the most one agent may", a.ID, u.replicas))
 			continue
 		}
-		desc := fmt.Sprintf("%s %s/%s cpus free", a.ID, num(a.Capacity.CPUs-u.cpus), num(a.Capacity.CPUs))
+		desc := fmt.Sprintf("%s %s/%s cpus free", a.ID, num(o.cpus), num(a.Capacity.CPUs))
 		if res.Memory.IsSet() {
-			desc += fmt.Sprintf(", %s/%s GB free", num(a.Capacity.MemoryGB-u.memory), num(a.Capacity.MemoryGB))
+			desc += fmt.Sprintf(", %s/%s GB free", num(o.mem), num(a.Capacity.MemoryGB))
 		}
 		if len(a.Capacity.GPUs) > 0 {
 			names := map[string]int{}
@@ -339,18 +470,35 @@ func (p *placer) noFitReason(res protocol.Resources) string {
 					names[g.Name]++
 				}
 			}
-			keys := make([]string, 0, len(names))
-			for n := range names {
-				keys = append(keys, n)
-			}
-			sort.Strings(keys)
-			for _, n := range keys {
+			for _, n := range slices.Sorted(maps.Keys(names)) {
 				desc += fmt.Sprintf(", %s:%d free", n, names[n])
 			}
 		}
-		have = append(have, desc)
+		shown = append(shown, desc)
 	}
-	return fmt.Sprintf("no agent fits %s (%s)", want, strings.Join(have, "; "))
+	agents := "agents"
+	if len(p.agents) == 1 {
+		agents = "agent"
+	}
+	closest := "closest"
+	if len(opts) > len(shown) {
+		closest = fmt.Sprintf("closest %d of %d", len(shown), len(opts))
+	}
+	return fmt.Sprintf("no agent fits %s among %d alive %s (%s: %s)", want, len(p.agents), agents, closest, strings.Join(shown, "; "))
+}
+
+// sameReasonGist reports whether two reasons say the same thing in other
+// words: for a no-fit reason, the same request and number of alive
+// agents, whatever the closest agents have free now. Rewording alone is
+// not worth a Raft write.
+func sameReasonGist(a, b string) bool {
+	gist := func(s string) string {
+		if i := strings.Index(s, " (closest"); i >= 0 {
+			return s[:i]
+		}
+		return s
+	}
+	return gist(a) == gist(b)
 }
 
 func num(f float64) string {

@@ -39,7 +39,7 @@ func TestPlacement(t *testing.T) {
 	}{
 		{name: "2+ fills the small agents first", agents: seedFleet, res: []protocol.Resources{cpus(2, true), cpus(2, true)}, want: []string{"agent-1", "agent-2"}},
 		{name: "4+ skips small agents and prefers no-GPU ones", agents: seedFleet, res: []protocol.Resources{cpus(4, true), cpus(4, true), cpus(4, true)}, want: []string{"agent-3", "agent-4", "agent-5"}},
-		{name: "exact 4 reserves 4 on the smallest agent with 4 free", agents: []*protocol.Agent{agentWith("big", 8), agentWith("four", 4)}, res: []protocol.Resources{cpus(4, false), cpus(4, false), cpus(4, false), cpus(4, false)}, want: []string{"four", "big", "big", ""}, reasonHas: "no agent fits cpus 4 ("},
+		{name: "exact 4 reserves 4 on the smallest agent with 4 free", agents: []*protocol.Agent{agentWith("big", 8), agentWith("four", 4)}, res: []protocol.Resources{cpus(4, false), cpus(4, false), cpus(4, false), cpus(4, false)}, want: []string{"four", "big", "big", ""}, reasonHas: "no agent fits cpus 4 among 2 alive agents (closest: big 0/8 cpus free; four 0/4 cpus free)"},
 		{name: "2+ packs onto one bigger agent", agents: []*protocol.Agent{agentWith("big", 8)}, res: []protocol.Resources{cpus(2, true), cpus(2, true), cpus(2, true), cpus(2, true), cpus(2, true)}, want: []string{"big", "big", "big", "big", ""}},
 		{name: "too large stays pending with reason", agents: seedFleet, res: []protocol.Resources{cpus(64, true)}, want: []string{""}, reasonHas: "no agent fits cpus 64+"},
 		{name: "accelerator by short name", agents: seedFleet, res: []protocol.Resources{acc(false, protocol.AcceleratorOption{Name: "A100", Count: 1}), acc(false, protocol.AcceleratorOption{Name: "a100", Count: 1})}, want: []string{"agent-5", ""}, reasonHas: "accelerators a100:1", gpuPerRepl: 1},
@@ -225,7 +225,7 @@ func TestPortBusyMovesReplica(t *testing.T) {
 		Spec: protocol.TaskSpec{Service: protocol.ServiceSpec{Port: 8081}}}}
 	st.Replicas["web/1"] = &protocol.Replica{Service: "web", ID: 1, Version: 1, AgentID: "agent-1",
 		Status: protocol.ReplicaProvisioning, Endpoint: "127.0.0.1:8081", Resources: protocol.Allocation{Port: 8081}}
-	c := &controller{s: &Server{log: slog.Default()}, log: slog.Default(), busyPorts: map[string]map[int]time.Time{}}
+	c := newController(controllerDeps{log: slog.Default()})
 	now := time.Now()
 	ups := c.moveOffBusyPorts(st, []busyReport{{replica: st.Replicas["web/1"], port: 8081}}, now)
 	if len(ups) != 1 || ups[0].Port == 0 || ups[0].Port == 8081 || ups[0].ID != 1 ||
@@ -243,5 +243,47 @@ func TestPortBusyMovesReplica(t *testing.T) {
 	// ...and is again once the memory expires.
 	if cand, _, _ := c.newPlacer(st, now.Add(busyPortMemory+time.Second)).place(protocol.Resources{}, 8081, nil); cand.alloc.Port != 8081 {
 		t.Errorf("after %s the task's port should be tried again, got %d", busyPortMemory, cand.alloc.Port)
+	}
+}
+
+// TestNoFitReasonIsBounded: on a fleet of 2,000 agents a no-fit reason
+// names the closest three and the count, not every agent, and a reason
+// that only changes its wording is not worth a Raft write.
+func TestNoFitReasonIsBounded(t *testing.T) {
+	st := NewState()
+	for i := range 2000 {
+		a := agentWith(fmt.Sprintf("agent-%04d", i), 16)
+		st.Agents[a.ID] = a
+	}
+	st.Agents["agent-0007"] = agentWith("agent-0007", 16, "A100")
+	res := protocol.Resources{CPUs: protocol.Quantity{Value: 8, AtLeast: true},
+		Accelerators: protocol.AcceleratorRequest{Options: []protocol.AcceleratorOption{{Name: "A100", Count: 2}}}}
+	_, reason, ok := newPlacer(st).place(res, 0, nil)
+	if ok {
+		t.Fatal("placed an A100:2 replica on a fleet with one A100")
+	}
+	want := "no agent fits cpus 8+, accelerators A100:2 among 2000 alive agents (closest 3 of 2000: agent-0007 16/16 cpus free, A100:1 free; agent-0000 16/16 cpus free; agent-0001 16/16 cpus free)"
+	if reason != want {
+		t.Errorf("reason\n %q\nwant\n %q", reason, want)
+	}
+	if len(reason) > 300 {
+		t.Errorf("reason is %d bytes", len(reason))
+	}
+	tests := []struct {
+		name string
+		a, b string
+		same bool
+	}{
+		{"closest agents changed", want, strings.Replace(want, "16/16", "8/16", 1), true},
+		{"fleet grew", want, strings.Replace(want, "2000 alive", "2001 alive", 1), false},
+		{"other request", want, strings.Replace(want, "cpus 8+", "cpus 9+", 1), false},
+		{"other kind of reason", want, "port 8081 is held", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sameReasonGist(tt.a, tt.b); got != tt.same {
+				t.Errorf("sameReasonGist = %v, want %v", got, tt.same)
+			}
+		})
 	}
 }

@@ -1,12 +1,78 @@
 package coordinator
 
 import (
+	"encoding/binary"
 	"encoding/json"
-	"reflect"
+	"hash/maphash"
+	"math/rand/v2"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/baton-dev/baton/protocol"
 )
+
+// Route tables and desired sets are compared by a hash of their content
+// before anything is encoded: a pass over a quiet fleet computes them,
+// finds every hash unchanged, and sends nothing. Each is sent again after
+// RepairInterval (spread with jitter, so a fleet's repairs do not all fall
+// in one pass) in case a message was lost.
+
+// contentSeed hashes route tables and desired sets; hashes are only ever
+// compared within one process.
+var contentSeed = maphash.MakeSeed()
+
+// hasher accumulates a content hash.
+type hasher struct{ h maphash.Hash }
+
+func newHasher() *hasher {
+	h := &hasher{}
+	h.h.SetSeed(contentSeed)
+	return h
+}
+
+func (h *hasher) str(s string) {
+	h.int(len(s))
+	h.h.WriteString(s)
+}
+
+func (h *hasher) int(n int) {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(n))
+	h.h.Write(b[:])
+}
+
+func (h *hasher) bool(v bool) {
+	if v {
+		h.int(1)
+	} else {
+		h.int(0)
+	}
+}
+
+func (h *hasher) sum() uint64 { return h.h.Sum64() }
+
+// publishedTable is the last table sent for a service, with its content
+// hash (epoch aside) and when it is due for repair.
+type publishedTable struct {
+	table    protocol.RouteTable
+	hash     uint64
+	repairAt time.Time
+}
+
+// sentDesired is what was last sent to an agent.
+type sentDesired struct {
+	hash     uint64
+	repairAt time.Time
+}
+
+// repairAfter is when a message sent at now is re-sent unchanged:
+// RepairInterval, give or take a quarter.
+func (c *controller) repairAfter(now time.Time) time.Time {
+	d := c.cfg.RepairInterval
+	jitter := time.Duration(rand.Int64N(int64(d)/2+1)) - d/4
+	return now.Add(d + jitter)
+}
 
 // routeTable computes what LBs should serve for svc: the READY replicas of
 // its active versions on alive agents. Epoch is the state's Raft index.
@@ -24,9 +90,7 @@ func routeTable(st *State, svc *protocol.Service) protocol.RouteTable {
 	}
 	latest := 0
 	for _, v := range svc.ActiveVersions {
-		if v > latest {
-			latest = v
-		}
+		latest = max(latest, v)
 	}
 	if v := st.Version(svc.Name, latest); v != nil {
 		t.Policy = v.Spec.Service.LoadBalancingPolicy
@@ -44,30 +108,45 @@ func routeTable(st *State, svc *protocol.Service) protocol.RouteTable {
 	return t
 }
 
-// sameRoutes compares two tables ignoring their epochs.
-func sameRoutes(a, b protocol.RouteTable) bool {
-	a.Epoch, b.Epoch = 0, 0
-	return reflect.DeepEqual(a, b)
+// routeHash hashes a table's content, its epoch aside.
+func routeHash(t *protocol.RouteTable) uint64 {
+	h := newHasher()
+	h.str(t.Service)
+	h.int(t.Port)
+	h.str(t.Policy)
+	h.bool(t.Deleted)
+	h.int(t.ResponseTimeoutSeconds)
+	h.int(len(t.ActiveVersions))
+	for _, v := range t.ActiveVersions {
+		h.int(v)
+	}
+	h.int(len(t.Endpoints))
+	for _, e := range t.Endpoints {
+		h.int(e.ReplicaID)
+		h.int(e.Version)
+		h.str(e.Address)
+	}
+	return h.sum()
 }
 
-// publishRoutes sends every table whose content changed (all of them when
-// repair is set), a Deleted table for services that are gone, and records
-// the epoch from which each shutting-down replica is out of the tables.
-func (c *controller) publishRoutes(st *State, now time.Time, repair bool) {
+// publishRoutes sends every table whose content changed, and those due
+// for repair; a Deleted table for services that are gone; and records the
+// epoch from which each shutting-down replica is out of the tables.
+func (c *controller) publishRoutes(st *State, now time.Time) {
 	for _, name := range st.ServiceNames() {
 		t := routeTable(st, st.Services[name])
+		h := routeHash(&t)
 		prev, ok := c.published[name]
-		if ok && sameRoutes(prev, t) && !repair {
+		same := ok && prev.hash == h
+		if same && now.Before(prev.repairAt) {
 			continue
 		}
-		if ok && sameRoutes(prev, t) {
-			t.Epoch = prev.Epoch // repair re-sends; an unchanged table keeps its epoch
+		if same {
+			t.Epoch = prev.table.Epoch // a repair re-sends; an unchanged table keeps its epoch
 		}
 		if c.send(protocol.RoutesSubject(name), t) {
-			c.pubMu.Lock()
-			c.published[name] = t
-			c.pubMu.Unlock()
-			if !ok || !sameRoutes(prev, t) {
+			c.setPublished(name, &publishedTable{table: t, hash: h, repairAt: c.repairAfter(now)})
+			if !same {
 				c.log.Info("route table published", "service", name, "epoch", t.Epoch,
 					"active_versions", t.ActiveVersions, "endpoints", len(t.Endpoints), "deleted", t.Deleted)
 			}
@@ -77,14 +156,13 @@ func (c *controller) publishRoutes(st *State, now time.Time, repair bool) {
 		if _, ok := st.Services[name]; ok {
 			continue
 		}
-		t := protocol.RouteTable{Service: name, Epoch: st.Index, Port: prev.Port, Deleted: true, Endpoints: []protocol.Endpoint{}}
+		t := protocol.RouteTable{Service: name, Epoch: st.Index, Port: prev.table.Port, Deleted: true, Endpoints: []protocol.Endpoint{}}
 		if c.send(protocol.RoutesSubject(name), t) {
-			c.pubMu.Lock()
-			delete(c.published, name)
-			c.pubMu.Unlock()
+			c.setPublished(name, nil)
 		}
 	}
-	for key, r := range st.Replicas {
+	for _, key := range st.ReplicaKeys() {
+		r := st.Replicas[key]
 		if r.Status != protocol.ReplicaShuttingDown {
 			continue
 		}
@@ -92,8 +170,8 @@ func (c *controller) publishRoutes(st *State, now time.Time, repair bool) {
 			continue
 		}
 		// The drain starts from the first published table without it.
-		if t, ok := c.published[r.Service]; ok && !listsReplica(t, r.ID) {
-			c.drains[key] = &drain{epoch: t.Epoch, started: now}
+		if t, ok := c.published[r.Service]; ok && !listsReplica(t.table, r.ID) {
+			c.drains[key] = &drain{epoch: t.table.Epoch, started: now}
 		}
 	}
 	for key := range c.drains {
@@ -101,6 +179,19 @@ func (c *controller) publishRoutes(st *State, now time.Time, repair bool) {
 			delete(c.drains, key)
 		}
 	}
+}
+
+// setPublished records (or, with nil, forgets) the table last sent for a
+// service, and drops the cached route sync reply.
+func (c *controller) setPublished(name string, p *publishedTable) {
+	c.pubMu.Lock()
+	defer c.pubMu.Unlock()
+	if p == nil {
+		delete(c.published, name)
+	} else {
+		c.published[name] = *p
+	}
+	c.syncReply = nil
 }
 
 func listsReplica(t protocol.RouteTable, id int) bool {
@@ -112,13 +203,55 @@ func listsReplica(t protocol.RouteTable, id int) bool {
 	return false
 }
 
+// onRouteSync answers an LB's request for every table.
+func (c *controller) onRouteSync(m *nats.Msg) {
+	// A service's reply is the table last published for it, not the live
+	// state: a newer table would carry an epoch the leader never published,
+	// and its drain decisions, which count from published epochs, would
+	// then misread the LB's acks. Only services not yet published get the
+	// live table (an LB then ignores a first publish from an older state;
+	// the next change is published at a newer index). pubMu is held from
+	// before the state is read, so every published table comes from that
+	// state or an older one. The encoded reply is kept until a table is
+	// published: a fleet of LBs syncing costs one encoding per change.
+	c.pubMu.Lock()
+	buf := c.syncReply
+	if buf == nil {
+		var sync protocol.RouteSync
+		cacheable := true
+		st := c.state()
+		for _, name := range st.ServiceNames() {
+			p, ok := c.published[name]
+			if !ok {
+				cacheable = false
+				sync.Tables = append(sync.Tables, routeTable(st, st.Services[name]))
+				continue
+			}
+			sync.Tables = append(sync.Tables, p.table)
+		}
+		var err error
+		if buf, err = json.Marshal(sync); err != nil {
+			c.pubMu.Unlock()
+			c.log.Error("encode route sync", "error", err)
+			return
+		}
+		if cacheable {
+			c.syncReply = buf
+		}
+	}
+	c.pubMu.Unlock()
+	if err := m.Respond(buf); err != nil {
+		c.log.Warn("route sync reply failed", "error", err)
+	}
+}
+
 func (c *controller) send(subject string, v any) bool {
 	buf, err := json.Marshal(v)
 	if err != nil {
 		c.log.Error("encode message", "subject", subject, "error", err)
 		return false
 	}
-	if err := c.s.nc.Publish(subject, buf); err != nil {
+	if err := c.bus.Publish(subject, buf); err != nil {
 		c.log.Warn("publish failed", "subject", subject, "error", err)
 		return false
 	}
@@ -140,134 +273,99 @@ func (c *controller) liveLBs(now time.Time) []lbInfo {
 	return out
 }
 
-// drained reports whether a shutting-down replica may be stopped: every
-// live LB has acknowledged a table without it (bounded by AckTimeout), no
-// LB has requests in flight to it any more (bounded by DrainTimeout), and
-// DrainDelay has passed since.
-func (c *controller) drained(key string, r *protocol.Replica, lbs []lbInfo, now time.Time) bool {
-	d := c.drains[key]
-	if d == nil {
-		return false // not yet out of a published table
+func (c *controller) onLBAck(m *nats.Msg) {
+	var ack protocol.LBAck
+	if !c.decode(m, protocol.MaxStatusBytes, &ack, ack.Validate) {
+		return
 	}
-	// A new leader first hears from the LBs (they ack the tables it sends
-	// on taking over): until then an empty or partial set of acks says
-	// nothing about what is in flight.
-	if grace := c.leaderSince.Add(c.cfg.AckTimeout); now.Before(grace) {
-		c.wakeAt(grace)
-		return false
-	}
-	if d.ackedAt.IsZero() {
-		acked := true
-		for _, lb := range lbs {
-			if lb.epochs[r.Service] < d.epoch {
-				acked = false
-				break
-			}
-		}
-		if !acked && now.Sub(d.started) <= c.cfg.AckTimeout {
-			c.wakeAt(d.started.Add(c.cfg.AckTimeout))
-			return false
-		}
-		if !acked {
-			c.log.Warn("drain: not every LB acknowledged the new table in time; going on", "replica", key)
-		}
-		d.ackedAt = now
-	}
-	if d.idleAt.IsZero() {
-		var inFlight int64
-		for _, lb := range lbs {
-			inFlight += lb.draining[r.Endpoint]
-		}
-		if inFlight > 0 && now.Sub(d.ackedAt) <= c.cfg.DrainTimeout {
-			c.wakeAt(d.ackedAt.Add(c.cfg.DrainTimeout))
-			return false
-		}
-		if inFlight > 0 {
-			c.log.Warn("drain: requests still in flight after the drain timeout; stopping the replica",
-				"replica", key, "in_flight", inFlight, "drain_timeout", c.cfg.DrainTimeout.String())
-		}
-		d.idleAt = now
-	}
-	if ready := d.idleAt.Add(c.cfg.DrainDelay); now.Before(ready) {
-		c.wakeAt(ready)
-		return false
-	}
-	return true
+	c.mu.Lock()
+	c.lbs[ack.LBID] = lbInfo{epochs: ack.Epochs, draining: ack.Draining, seen: time.Now()}
+	c.mu.Unlock()
+	c.kickFn()
 }
 
-// publishDesired sends each alive agent the replicas it should run, when
-// the set changed or on repair. A set too large for one NATS message is
-// not sent (the agent keeps its last one) and says so, loudly.
-func (c *controller) publishDesired(st *State, now time.Time, repair bool) {
+// publishDesired sends each alive agent the replicas it should run when
+// the set changed (by hash) or is due for repair. Specs travel by digest:
+// a set's size grows with its replicas, not with their specs. A set too
+// large for one NATS message is not sent (the agent keeps its last one)
+// and says so, loudly.
+func (c *controller) publishDesired(st *State, now time.Time) {
 	lbs := c.liveLBs(now)
-	c.s.metrics.lbsLive.Set(float64(len(lbs)))
-	sets := map[string]*protocol.DesiredReplicas{}
-	for _, id := range st.AgentIDs() {
-		if st.Agents[id].Alive {
-			sets[id] = &protocol.DesiredReplicas{AgentID: id, Replicas: []protocol.ReplicaAssignment{}, Specs: map[string]protocol.TaskSpec{}}
-		}
-	}
-	for _, key := range st.ReplicaKeys() {
-		r := st.Replicas[key]
-		set, ok := sets[r.AgentID]
-		if !ok {
-			continue
-		}
-		switch r.Status {
-		case protocol.ReplicaProvisioning, protocol.ReplicaStarting, protocol.ReplicaReady, protocol.ReplicaNotReady:
-		case protocol.ReplicaShuttingDown:
-			if c.drained(key, r, lbs, now) {
-				if d := c.drains[key]; d.removedAt.IsZero() {
-					d.removedAt = now
-				}
-				continue
-			}
-		default:
-			continue
-		}
-		v := st.Version(r.Service, r.Version)
-		port := replicaPort(r)
-		if v == nil || port == 0 {
-			continue // a replica without a port is given one by the next reconcile
-		}
-		set.Specs[protocol.SpecKey(r.Service, r.Version)] = v.Spec
-		set.Replicas = append(set.Replicas, protocol.ReplicaAssignment{
-			Service:   r.Service,
-			ReplicaID: r.ID,
-			Version:   r.Version,
-			Port:      port,
-			GPUUUIDs:  r.Resources.GPUUUIDs,
-			Draining:  r.Status == protocol.ReplicaShuttingDown,
-		})
-	}
-	limit := c.s.nc.MaxPayload()
+	c.metrics.lbsLive.Set(float64(len(lbs)))
+	limit := c.bus.MaxPayload()
 	if limit <= 0 || limit > protocol.MaxMessageBytes {
 		limit = protocol.MaxMessageBytes
 	}
-	for id, set := range sets {
-		body, err := json.Marshal(set)
+	var asgs []protocol.ReplicaAssignment
+	for _, id := range st.AgentIDs() {
+		if !st.Agents[id].Alive {
+			continue
+		}
+		asgs = asgs[:0]
+		h := newHasher()
+		for _, r := range st.AgentReplicas(id) {
+			switch r.Status {
+			case protocol.ReplicaProvisioning, protocol.ReplicaStarting, protocol.ReplicaReady, protocol.ReplicaNotReady:
+			case protocol.ReplicaShuttingDown:
+				if c.drained(r, lbs, now) {
+					continue
+				}
+			default:
+				continue
+			}
+			v := st.Version(r.Service, r.Version)
+			port := replicaPort(r)
+			if v == nil || port == 0 {
+				continue // a replica without a port is given one by the next reconcile
+			}
+			a := protocol.ReplicaAssignment{
+				Service:    r.Service,
+				ReplicaID:  r.ID,
+				Version:    r.Version,
+				Port:       port,
+				GPUUUIDs:   r.Resources.GPUUUIDs,
+				Draining:   r.Status == protocol.ReplicaShuttingDown,
+				SpecDigest: v.SpecDigest,
+			}
+			h.str(a.Service)
+			h.int(a.ReplicaID)
+			h.int(a.Version)
+			h.int(a.Port)
+			h.bool(a.Draining)
+			h.str(a.SpecDigest)
+			h.int(len(a.GPUUUIDs))
+			for _, g := range a.GPUUUIDs {
+				h.str(g)
+			}
+			asgs = append(asgs, a)
+		}
+		sum := h.sum()
+		if prev, ok := c.desired[id]; ok && prev.hash == sum && now.Before(prev.repairAt) {
+			continue
+		}
+		set := protocol.DesiredReplicas{AgentID: id, Epoch: st.Index, Replicas: asgs}
+		if set.Replicas == nil {
+			set.Replicas = []protocol.ReplicaAssignment{}
+		}
+		msg, err := json.Marshal(set)
 		if err != nil {
 			c.log.Error("encode desired set", "agent_id", id, "error", err)
 			continue
 		}
-		if string(body) == c.sentDesired[id] && !repair {
-			continue
-		}
-		set.Epoch = st.Index
-		msg, _ := json.Marshal(set)
 		if int64(len(msg)) > limit {
-			c.s.metrics.desiredTooLarge.Inc()
-			if ok, _ := c.s.badMessages.Allow("desired-too-large/" + id); ok {
+			c.metrics.desiredTooLarge.Inc()
+			if ok, _ := c.limiter.Allow("desired-too-large/" + id); ok {
 				c.log.Error("desired set too large to send; the agent keeps its last one",
-					"agent_id", id, "bytes", len(msg), "limit", limit, "replicas", len(set.Replicas), "versions", len(set.Specs))
+					"agent_id", id, "bytes", len(msg), "limit", limit, "replicas", len(set.Replicas))
 			}
 			continue
 		}
-		if err := c.s.nc.Publish(protocol.AgentDesiredSubject(id), msg); err != nil {
+		if err := c.bus.Publish(protocol.AgentDesiredSubject(id), msg); err != nil {
 			c.log.Warn("publish failed", "subject", protocol.AgentDesiredSubject(id), "error", err)
 			continue
 		}
-		c.sentDesired[id] = string(body)
+		c.metrics.desiredSent.Inc()
+		c.desired[id] = sentDesired{hash: sum, repairAt: c.repairAfter(now)}
 	}
 }
 
@@ -293,11 +391,13 @@ func (c *controller) recordMetrics(st *State) {
 		counts[replicaSeriesKey{r.Service, string(r.Status)}]++
 	}
 	for k, n := range counts {
-		c.s.metrics.replicas.WithLabelValues(k.service, k.status).Set(float64(n))
+		if c.replicaSeries[k] != n {
+			c.metrics.replicas.WithLabelValues(k.service, k.status).Set(float64(n))
+		}
 	}
 	for k := range c.replicaSeries {
 		if _, ok := counts[k]; !ok {
-			c.s.metrics.replicas.DeleteLabelValues(k.service, k.status)
+			c.metrics.replicas.DeleteLabelValues(k.service, k.status)
 		}
 	}
 	c.replicaSeries = counts
@@ -307,5 +407,5 @@ func (c *controller) recordMetrics(st *State) {
 			alive++
 		}
 	}
-	c.s.metrics.agentsAlive.Set(float64(alive))
+	c.metrics.agentsAlive.Set(float64(alive))
 }

@@ -24,12 +24,17 @@ type raftNode struct {
 	// startIndex is the last log index on disk when the node started: until
 	// the FSM has applied it, the state is older than what was committed.
 	startIndex uint64
+	// startCommand is the index of the last command among those entries
+	// (0 if none): Raft counts an entry applied once it has handed it to
+	// the FSM, so the FSM's own index must reach this one too.
+	startCommand uint64
+	fsm          *FSM
 }
 
 // openRaft starts Raft with a raft-wal log and stable store and file
 // snapshots in dataDir. A node with no existing state bootstraps a
 // single-server cluster when cfg.Bootstrap is set.
-func openRaft(cfg Config, fsm raft.FSM, notify chan bool) (*raftNode, error) {
+func openRaft(cfg Config, fsm *FSM, notify chan bool) (*raftNode, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("coordinator: data dir is required (--data-dir)")
 	}
@@ -106,14 +111,39 @@ func openRaft(cfg Config, fsm raft.FSM, notify chan bool) (*raftNode, error) {
 			return closeStores(fmt.Errorf("bootstrap raft: %w", err))
 		}
 	}
-	return &raftNode{raft: r, wal: wal, meta: meta, transport: transport, startIndex: startIndex}, nil
+	return &raftNode{raft: r, wal: wal, meta: meta, transport: transport, startIndex: startIndex,
+		startCommand: lastCommandIndex(wal, startIndex), fsm: fsm}, nil
+}
+
+// lastCommandIndex finds the last command entry at or before last,
+// looking back over at most a few thousand entries (the tail of a log is
+// commands with a few no-op and configuration entries between them).
+func lastCommandIndex(store raft.LogStore, last uint64) uint64 {
+	first, err := store.FirstIndex()
+	if err != nil {
+		return 0
+	}
+	for i := last; i >= first && i > 0 && last-i < 4096; i-- {
+		var l raft.Log
+		if store.GetLog(i, &l) != nil {
+			return 0
+		}
+		if l.Type == raft.LogCommand {
+			return i
+		}
+	}
+	return 0
 }
 
 // caughtUp reports whether the FSM has applied every entry that was in the
 // log when the node started, with the applied and wanted indexes.
 func (n *raftNode) caughtUp() (bool, uint64, uint64) {
 	applied := n.raft.AppliedIndex()
-	return applied >= n.startIndex, applied, n.startIndex
+	ok := applied >= n.startIndex && n.fsm.Index() >= n.startCommand
+	if !ok {
+		applied = min(applied, n.fsm.Index())
+	}
+	return ok, applied, n.startIndex
 }
 
 // Close shuts Raft down and closes its stores.

@@ -1,90 +1,155 @@
 package coordinator
 
 import (
-	"encoding/json"
+	"bytes"
 	"fmt"
+	"hash/maphash"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 	"strconv"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/baton-dev/baton/protocol"
 )
 
-// reconcileAgents registers agents that report and marks silent ones lost.
-func (c *controller) reconcileAgents(st *State, now time.Time) {
+// statusSeed hashes raw status messages (see controller.rawStatus).
+var statusSeed = maphash.MakeSeed()
+
+// onAgentStatus records an agent's report. A message identical, byte for
+// byte, to the one the agent sent before is a heartbeat: it only renews
+// the agent's last-seen time and is not decoded again, so a quiet fleet
+// costs a hash per heartbeat. A report whose replicas or registration
+// changed wakes the controller.
+func (c *controller) onAgentStatus(m *nats.Msg) {
+	now := time.Now()
+	h := maphash.Bytes(statusSeed, m.Data)
 	c.mu.Lock()
-	reports := make(map[string]protocol.Agent, len(c.reports))
-	leaving := map[string]bool{}
-	for id, r := range c.reports {
-		reports[id] = r.Agent
-		leaving[id] = r.Leaving
-	}
-	seen := make(map[string]time.Time, len(c.reportAt))
-	for id, t := range c.reportAt {
-		seen[id] = t
+	if ar := c.rawStatus[h]; ar != nil && bytes.Equal(ar.raw, m.Data) {
+		ar.at = now
+		c.mu.Unlock()
+		return
 	}
 	c.mu.Unlock()
 
-	ids := make([]string, 0, len(reports))
-	for id := range reports {
-		ids = append(ids, id)
+	var st protocol.AgentStatus
+	if !c.decode(m, protocol.MaxStatusBytes, &st, st.Validate) {
+		return
 	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		rep := reports[id]
+	reps := make(map[string]protocol.ReplicaReport, len(st.Replicas))
+	for _, rr := range st.Replicas {
+		reps[rr.Key()] = rr
+	}
+	ar := &agentReport{status: &st, replicas: reps, at: now, rawHash: h, raw: bytes.Clone(m.Data)}
+	c.mu.Lock()
+	prev := c.agents[st.Agent.ID]
+	if prev != nil && c.rawStatus[prev.rawHash] == prev {
+		delete(c.rawStatus, prev.rawHash)
+	}
+	c.agents[st.Agent.ID] = ar
+	c.rawStatus[h] = ar
+	c.mu.Unlock()
+	if prev == nil || prev.status.Leaving != st.Leaving || !slices.Equal(prev.status.Replicas, st.Replicas) ||
+		agentChanged(&prev.status.Agent, &st.Agent) {
+		c.kickFn()
+	}
+}
+
+// heardFrom is one agent's last report as a pass sees it.
+type heardFrom struct {
+	report *agentReport
+	at     time.Time
+}
+
+// reports copies what the agents last reported (pointers to immutable
+// reports, and the times).
+func (c *controller) reports() map[string]heardFrom {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]heardFrom, len(c.agents))
+	for id, ar := range c.agents {
+		out[id] = heardFrom{report: ar, at: ar.at}
+	}
+	return out
+}
+
+// reconcileAgents registers agents that report, and marks silent or
+// leaving ones lost, each kind of change in one command for the whole
+// fleet. It reports whether it changed anything.
+func (c *controller) reconcileAgents(st *State, now time.Time) bool {
+	heard := c.reports()
+	var upserts []protocol.Agent
+	var changes []AgentAliveChange
+	for _, id := range slices.Sorted(maps.Keys(heard)) {
+		h := heard[id]
+		rep := h.report.status.Agent
 		cur := st.Agents[id]
-		if now.Sub(seen[id]) > c.cfg.AgentTimeout {
+		if now.Sub(h.at) > c.cfg.AgentTimeout {
 			continue // stale report; the agent is (being) marked lost
 		}
-		if leaving[id] {
+		if h.report.status.Leaving {
 			// Shutting down: out of service now. Its replicas are marked
 			// FAILED (out of the routes, replaced elsewhere) while it stops
 			// them; it registers again when it starts.
 			if cur != nil && cur.Alive {
-				reason := fmt.Sprintf("agent %s is shutting down", id)
-				if c.apply(CmdSetAgentAlive, SetAgentAliveCmd{ID: id, Alive: false, Reason: reason, At: now}) {
-					c.log.Info("agent leaving", "agent_id", id)
-				}
+				changes = append(changes, AgentAliveChange{ID: id, Reason: fmt.Sprintf("agent %s is shutting down", id)})
+				c.log.Info("agent leaving", "agent_id", id)
 			}
 			continue
 		}
 		if cur == nil || !cur.Alive || agentChanged(cur, &rep) {
-			if c.apply(CmdUpsertAgent, UpsertAgentCmd{Agent: rep, At: now}) {
-				c.log.Info("agent registered", "agent_id", id, "address", rep.Address,
-					"cpus", rep.Capacity.CPUs, "memory_gb", rep.Capacity.MemoryGB, "gpus", len(rep.Capacity.GPUs))
-			}
+			upserts = append(upserts, rep)
 		}
 	}
 	for _, id := range st.AgentIDs() {
 		a := st.Agents[id]
 		if !a.Alive {
 			if now.Sub(a.LastSeen) > c.cfg.AgentGCAfter && !holdsReplicas(st, id) {
-				if c.apply(CmdRemoveAgent, RemoveAgentCmd{ID: id}) {
+				if c.applyCmd(CmdRemoveAgent, RemoveAgentCmd{ID: id}) {
 					c.forgetAgent(id)
 					c.log.Info("lost agent forgotten", "agent_id", id, "lost_for", now.Sub(a.LastSeen).String())
 				}
 			}
 			continue
 		}
-		last, ok := seen[id]
-		if !ok || last.Before(c.leaderSince) {
+		last := heard[id].at
+		if last.Before(c.leaderSince) {
 			last = c.leaderSince // a new leader gives every agent a full timeout
 		}
-		if silent := now.Sub(last); silent > c.cfg.AgentTimeout {
-			reason := fmt.Sprintf("agent %s lost: no heartbeat for %s", id, silent.Round(time.Second))
-			if c.apply(CmdSetAgentAlive, SetAgentAliveCmd{ID: id, Alive: false, Reason: reason, At: now}) {
-				c.log.Warn("agent lost", "agent_id", id, "silent_for", silent.String())
-			}
+		deadline := last.Add(c.cfg.AgentTimeout)
+		if !now.After(deadline) {
+			c.wakeAt(deadline.Add(time.Millisecond))
+			continue
+		}
+		if h, ok := heard[id]; ok && h.report.status.Leaving {
+			continue // marked above
+		}
+		silent := now.Sub(last)
+		changes = append(changes, AgentAliveChange{ID: id,
+			Reason: fmt.Sprintf("agent %s lost: no heartbeat for %s", id, silent.Round(100*time.Millisecond))})
+		c.log.Warn("agent lost", "agent_id", id, "silent_for", silent.String())
+	}
+	changed := false
+	if len(upserts) > 0 && c.applyCmd(CmdUpsertAgents, UpsertAgentsCmd{Agents: upserts, At: now}) {
+		changed = true
+		for _, a := range upserts {
+			c.log.Info("agent registered", "agent_id", a.ID, "address", a.Address,
+				"cpus", a.Capacity.CPUs, "memory_gb", a.Capacity.MemoryGB, "gpus", len(a.Capacity.GPUs))
 		}
 	}
+	if len(changes) > 0 && c.applyCmd(CmdSetAgentsAlive, SetAgentsAliveCmd{Changes: changes, At: now}) {
+		changed = true
+	}
+	return changed
 }
 
 // holdsReplicas reports whether any replica that is not FAILED is on the
 // agent.
 func holdsReplicas(st *State, agentID string) bool {
-	for _, r := range st.Replicas {
-		if r.AgentID == agentID && !r.Status.IsFailed() {
+	for _, r := range st.AgentReplicas(agentID) {
+		if !r.Status.IsFailed() {
 			return true
 		}
 	}
@@ -94,100 +159,105 @@ func holdsReplicas(st *State, agentID string) bool {
 // forgetAgent drops what the leader remembers of a removed agent.
 func (c *controller) forgetAgent(id string) {
 	c.mu.Lock()
-	delete(c.reports, id)
-	delete(c.reportAt, id)
+	if ar := c.agents[id]; ar != nil && c.rawStatus[ar.rawHash] == ar {
+		delete(c.rawStatus, ar.rawHash)
+	}
+	delete(c.agents, id)
 	c.mu.Unlock()
-	delete(c.sentDesired, id)
+	delete(c.desired, id)
 }
 
 // agentChanged reports whether a report changes what the FSM records of
 // an agent (liveness aside).
 func agentChanged(cur, rep *protocol.Agent) bool {
-	recorded := func(a *protocol.Agent) string {
-		b, _ := json.Marshal([]any{a.Address, a.Host, a.Region, a.Labels, a.Capacity})
-		return string(b)
-	}
-	return recorded(cur) != recorded(rep)
+	return cur.Address != rep.Address || cur.Host != rep.Host || cur.Region != rep.Region ||
+		cur.NetNS != rep.NetNS || cur.PortRange != rep.PortRange || !maps.Equal(cur.Labels, rep.Labels) ||
+		cur.Capacity.CPUs != rep.Capacity.CPUs || cur.Capacity.MemoryGB != rep.Capacity.MemoryGB ||
+		!slices.Equal(cur.Capacity.GPUs, rep.Capacity.GPUs)
 }
 
-// reconcileReports folds the agents' replica reports into the FSM.
-func (c *controller) reconcileReports(st *State, now time.Time) {
-	c.mu.Lock()
-	reports := make(map[string]map[string]protocol.ReplicaReport, len(c.reports))
-	reportAt := make(map[string]time.Time, len(c.reportAt))
-	for id, r := range c.reports {
-		m := make(map[string]protocol.ReplicaReport, len(r.Replicas))
-		for _, rr := range r.Replicas {
-			m[rr.Key()] = rr
-		}
-		reports[id] = m
-		reportAt[id] = c.reportAt[id]
-	}
-	c.mu.Unlock()
-
+// reconcileReports folds the agents' replica reports into the FSM, in one
+// command. It reports whether it changed anything.
+func (c *controller) reconcileReports(st *State, now time.Time) bool {
+	heard := c.reports()
 	var updates []ReplicaUpdate
 	var deletes []string
 	var busy []busyReport
 	for _, key := range st.ReplicaKeys() {
-		r := st.Replicas[key]
-		if r.Status == protocol.ReplicaShuttingDown && r.AgentID == "" {
+		if r := st.Replicas[key]; r.Status == protocol.ReplicaShuttingDown && r.AgentID == "" {
 			deletes = append(deletes, key) // never placed: nothing to stop
+		}
+	}
+	for _, id := range st.AgentIDs() {
+		a := st.Agents[id]
+		h, ok := heard[id]
+		if !a.Alive || !ok {
 			continue
 		}
-		if r.AgentID == "" || r.Status.IsFailed() {
-			continue
-		}
-		a := st.Agents[r.AgentID]
-		reps, ok := reports[r.AgentID]
-		if a == nil || !a.Alive || !ok {
-			continue
-		}
-		rr, found := reps[key]
-		at := reportAt[r.AgentID]
-		if r.Status == protocol.ReplicaShuttingDown {
-			d := c.drains[key]
-			if !found && d != nil && !d.removedAt.IsZero() && at.After(d.removedAt) {
-				deletes = append(deletes, key)
+		for _, r := range st.AgentReplicas(id) {
+			if r.Status.IsFailed() {
+				continue
 			}
-			continue
-		}
-		if !found {
-			if now.Sub(r.LaunchedAt) > c.cfg.ReportGrace && at.After(r.LaunchedAt.Add(c.cfg.ReportGrace)) {
+			key := r.Key()
+			rr, found := h.report.replicas[key]
+			if r.Status == protocol.ReplicaShuttingDown {
+				d := c.drains[key]
+				if !found && d != nil && !d.removedAt.IsZero() && h.at.After(d.removedAt) {
+					deletes = append(deletes, key)
+				}
+				continue
+			}
+			if !found {
+				if now.Sub(r.LaunchedAt) > c.cfg.ReportGrace && h.at.After(r.LaunchedAt.Add(c.cfg.ReportGrace)) {
+					updates = append(updates, ReplicaUpdate{Service: r.Service, ID: r.ID, From: r.Status,
+						Status: protocol.ReplicaFailed, Reason: fmt.Sprintf("agent %s no longer runs this replica", r.AgentID)})
+				}
+				continue
+			}
+			if rr.Status == protocol.ReplicaShuttingDown || rr.Status == protocol.ReplicaPending || rr.Version != r.Version {
+				continue
+			}
+			if rr.PortBusy {
+				if port := endpointPort(rr.Endpoint); port > 0 && port == replicaPort(r) && r.Status == protocol.ReplicaProvisioning {
+					busy = append(busy, busyReport{replica: r, port: port})
+				}
+				continue
+			}
+			if rr.Status != r.Status || (rr.Endpoint != "" && rr.Endpoint != r.Endpoint) || rr.Reason != r.Reason {
 				updates = append(updates, ReplicaUpdate{Service: r.Service, ID: r.ID, From: r.Status,
-					Status: protocol.ReplicaFailed, Reason: fmt.Sprintf("agent %s no longer runs this replica", r.AgentID)})
-			}
-			continue
-		}
-		if rr.Status == protocol.ReplicaShuttingDown || rr.Status == protocol.ReplicaPending || rr.Version != r.Version {
-			continue
-		}
-		if rr.PortBusy {
-			if port := endpointPort(rr.Endpoint); port > 0 && port == replicaPort(r) && r.Status == protocol.ReplicaProvisioning {
-				busy = append(busy, busyReport{replica: r, port: port})
-			}
-			continue
-		}
-		if rr.Status != r.Status || (rr.Endpoint != "" && rr.Endpoint != r.Endpoint) || rr.Reason != r.Reason {
-			updates = append(updates, ReplicaUpdate{Service: r.Service, ID: r.ID, From: r.Status,
-				Status: rr.Status, Endpoint: rr.Endpoint, Reason: rr.Reason})
-			if rr.Status != r.Status {
-				c.log.Info("replica status", "service", r.Service, "replica_id", r.ID, "version", r.Version,
-					"from", string(r.Status), "to", string(rr.Status), "reason", rr.Reason)
+					Status: rr.Status, Endpoint: rr.Endpoint, Reason: rr.Reason})
+				if rr.Status != r.Status {
+					c.log.Debug("replica status", "service", r.Service, "replica_id", r.ID, "version", r.Version,
+						"from", string(r.Status), "to", string(rr.Status), "reason", rr.Reason)
+					if rr.Status.IsFailed() || rr.Status == protocol.ReplicaNotReady {
+						c.log.Info("replica status", "service", r.Service, "replica_id", r.ID, "version", r.Version,
+							"from", string(r.Status), "to", string(rr.Status), "reason", rr.Reason)
+					}
+				}
 			}
 		}
 	}
 	updates = append(updates, c.moveOffBusyPorts(st, busy, now)...)
-	if len(updates) > 0 {
-		c.apply(CmdUpdateReplicas, UpdateReplicasCmd{Updates: updates, At: now})
+	changed := false
+	if len(updates) > 0 && c.applyCmd(CmdUpdateReplicas, UpdateReplicasCmd{Updates: updates, At: now}) {
+		changed = true
 	}
-	if len(deletes) > 0 {
-		if c.apply(CmdDeleteReplicas, DeleteReplicasCmd{Keys: deletes}) {
-			for _, k := range deletes {
-				delete(c.drains, k)
-			}
-			c.log.Info("replicas gone", "replicas", deletes)
+	if len(deletes) > 0 && c.applyCmd(CmdDeleteReplicas, DeleteReplicasCmd{Keys: deletes}) {
+		changed = true
+		for _, k := range deletes {
+			delete(c.drains, k)
 		}
+		c.log.Info("replicas gone", "count", len(deletes), "replicas", abbreviateList(deletes, 20))
 	}
+	return changed
+}
+
+// abbreviateList keeps the first n items of a list for a log line.
+func abbreviateList(items []string, n int) []string {
+	if len(items) <= n {
+		return items
+	}
+	return append(slices.Clip(items[:n]), fmt.Sprintf("... %d more", len(items)-n))
 }
 
 // busyReport is a placed replica whose agent found its port held by a

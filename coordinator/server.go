@@ -140,7 +140,23 @@ func (s *Server) Kick() {
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	apiErr := make(chan error, 1)
-	wg.Add(2)
+	if s.cfg.DebugAddr != "" {
+		dbg, err := startDebugServer(s.cfg.DebugAddr)
+		if err != nil {
+			return err
+		}
+		defer dbg.Close()
+		s.log.Info("pprof listening", "addr", dbg.Addr)
+	}
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		s.serveSpecs(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.compactLog(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		if err := s.api.Serve(s.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -1,14 +1,15 @@
 package coordinator
 
 import (
-	"encoding/json"
+	"maps"
+	"slices"
 	"sort"
 
 	"github.com/baton-dev/baton/protocol"
 )
 
 // State is everything the Raft FSM holds. It is plain data: the FSM guards
-// it with a mutex and hands out deep copies (Clone) to readers.
+// it with a mutex and hands out copies (Clone) to readers.
 type State struct {
 	Services map[string]*protocol.Service `json:"services"`
 	// Versions is keyed by service name, then version number.
@@ -18,6 +19,21 @@ type State struct {
 	Agents   map[string]*protocol.Agent   `json:"agents"`
 	// Index is the Raft index of the last applied command.
 	Index uint64 `json:"index"`
+
+	// idx, when set, indexes this state's replicas, services and agents.
+	// Clone and Indexed set it; the FSM's own state has none (it changes
+	// under every Apply), so lookups there scan.
+	idx *stateIndex
+}
+
+// stateIndex is built once per copy of the state, so that a reconcile
+// pass or a status read never scans every replica once per service.
+type stateIndex struct {
+	byService map[string][]*protocol.Replica // each sorted by id
+	byAgent   map[string][]*protocol.Replica // each sorted by service, id
+	services  []string                       // sorted
+	agents    []string                       // sorted
+	keys      []string                       // every replica key, by service then id
 }
 
 // NewState returns an empty state.
@@ -30,18 +46,99 @@ func NewState() *State {
 	}
 }
 
-// Clone returns a deep copy. It round-trips through JSON: the state is small
-// (hundreds of objects) and this keeps the copy correct as types grow.
+// Clone returns a copy that shares nothing the FSM changes in place, with
+// its indexes built. It copies structurally: the maps and every service,
+// version, replica and agent struct, with the slices and pointers the FSM
+// edits in place (active versions, the rollout); values the FSM only ever
+// replaces whole (a version's spec, an agent's capacity and labels, a
+// replica's allocation) are shared. The FSM must keep to that rule: never
+// edit a spec, a capacity, a label map or a GPU list in place.
 func (s *State) Clone() *State {
-	buf, err := json.Marshal(s)
-	if err != nil {
-		panic("state: marshal: " + err.Error())
+	c := &State{
+		Services: make(map[string]*protocol.Service, len(s.Services)),
+		Versions: make(map[string]map[int]*protocol.Version, len(s.Versions)),
+		Replicas: make(map[string]*protocol.Replica, len(s.Replicas)),
+		Agents:   make(map[string]*protocol.Agent, len(s.Agents)),
+		Index:    s.Index,
 	}
-	c := NewState()
-	if err := json.Unmarshal(buf, c); err != nil {
-		panic("state: unmarshal: " + err.Error())
+	for name, svc := range s.Services {
+		cs := cloneService(svc)
+		c.Services[name] = &cs
 	}
+	for name, vs := range s.Versions {
+		m := make(map[int]*protocol.Version, len(vs))
+		for n, v := range vs {
+			cv := *v
+			m[n] = &cv
+		}
+		c.Versions[name] = m
+	}
+	// One allocation for every replica struct: a fleet's state has tens of
+	// thousands of them.
+	reps := make([]protocol.Replica, len(s.Replicas))
+	i := 0
+	for k, r := range s.Replicas {
+		reps[i] = *r
+		c.Replicas[k] = &reps[i]
+		i++
+	}
+	for id, a := range s.Agents {
+		ca := *a
+		c.Agents[id] = &ca
+	}
+	c.idx = buildIndex(c)
 	return c
+}
+
+// Indexed returns a shallow copy of s (the same maps and structs) with its
+// indexes built, for a reader that holds the FSM's read lock and looks
+// replicas up by service or agent many times.
+func (s *State) Indexed() *State {
+	if s.idx != nil {
+		return s
+	}
+	c := *s
+	c.idx = buildIndex(&c)
+	return &c
+}
+
+func buildIndex(s *State) *stateIndex {
+	idx := &stateIndex{
+		byService: make(map[string][]*protocol.Replica, len(s.Services)),
+		byAgent:   make(map[string][]*protocol.Replica, len(s.Agents)),
+		services:  slices.Sorted(maps.Keys(s.Services)),
+		agents:    slices.Sorted(maps.Keys(s.Agents)),
+	}
+	for _, r := range s.Replicas {
+		idx.byService[r.Service] = append(idx.byService[r.Service], r)
+		if r.AgentID != "" {
+			idx.byAgent[r.AgentID] = append(idx.byAgent[r.AgentID], r)
+		}
+	}
+	for _, reps := range idx.byService {
+		sort.Slice(reps, func(i, j int) bool { return reps[i].ID < reps[j].ID })
+	}
+	for _, reps := range idx.byAgent {
+		sortReplicas(reps)
+	}
+	names := slices.Sorted(maps.Keys(idx.byService))
+	idx.keys = make([]string, 0, len(s.Replicas))
+	for _, name := range names {
+		for _, r := range idx.byService[name] {
+			idx.keys = append(idx.keys, r.Key())
+		}
+	}
+	return idx
+}
+
+// sortReplicas orders replicas by service, then id.
+func sortReplicas(rs []*protocol.Replica) {
+	sort.Slice(rs, func(i, j int) bool {
+		if rs[i].Service != rs[j].Service {
+			return rs[i].Service < rs[j].Service
+		}
+		return rs[i].ID < rs[j].ID
+	})
 }
 
 // Version returns a service's version, or nil.
@@ -49,8 +146,12 @@ func (s *State) Version(service string, number int) *protocol.Version {
 	return s.Versions[service][number]
 }
 
-// ServiceReplicas returns a service's replicas sorted by id.
+// ServiceReplicas returns a service's replicas sorted by id. On an indexed
+// state the slice is shared: callers must not change it.
 func (s *State) ServiceReplicas(service string) []*protocol.Replica {
+	if s.idx != nil {
+		return s.idx.byService[service]
+	}
 	var out []*protocol.Replica
 	for _, r := range s.Replicas {
 		if r.Service == service {
@@ -61,38 +162,49 @@ func (s *State) ServiceReplicas(service string) []*protocol.Replica {
 	return out
 }
 
+// AgentReplicas returns the replicas placed on an agent, sorted by service
+// then id. On an indexed state the slice is shared: callers must not
+// change it.
+func (s *State) AgentReplicas(agentID string) []*protocol.Replica {
+	if s.idx != nil {
+		return s.idx.byAgent[agentID]
+	}
+	var out []*protocol.Replica
+	for _, r := range s.Replicas {
+		if r.AgentID == agentID {
+			out = append(out, r)
+		}
+	}
+	sortReplicas(out)
+	return out
+}
+
 // ServiceNames returns the service names in sorted order.
 func (s *State) ServiceNames() []string {
-	names := make([]string, 0, len(s.Services))
-	for n := range s.Services {
-		names = append(names, n)
+	if s.idx != nil {
+		return s.idx.services
 	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(s.Services))
 }
 
 // AgentIDs returns the agent ids in sorted order.
 func (s *State) AgentIDs() []string {
-	ids := make([]string, 0, len(s.Agents))
-	for id := range s.Agents {
-		ids = append(ids, id)
+	if s.idx != nil {
+		return s.idx.agents
 	}
-	sort.Strings(ids)
-	return ids
+	return slices.Sorted(maps.Keys(s.Agents))
 }
 
 // ReplicaKeys returns replica keys sorted by service then id.
 func (s *State) ReplicaKeys() []string {
+	if s.idx != nil {
+		return s.idx.keys
+	}
 	rs := make([]*protocol.Replica, 0, len(s.Replicas))
 	for _, r := range s.Replicas {
 		rs = append(rs, r)
 	}
-	sort.Slice(rs, func(i, j int) bool {
-		if rs[i].Service != rs[j].Service {
-			return rs[i].Service < rs[j].Service
-		}
-		return rs[i].ID < rs[j].ID
-	})
+	sortReplicas(rs)
 	keys := make([]string, len(rs))
 	for i, r := range rs {
 		keys[i] = r.Key()

@@ -42,7 +42,7 @@ func TestRouteSyncRepliesWithPublishedTables(t *testing.T) {
 	defer bc.Close()
 	s := &Server{cfg: DevConfig(), log: slog.Default(), fsm: NewFSM(), nc: bc,
 		metrics: newMetrics(prometheus.NewRegistry()), kick: make(chan struct{}, 1), badMessages: logutil.NewLimiter(time.Second)}
-	c := newController(s)
+	c := newController(s.controllerDeps())
 	if _, err := nc.Subscribe(protocol.SubjectRoutesSync, c.onRouteSync); err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +83,8 @@ func TestRouteSyncRepliesWithPublishedTables(t *testing.T) {
 		t.Fatalf("unpublished service: sync gave %+v, want the live table at epoch %d", got, index)
 	}
 	apply(CmdUpdateReplicas, UpdateReplicasCmd{At: now, Updates: []ReplicaUpdate{{Service: "web", ID: 1, Status: protocol.ReplicaReady, Endpoint: "h:1"}}})
-	c.publishRoutes(s.fsm.State(), now, false)
-	published := c.published["web"]
+	c.publishRoutes(s.fsm.State(), now)
+	published := c.published["web"].table
 
 	// Replica 2 turns READY; an LB syncs before the next publish.
 	apply(CmdUpdateReplicas, UpdateReplicasCmd{At: now, Updates: []ReplicaUpdate{{Service: "web", ID: 2, Status: protocol.ReplicaReady, Endpoint: "h:2"}}})
@@ -92,7 +92,7 @@ func TestRouteSyncRepliesWithPublishedTables(t *testing.T) {
 		t.Fatalf("sync gave epoch %d %v, want the published table: epoch %d %v", got.Epoch, got.Endpoints, published.Epoch, published.Endpoints)
 	}
 	// The next publish carries replica 2 at a newer epoch, and syncs follow.
-	c.publishRoutes(s.fsm.State(), now, false)
+	c.publishRoutes(s.fsm.State(), now)
 	if got := sync(); got.Epoch <= published.Epoch || len(got.Endpoints) != 2 {
 		t.Fatalf("after the publish sync gave %+v, want both replicas at an epoch after %d", got, published.Epoch)
 	}

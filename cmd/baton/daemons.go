@@ -32,6 +32,7 @@ func newCoordinatorCmd() *cobra.Command {
 				// Flags given explicitly win over the dev timings.
 				d.NodeID, d.DataDir, d.HTTPAddr, d.RaftAddr = cfg.NodeID, cfg.DataDir, cfg.HTTPAddr, cfg.RaftAddr
 				d.NATSURL, d.NATSHost, d.NATSPort, d.LBHost, d.FirstLBPort = cfg.NATSURL, cfg.NATSHost, cfg.NATSPort, cfg.LBHost, cfg.FirstLBPort
+				d.DebugAddr, d.SnapshotBytes = cfg.DebugAddr, cfg.SnapshotBytes
 				if flags.Changed("agent-timeout") {
 					d.AgentTimeout = cfg.AgentTimeout
 				}
@@ -75,6 +76,8 @@ func newCoordinatorCmd() *cobra.Command {
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", cfg.DrainDelay, "how long a retired replica keeps running after the LBs report no requests in flight to it")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "longest wait for requests in flight to a retired replica before it is stopped")
 	f.DurationVar(&cfg.ProgressDeadline, "progress-deadline", cfg.ProgressDeadline, "how long a new version may go without a new READY replica before it fails")
+	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go's pprof handlers (/debug/pprof/) on this address, e.g. 127.0.0.1:7409 (off by default)")
+	f.Int64Var(&cfg.SnapshotBytes, "snapshot-bytes", cfg.SnapshotBytes, "take a Raft snapshot once this many bytes of commands were applied since the last one")
 	f.BoolVar(&dev, "dev", false, "use the fast dev timings (short reconcile, drain and agent timeouts)")
 	_ = cmd.MarkFlagRequired("data-dir")
 	logs.register(cmd)

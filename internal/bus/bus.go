@@ -82,6 +82,7 @@ type Conn struct {
 // across replacement connections.
 type Subscription struct {
 	subject string
+	queue   string // "" for a plain subscription
 	handler nats.MsgHandler
 	c       *Conn
 	sub     *nats.Subscription // guarded by c.mu
@@ -194,7 +195,7 @@ func (c *Conn) replace(old *nats.Conn) {
 		}
 		c.nc = nc
 		for s := range c.subs {
-			sub, err := nc.Subscribe(s.subject, s.handler)
+			sub, err := nc.QueueSubscribe(s.subject, s.queue, s.handler)
 			if err != nil {
 				c.log.Error("nats: subscribe again failed", "subject", s.subject, "error", err)
 				continue
@@ -280,6 +281,12 @@ func (c *Conn) Request(ctx context.Context, subject string, data []byte) (*nats.
 // Subscription is unsubscribed. Messages of one subscription are handled
 // one at a time.
 func (c *Conn) Subscribe(subject string, h nats.MsgHandler) (*Subscription, error) {
+	return c.QueueSubscribe(subject, "", h)
+}
+
+// QueueSubscribe is Subscribe in a queue group: each message goes to one
+// member of the group (queue "" is a plain subscription).
+func (c *Conn) QueueSubscribe(subject, queue string, h nats.MsgHandler) (*Subscription, error) {
 	if err := validSubscription(subject); err != nil {
 		return nil, err
 	}
@@ -288,11 +295,11 @@ func (c *Conn) Subscribe(subject string, h nats.MsgHandler) (*Subscription, erro
 	if c.closed {
 		return nil, ErrClosed
 	}
-	sub, err := c.nc.Subscribe(subject, h)
+	sub, err := c.nc.QueueSubscribe(subject, queue, h)
 	if err != nil {
 		return nil, err
 	}
-	s := &Subscription{subject: subject, handler: h, c: c, sub: sub}
+	s := &Subscription{subject: subject, queue: queue, handler: h, c: c, sub: sub}
 	c.subs[s] = struct{}{}
 	return s, nil
 }

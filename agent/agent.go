@@ -37,7 +37,8 @@ var ErrAlreadyRun = errors.New("agent: Run called twice")
 // Concurrency: mu guards the replica table and every replica's mutable
 // fields (see replica). pubMu serialises status publishing so that reports
 // leave in the order their states changed; it is taken before mu, never
-// while holding mu.
+// while holding mu. The spec cache's own mutex is taken under mu and
+// takes nothing else; specs are fetched holding neither mu nor pubMu.
 type Agent struct {
 	cfg     Config
 	logger  *slog.Logger
@@ -52,8 +53,13 @@ type Agent struct {
 	user     replicaUser
 	iso      *isolation
 	shimPath string
-	// badMessages limits the logging of invalid NATS messages.
+	// badMessages limits the logging of invalid NATS messages and of
+	// failed spec fetches.
 	badMessages *logutil.Limiter
+	// specs caches the specs desired sets name by digest (see specs.go).
+	specs *specCache
+	// specWake tells retrySpecs that specWait went from nil to a set.
+	specWake chan struct{}
 
 	started  atomic.Bool
 	httpAddr atomic.Value // string: bound address, set by Run
@@ -69,6 +75,10 @@ type Agent struct {
 	epoch     uint64              // epoch of the last applied desired set
 	haveEpoch bool
 	closing   bool // Run is stopping: start nothing new
+	// specWait is the last applied set if it has replicas not started
+	// because their spec could not be had, else nil; retrySpecs retries
+	// it. Never changed once stored.
+	specWait *protocol.DesiredReplicas
 
 	wg sync.WaitGroup // replica supervisors
 }
@@ -93,6 +103,8 @@ func New(cfg Config) (*Agent, error) {
 		replicas:    map[string]*replica{},
 		ports:       map[int]bool{},
 		badMessages: logutil.NewLimiter(10 * time.Second),
+		specs:       newSpecCache(specCacheSize),
+		specWake:    make(chan struct{}, 1),
 	}
 	if a.user, err = resolveReplicaUser(cfg.ReplicaUser); err != nil {
 		return nil, err
@@ -261,7 +273,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.nc = nc
 	a.pubMu.Unlock()
 
-	sub, err := nc.Subscribe(protocol.AgentDesiredSubject(a.cfg.ID), a.onDesired)
+	retryCtx, stopRetry := context.WithCancel(ctx)
+	retryDone := make(chan struct{})
+	go func() {
+		defer close(retryDone)
+		a.retrySpecs(retryCtx)
+	}()
+	defer func() {
+		stopRetry()
+		<-retryDone
+	}()
+
+	sub, err := nc.Subscribe(protocol.AgentDesiredSubject(a.cfg.ID), func(msg *nats.Msg) { a.onDesired(ctx, msg) })
 	if err != nil {
 		return fmt.Errorf("agent subscribe %s: %w", protocol.AgentDesiredSubject(a.cfg.ID), err)
 	}
@@ -405,11 +428,13 @@ func (a *Agent) publish() {
 	}
 }
 
-// onDesired applies a DesiredReplicas message.
 // onDesired applies a DesiredReplicas message. A message that is
 // oversize, undecodable, invalid in any part, or for another agent is
-// dropped whole (never applied in part), counted and logged.
-func (a *Agent) onDesired(msg *nats.Msg) {
+// dropped whole (never applied in part), counted and logged. Specs it
+// names by digest are taken from the cache or fetched (applyDesired),
+// which blocks the handler at most Config.SpecFetchTimeout; fetches stop
+// when ctx (Run's) is done.
+func (a *Agent) onDesired(ctx context.Context, msg *nats.Msg) {
 	var d protocol.DesiredReplicas
 	err := protocol.DecodeMessage(msg.Data, protocol.MaxMessageBytes, &d)
 	if err == nil {
@@ -428,14 +453,16 @@ func (a *Agent) onDesired(msg *nats.Msg) {
 		}
 		return
 	}
-	if a.apply(&d) {
-		a.publish()
-	}
+	a.applyDesired(ctx, &d)
 }
 
 // apply reconciles to d: start what is missing, stop what is not wanted,
 // forget ended replicas that left the set. It reports whether anything
 // changed. A set older than the last applied one is ignored.
+//
+// An assignment whose spec is not resolved (it could not be fetched) is
+// not started, but a replica running under its key is kept as wanted; d
+// is then kept in specWait for retrySpecs.
 func (a *Agent) apply(d *protocol.DesiredReplicas) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -448,7 +475,7 @@ func (a *Agent) apply(d *protocol.DesiredReplicas) bool {
 	}
 	a.epoch, a.haveEpoch = d.Epoch, true
 
-	changed := false
+	changed, waiting := false, false
 	want := make(map[string]bool, len(d.Replicas))
 	for i := range d.Replicas {
 		asg := d.Replicas[i]
@@ -467,6 +494,10 @@ func (a *Agent) apply(d *protocol.DesiredReplicas) bool {
 			continue
 		}
 		if asg.Draining {
+			continue
+		}
+		if !asg.SpecResolved() {
+			waiting = true
 			continue
 		}
 		r := newReplica(asg, a.replicaDir(asg.Service, asg.ReplicaID))
@@ -495,7 +526,26 @@ func (a *Agent) apply(d *protocol.DesiredReplicas) bool {
 			a.logger.Info("replica stopping", "service", r.asg.Service, "replica_id", r.asg.ReplicaID)
 		}
 	}
+	a.setSpecWaitLocked(d, waiting)
 	return changed
+}
+
+// setSpecWaitLocked keeps d for retrySpecs if it has replicas waiting for
+// their spec, else forgets the waiting set; it wakes retrySpecs when a
+// wait begins. a.mu must be held.
+func (a *Agent) setSpecWaitLocked(d *protocol.DesiredReplicas, waiting bool) {
+	if !waiting {
+		a.specWait = nil
+		return
+	}
+	began := a.specWait == nil
+	a.specWait = d
+	if began {
+		select {
+		case a.specWake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // replicaDir is DataDir/replicas/<service>-<id>.

@@ -4,14 +4,15 @@
 // states over NATS and serves their logs over HTTP.
 //
 // Life of a replica: the coordinator publishes the full set of replicas the
-// agent should run (protocol.DesiredReplicas); the agent starts each new one
-// (PROVISIONING while setup runs, STARTING once run started, READY after a
-// probe got HTTP 200, NOT_READY when a later probe fails) and stops each one
-// that left the set (SHUTTING_DOWN until its process group is gone, then it
-// is no longer reported). A replica that ends on its own (FAILED,
-// FAILED_INITIAL_DELAY, FAILED_PROBING) is never restarted: it is reported
-// until it leaves the desired set, and the coordinator replaces it with a
-// new replica id.
+// agent should run (protocol.DesiredReplicas), naming each version's spec by
+// digest, which the agent fetches once and caches (see specs.go); the agent
+// starts each new one (PROVISIONING while setup runs, STARTING once run
+// started, READY after a probe got HTTP 200, NOT_READY when a later probe
+// fails) and stops each one that left the set (SHUTTING_DOWN until its
+// process group is gone, then it is no longer reported). A replica that
+// ends on its own (FAILED, FAILED_INITIAL_DELAY, FAILED_PROBING) is never
+// restarted: it is reported until it leaves the desired set, and the
+// coordinator replaces it with a new replica id.
 //
 // Isolation: each replica runs under a shim (see shim.go), in a cgroup of
 // its own with limits from its resources (memory.max, cpu.max, pids.max)
@@ -119,6 +120,17 @@ type Config struct {
 	// LogMaxBytes is the size at which a replica's log file is rotated
 	// (replica.log becomes replica.log.1, and so on). Default 10 MiB.
 	LogMaxBytes int64
+	// SpecFetchTimeout bounds the fetching of the specs one desired set
+	// names by digest and the agent has not cached (requests on
+	// baton.specs.get, several at once): a replica whose spec has not
+	// arrived by then is not started yet. Default 5s.
+	SpecFetchTimeout time.Duration
+	// SpecRetryMin and SpecRetryMax bound the backoff with which the agent
+	// retries fetching the specs of the last desired set's replicas it
+	// could not start: first SpecRetryMin after the failure, doubling up
+	// to SpecRetryMax. Defaults 1s and 30s.
+	SpecRetryMin time.Duration
+	SpecRetryMax time.Duration
 	// LogMaxFiles is how many log files a replica keeps, the current one
 	// included, so its logs take at most LogMaxBytes × LogMaxFiles on disk.
 	// Default 5.
@@ -151,6 +163,9 @@ func DefaultConfig() Config {
 		CgroupParent:          "baton.slice",
 		ReplicaPidsMax:        8192,
 		PortRange:             protocol.PortRange{Min: 10000, Max: 29999},
+		SpecFetchTimeout:      5 * time.Second,
+		SpecRetryMin:          time.Second,
+		SpecRetryMax:          30 * time.Second,
 	}
 }
 
@@ -219,6 +234,18 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.LogMaxFiles <= 0 {
 		cfg.LogMaxFiles = def.LogMaxFiles
+	}
+	if cfg.SpecFetchTimeout <= 0 {
+		cfg.SpecFetchTimeout = def.SpecFetchTimeout
+	}
+	if cfg.SpecRetryMin <= 0 {
+		cfg.SpecRetryMin = def.SpecRetryMin
+	}
+	if cfg.SpecRetryMax <= 0 {
+		cfg.SpecRetryMax = def.SpecRetryMax
+	}
+	if cfg.SpecRetryMax < cfg.SpecRetryMin {
+		cfg.SpecRetryMax = cfg.SpecRetryMin
 	}
 	if cfg.CgroupParent == "" {
 		cfg.CgroupParent = def.CgroupParent

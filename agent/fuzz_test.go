@@ -2,8 +2,10 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -24,6 +26,10 @@ func FuzzDesiredSet(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte(`{"agent_id":"fz","replicas":[{"service":"web","replica_id":1,"version":1,"port":0}]}`))
 	f.Add([]byte(`{"agent_id":"other","epoch":1}`))
+	// Specs by reference: valid without an inline spec; nothing is fetched
+	// (the agent is stopping and has no NATS connection).
+	f.Add([]byte(`{"agent_id":"fz","epoch":4,"replicas":[{"service":"web","replica_id":1,"version":2,"port":8081,"spec_digest":"sha256:` + strings.Repeat("ab", 32) + `"}]}`))
+	f.Add([]byte(`{"agent_id":"fz","epoch":4,"replicas":[{"service":"web","replica_id":1,"version":2,"port":8081,"spec_digest":"md5:00"}]}`))
 	f.Add(append(b, []byte(`{}`)...))
 	a, err := New(Config{ID: "fz", DataDir: f.TempDir(), Accelerators: "T4", ReplicaUser: currentUser(f),
 		Logger: slog.New(slog.DiscardHandler)})
@@ -33,7 +39,7 @@ func FuzzDesiredSet(f *testing.F) {
 	a.closing = true
 	f.Fuzz(func(t *testing.T, data []byte) {
 		before := promValue(t, a, "baton_agent_invalid_messages_total")
-		a.onDesired(&nats.Msg{Subject: protocol.AgentDesiredSubject("fz"), Data: data})
+		a.onDesired(context.Background(), &nats.Msg{Subject: protocol.AgentDesiredSubject("fz"), Data: data})
 		rejected := promValue(t, a, "baton_agent_invalid_messages_total") > before
 		var d protocol.DesiredReplicas
 		err := protocol.DecodeMessage(data, protocol.MaxMessageBytes, &d)

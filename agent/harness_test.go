@@ -133,26 +133,37 @@ func (h *harness) stop() {
 	})
 }
 
-// desire publishes a desired set.
+// desire publishes a desired set carrying its specs inline.
 func (h *harness) desire(epoch uint64, asgs ...protocol.ReplicaAssignment) {
 	h.t.Helper()
 	specs := map[string]protocol.TaskSpec{}
 	for _, a := range asgs {
-		// Fill in what the parser always sets and tests leave out.
-		spec := a.Spec
-		if spec.Service.ReplicaPolicy.MinReplicas == 0 {
-			spec.Service.ReplicaPolicy = protocol.ReplicaPolicy{MinReplicas: 1, MaxReplicas: 1}
-		}
-		if spec.Service.ReadinessProbe.Path == "" {
-			spec.Service.ReadinessProbe.Path = "/"
-		}
+		spec := fullSpec(a.Spec)
 		key := protocol.SpecKey(a.Service, a.Version)
 		if prev, ok := specs[key]; ok && !reflect.DeepEqual(prev, spec) {
 			h.t.Fatalf("desire: replicas of %s have different specs; give each spec its own version (a spec is a version's)", key)
 		}
 		specs[key] = spec
 	}
-	data, err := json.Marshal(protocol.DesiredReplicas{AgentID: h.cfg.ID, Epoch: epoch, Replicas: asgs, Specs: specs})
+	h.publishDesired(protocol.DesiredReplicas{AgentID: h.cfg.ID, Epoch: epoch, Replicas: asgs, Specs: specs})
+}
+
+// desireRefs publishes a desired set naming each spec by digest only, as
+// the leader does; the agent must fetch what it has not cached (see
+// specServer).
+func (h *harness) desireRefs(epoch uint64, asgs ...protocol.ReplicaAssignment) {
+	h.t.Helper()
+	refs := make([]protocol.ReplicaAssignment, len(asgs))
+	for i, a := range asgs {
+		refs[i], _ = byRef(h.t, a)
+	}
+	h.publishDesired(protocol.DesiredReplicas{AgentID: h.cfg.ID, Epoch: epoch, Replicas: refs})
+}
+
+// publishDesired publishes d to the agent.
+func (h *harness) publishDesired(d protocol.DesiredReplicas) {
+	h.t.Helper()
+	data, err := json.Marshal(d)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -162,6 +173,31 @@ func (h *harness) desire(epoch uint64, asgs ...protocol.ReplicaAssignment) {
 	if err := h.nc.Flush(); err != nil {
 		h.t.Fatal(err)
 	}
+}
+
+// fullSpec fills in what the parser always sets and tests leave out.
+func fullSpec(spec protocol.TaskSpec) protocol.TaskSpec {
+	if spec.Service.ReplicaPolicy.MinReplicas == 0 {
+		spec.Service.ReplicaPolicy = protocol.ReplicaPolicy{MinReplicas: 1, MaxReplicas: 1}
+	}
+	if spec.Service.ReadinessProbe.Path == "" {
+		spec.Service.ReadinessProbe.Path = "/"
+	}
+	return spec
+}
+
+// byRef returns asg naming its (full) spec by digest instead of carrying
+// it, and the spec's JSON encoding, which a coordinator answers with.
+func byRef(t testing.TB, asg protocol.ReplicaAssignment) (protocol.ReplicaAssignment, json.RawMessage) {
+	t.Helper()
+	spec := fullSpec(asg.Spec)
+	raw, digest, err := protocol.EncodeSpec(&spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asg.Spec = protocol.TaskSpec{}
+	asg.SpecDigest = digest
+	return asg, raw
 }
 
 func (h *harness) all() []protocol.AgentStatus {

@@ -17,6 +17,11 @@ type metrics struct {
 	statusMessages prometheus.Counter
 	// invalidMessages counts desired sets dropped as invalid.
 	invalidMessages prometheus.Counter
+	// specFetches counts spec requests sent; specFetchFailures those that
+	// brought no usable spec (no answer, an error reply, a digest or
+	// bytes that do not match, an invalid spec).
+	specFetches       prometheus.Counter
+	specFetchFailures prometheus.Counter
 	// isolation is 1 for the way replicas are isolated (mode v2, hybrid,
 	// v1 or none).
 	isolation *prometheus.GaugeVec
@@ -65,13 +70,21 @@ func newMetrics(reg prometheus.Registerer, agentID string) (*metrics, error) {
 			Name: "baton_agent_invalid_messages_total",
 			Help: "Desired sets dropped because they were oversize, undecodable, invalid or for another agent.",
 		}),
+		specFetches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_agent_spec_fetches_total",
+			Help: "Specs requested from the coordinators (each is fetched once, then cached).",
+		}),
+		specFetchFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_agent_spec_fetch_failures_total",
+			Help: "Spec fetches that failed (no answer, error reply, digest mismatch, invalid spec); the replicas needing them wait and are retried.",
+		}),
 		isolation: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "baton_agent_isolation",
 			Help: "1 for how replicas are isolated: cgroups v2, hybrid or v1, or none (a subreaper tracks each tree).",
 		}, []string{"mode"}),
 	}
 	reg = prometheus.WrapRegistererWith(prometheus.Labels{"agent": agentID}, reg)
-	for _, c := range []prometheus.Collector{m.replicas, m.probeFailures, m.gpus, m.replicaStarts, m.replicaFails, m.statusMessages, m.invalidMessages, m.isolation} {
+	for _, c := range []prometheus.Collector{m.replicas, m.probeFailures, m.gpus, m.replicaStarts, m.replicaFails, m.statusMessages, m.invalidMessages, m.specFetches, m.specFetchFailures, m.isolation} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

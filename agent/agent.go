@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -68,6 +69,9 @@ type Agent struct {
 	pubMu   sync.Mutex // serialises publish; taken before mu
 	nc      *bus.Conn  // set by Run before any publish; guarded by pubMu
 	gpuList []protocol.GPU
+	// lastStatusBody is the last status encoded without its SentAt, and
+	// lastStatus what was sent for it; guarded by pubMu.
+	lastStatusBody, lastStatus []byte
 
 	mu        sync.Mutex
 	replicas  map[string]*replica // by "service/id"
@@ -418,12 +422,25 @@ func (a *Agent) publish() {
 	if a.nc == nil {
 		return
 	}
-	data, err := json.Marshal(st)
+	// SentAt is when this content was first sent: a heartbeat that repeats
+	// the last report is the same bytes, which the leader recognises
+	// without decoding them again.
+	st.SentAt = time.Time{}
+	body, err := json.Marshal(st)
 	if err != nil {
 		a.logger.Error("encode agent status", "error", err)
 		return
 	}
-	if err := a.nc.Publish(protocol.SubjectAgentStatus, data); err != nil {
+	if !bytes.Equal(body, a.lastStatusBody) {
+		st.SentAt = time.Now()
+		data, err := json.Marshal(st)
+		if err != nil {
+			a.logger.Error("encode agent status", "error", err)
+			return
+		}
+		a.lastStatusBody, a.lastStatus = body, data
+	}
+	if err := a.nc.Publish(protocol.SubjectAgentStatus, a.lastStatus); err != nil {
 		a.logger.Debug("publish agent status", "error", err)
 	}
 }

@@ -279,7 +279,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	var resp protocol.StatusResponse
 	var missing []string
 	s.fsm.Read(func(st *State) {
-		resp = statusView(st, names, s.cfg.LBHost, s.cfg.MaxConsecutiveFailures, time.Now())
+		resp = statusView(st.Indexed(), names, s.cfg.LBHost, s.cfg.MaxConsecutiveFailures, time.Now())
 		for _, n := range names {
 			if _, ok := st.Services[n]; !ok {
 				missing = append(missing, n)

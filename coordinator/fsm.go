@@ -248,6 +248,15 @@ func (f *FSM) dropIdleFailedVersionsOf(services map[string]bool) {
 // dropIdleFailedVersions takes failed versions with no live replica out of
 // the active set.
 func (f *FSM) dropIdleFailedVersions(svc *protocol.Service) {
+	anyFailed := false
+	for _, vn := range svc.ActiveVersions {
+		if v := f.state.Version(svc.Name, vn); v != nil && v.State == protocol.VersionFailed {
+			anyFailed = true
+		}
+	}
+	if !anyFailed {
+		return // nothing to drop: spare the scan of every replica
+	}
 	live := map[int]bool{}
 	for _, r := range f.state.Replicas {
 		if r.Service == svc.Name && !r.Status.IsTerminal() {

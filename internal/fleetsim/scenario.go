@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -262,14 +263,24 @@ func (e *Env) SubmitServices(ctx context.Context, n, replicas int) error {
 	return errors.Join(errs...)
 }
 
-// ReplicaCounts returns the coordinator's replica gauge: READY and all.
+// ReplicaCounts returns the coordinator's replica gauge: READY, and all
+// but the failed ones (which the coordinator keeps listed for a while).
 func (e *Env) ReplicaCounts(ctx context.Context) (ready, all int, err error) {
 	m, err := e.API.Metrics(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
-	return int(m.Sum("baton_coordinator_replicas", map[string]string{"status": string(protocol.ReplicaReady)})),
-		int(m.Sum("baton_coordinator_replicas", nil)), nil
+	for _, smp := range m["baton_coordinator_replicas"] {
+		st := protocol.ReplicaStatus(smp.Labels["status"])
+		switch {
+		case st == protocol.ReplicaReady:
+			ready += int(smp.Value)
+			all += int(smp.Value)
+		case !st.IsFailed():
+			all += int(smp.Value)
+		}
+	}
+	return ready, all, nil
 }
 
 // restCounters returns what should not grow much at rest: the Raft
@@ -283,7 +294,8 @@ func (e *Env) restCounters(ctx context.Context) (applied float64, sets int64, pa
 	return m.Sum("baton_coordinator_raft_applied_index", nil), sets, m.Sum("baton_coordinator_reconciles_total", nil)
 }
 
-// WaitAllReady waits until total replicas are READY and no others exist,
+// WaitAllReady waits until total replicas are READY and no others but
+// failed ones exist,
 // polling the metrics every 100 ms.
 func (e *Env) WaitAllReady(ctx context.Context, what string, total int, timeout time.Duration) error {
 	return e.WaitFor(ctx, what, timeout, 100*time.Millisecond, func() (string, bool) {
@@ -465,12 +477,23 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	// 6. Failure detection.
+	// Kill the agents that run the most replicas (placement packs them,
+	// so the last agents may run none).
 	kill := min(o.KillAgents, o.Agents-1)
+	victims := slices.Clone(e.Fleet.Agents)
+	counts := map[*Agent]int{}
+	for _, a := range victims {
+		counts[a] = len(a.Replicas())
+	}
+	slices.SortStableFunc(victims, func(a, b *Agent) int { return counts[b] - counts[a] })
 	killed := map[string]bool{}
-	for _, a := range e.Fleet.Agents[len(e.Fleet.Agents)-kill:] {
+	lost := 0
+	for _, a := range victims[:kill] {
 		a.Kill()
 		killed[a.ID()] = true
+		lost += counts[a]
 	}
+	logf("killed %d agents running %d replicas", kill, lost)
 	start = time.Now()
 	err = e.WaitFor(ctx, "killed agents lost", 120*time.Second, 100*time.Millisecond, func() (string, bool) {
 		as, err := e.API.Agents(ctx)
@@ -497,14 +520,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		ready, onKilled := 0, 0
 		for _, r := range st.Replicas {
-			if killed[r.Agent] {
+			switch {
+			case killed[r.Agent] && !r.Status.IsFailed():
 				onKilled++
-			} else if r.Status == protocol.ReplicaReady {
+			case !killed[r.Agent] && r.Status == protocol.ReplicaReady:
 				ready++
 			}
 		}
-		return fmt.Sprintf("%d READY elsewhere of %d, %d listed, %d on killed agents", ready, total, len(st.Replicas), onKilled),
-			ready == total && onKilled == 0 && len(st.Replicas) == total
+		return fmt.Sprintf("%d READY elsewhere of %d, %d listed, %d on killed agents not failed", ready, total, len(st.Replicas), onKilled),
+			ready == total && onKilled == 0
 	})
 	if err != nil {
 		return fail(err)
@@ -514,7 +538,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	passP99()
 	logf("reconcile pass p99 over the scenario: %s over %.0f passes", fmtSeconds(res.PassP99Seconds), res.Passes)
 
-	// 7. Restart: kill -9, start again on the same data and ports.
+	// 7. Restart: kill -9, start again on the same data and ports; wait
+	// until /v1/status lists every replica it listed before.
+	prior, err := e.API.Status(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("status before the restart: %w", err))
+	}
+	listed := replicaKeys(prior)
 	start = time.Now()
 	e.Coord.Kill()
 	if err := e.Coord.Start(ctx); err != nil {
@@ -526,8 +556,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return err.Error(), false
 		}
-		return fmt.Sprintf("%d services, %d replicas listed", len(st.Services), len(st.Replicas)),
-			len(st.Services) == services && len(st.Replicas) == total
+		missing := 0
+		now := replicaKeys(st)
+		for k := range listed {
+			if !now[k] {
+				missing++
+			}
+		}
+		return fmt.Sprintf("%d services, %d replicas listed, %d of %d missing", len(st.Services), len(st.Replicas), missing, len(listed)),
+			len(st.Services) == services && missing == 0
 	})
 	if err != nil {
 		return fail(err)
@@ -538,6 +575,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return fail(err)
 	}
 	return res, nil
+}
+
+// replicaKeys returns the service/id of every replica st lists.
+func replicaKeys(st *protocol.StatusResponse) map[string]bool {
+	out := make(map[string]bool, len(st.Replicas))
+	for _, r := range st.Replicas {
+		out[protocol.ReplicaKey(r.ServiceName, r.ID)] = true
+	}
+	return out
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -57,6 +57,9 @@ type Result struct {
 	// RestCPUPercent is the coordinator's CPU over 10 s at rest, in % of
 	// one core.
 	RestCPUPercent *float64 `json:"rest_cpu_percent"`
+	// SimCPUPercent is the simulator's own CPU over the same window (it
+	// shares the machine with the coordinator).
+	SimCPUPercent *float64 `json:"sim_cpu_percent"`
 	// PassP99Seconds is the p99 of baton_coordinator_reconcile_duration_seconds
 	// over the scenario; PassMaxBucketSeconds the highest bucket bound seen.
 	PassP99Seconds       *float64           `json:"pass_p99_seconds"`
@@ -378,6 +381,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return fail(fmt.Errorf("read coordinator cpu: %w", err))
 	}
+	simBefore, _ := ReadProcStats(os.Getpid())
 	idx0, sets0, passes0 := e.restCounters(ctx)
 	const window = 10 * time.Second
 	if err := sleep(ctx, window); err != nil {
@@ -388,9 +392,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return fail(fmt.Errorf("read coordinator cpu: %w", err))
 	}
 	idx1, sets1, passes1 := e.restCounters(ctx)
+	simAfter, _ := ReadProcStats(os.Getpid())
 	res.RestCPUPercent = ptr(100 * float64(after.CPU-before.CPU) / float64(window))
-	logf("coordinator CPU at rest: %.1f%% of a core (over %s: %.0f raft entries applied, %d desired sets sent, %.0f reconcile passes)",
-		*res.RestCPUPercent, window, idx1-idx0, sets1-sets0, passes1-passes0)
+	res.SimCPUPercent = ptr(100 * float64(simAfter.CPU-simBefore.CPU) / float64(window))
+	logf("coordinator CPU at rest: %.1f%% of a core (the sim's own: %.1f%%; over %s: %.0f raft entries applied, %d desired sets sent, %.0f reconcile passes)",
+		*res.RestCPUPercent, *res.SimCPUPercent, window, idx1-idx0, sets1-sets0, passes1-passes0)
 
 	// 4. Reconcile pass p99 (again just before the restart, which resets
 	// the histogram).

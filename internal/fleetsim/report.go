@@ -24,6 +24,9 @@ var rows = []row{
 		if r.PassP99Seconds == nil {
 			return "n/a"
 		}
+		if r.PassOverflow {
+			return fmt.Sprintf("%s (max bucket +Inf)", fmtSeconds(r.PassP99Seconds))
+		}
 		return fmt.Sprintf("%s (max bucket %s)", fmtSeconds(r.PassP99Seconds), fmtSeconds(r.PassMaxBucketSeconds))
 	}},
 	{"all replicas READY after submitting", "—", func(r *Result) string { return fmtSeconds(r.AllReadySeconds) }},

@@ -1,12 +1,15 @@
 package fleetsim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,6 +67,7 @@ type Result struct {
 	// over the scenario; PassMaxBucketSeconds the highest bucket bound seen.
 	PassP99Seconds       *float64           `json:"pass_p99_seconds"`
 	PassMaxBucketSeconds *float64           `json:"pass_max_bucket_seconds"`
+	PassOverflow         bool               `json:"pass_overflow,omitempty"`
 	PhaseP99Seconds      map[string]float64 `json:"phase_p99_seconds,omitempty"`
 	Passes               float64            `json:"passes"`
 	// AllReadySeconds is from the first submit to every replica READY.
@@ -409,7 +413,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		b := m.Buckets("baton_coordinator_reconcile_duration_seconds", nil)
 		res.Passes = m.Sum("baton_coordinator_reconcile_duration_seconds_count", nil)
 		if q := Quantile(0.99, b); !math.IsNaN(q) {
-			res.PassP99Seconds, res.PassMaxBucketSeconds = ptr(q), ptr(MaxBucket(b))
+			res.PassP99Seconds = ptr(q)
+			// JSON has no +Inf: a pass beyond the last finite bucket is
+			// PassOverflow.
+			if mb := MaxBucket(b); math.IsInf(mb, 1) {
+				res.PassMaxBucketSeconds, res.PassOverflow = nil, true
+			} else {
+				res.PassMaxBucketSeconds, res.PassOverflow = ptr(mb), false
+			}
 		}
 		phases := map[string]bool{}
 		for _, s := range m["baton_coordinator_reconcile_phase_seconds_bucket"] {
@@ -425,7 +436,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	passP99()
-	logf("reconcile pass p99: %s over %.0f passes", fmtSeconds(res.PassP99Seconds), res.Passes)
+	logf("reconcile pass p99: %s over %.0f passes%s", fmtSeconds(res.PassP99Seconds), res.Passes, phaseLine(res.PhaseP99Seconds))
 	if o.PassOnly {
 		return res, nil
 	}
@@ -542,7 +553,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.FailureReplacedSeconds = secs(time.Since(start))
 	logf("their replicas replaced and READY after %s", time.Since(start).Round(time.Millisecond))
 	passP99()
-	logf("reconcile pass p99 over the scenario: %s over %.0f passes", fmtSeconds(res.PassP99Seconds), res.Passes)
+	logf("reconcile pass p99 over the scenario: %s over %.0f passes%s", fmtSeconds(res.PassP99Seconds), res.Passes, phaseLine(res.PhaseP99Seconds))
 
 	// 7. Restart: kill -9, start again on the same data and ports; wait
 	// until /v1/status lists every replica it listed before.
@@ -581,6 +592,21 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return fail(err)
 	}
 	return res, nil
+}
+
+// phaseLine shows the phases' p99s, slowest first.
+func phaseLine(p map[string]float64) string {
+	if len(p) == 0 {
+		return ""
+	}
+	names := slices.Collect(maps.Keys(p))
+	slices.SortFunc(names, func(a, b string) int { return cmp.Compare(p[b], p[a]) })
+	var b strings.Builder
+	b.WriteString("; phase p99s:")
+	for _, n := range names {
+		fmt.Fprintf(&b, " %s %s", n, fmtDur(p[n]))
+	}
+	return b.String()
 }
 
 // replicaKeys returns the service/id of every replica st lists.

@@ -81,14 +81,26 @@ func TestAgentsFollowDesiredSets(t *testing.T) {
 		}
 		return fmt.Sprint(out)
 	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	a1, a2 := f.Agents[0], f.Agents[1]
+	// A heartbeat from an agent follows its subscription on its connection.
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(reports) != 2 {
+			return fmt.Errorf("%d agents heard from, want 2", len(reports))
+		}
+		return nil
+	})
 	send(a1.ID(), 5, 1)
 	send(a2.ID(), 5, 2)
 	want1 := fmt.Sprintf("map[1:READY@%s:10001]", a1.info.Host)
 	want2 := fmt.Sprintf("map[2:READY@%s:10002]", a2.info.Host)
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		if s1, s2 := state(a1.ID()), state(a2.ID()); s1 != want1 || s2 != want2 {
-			return fmt.Errorf("reported %s and %s, want %s and %s", s1, s2, want1, want2)
+			return fmt.Errorf("reported %s and %s, want %s and %s (%d spec fetches failed)", s1, s2, want1, want2, f.Specs.Failures.Load())
 		}
 		return nil
 	})

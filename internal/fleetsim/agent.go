@@ -6,10 +6,13 @@
 package fleetsim
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -157,6 +160,10 @@ type Agent struct {
 	poke   chan struct{}
 	killed chan struct{}
 	kill   sync.Once
+
+	// lastBody is the last status encoded without SentAt and lastSent what
+	// was sent for it; only run's goroutine uses them.
+	lastBody, lastSent []byte
 
 	// mu guards everything below.
 	mu        sync.Mutex
@@ -371,27 +378,43 @@ func (a *Agent) advance(now time.Time) time.Time {
 	return next
 }
 
-// status builds the AgentStatus to publish.
-func (a *Agent) status(now time.Time) protocol.AgentStatus {
+// status builds the AgentStatus to publish, replicas in order, without
+// SentAt.
+func (a *Agent) status() protocol.AgentStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.dirty = false
-	st := protocol.AgentStatus{Agent: a.info, Replicas: make([]protocol.ReplicaReport, 0, len(a.replicas)), SentAt: now}
+	st := protocol.AgentStatus{Agent: a.info, Replicas: make([]protocol.ReplicaReport, 0, len(a.replicas))}
 	for _, r := range a.replicas {
 		st.Replicas = append(st.Replicas, protocol.ReplicaReport{
 			Service: r.asg.Service, ReplicaID: r.asg.ReplicaID, Version: r.asg.Version,
 			Status: r.reported, Endpoint: fmt.Sprintf("%s:%d", a.info.Host, r.asg.Port),
 		})
 	}
+	slices.SortFunc(st.Replicas, func(x, y protocol.ReplicaReport) int {
+		return cmp.Or(cmp.Compare(x.Service, y.Service), cmp.Compare(x.ReplicaID, y.ReplicaID))
+	})
 	return st
 }
 
+// publish sends the agent's status. As the real agent does, a heartbeat
+// that repeats the last report is the same bytes (SentAt is when the
+// content was first sent), which the leader recognises without decoding.
 func (a *Agent) publish(now time.Time) {
-	body, err := json.Marshal(a.status(now))
+	st := a.status()
+	body, err := json.Marshal(st)
 	if err != nil {
 		return
 	}
-	if a.nc.Publish(protocol.SubjectAgentStatus, body) != nil {
+	if !bytes.Equal(body, a.lastBody) {
+		st.SentAt = now
+		data, err := json.Marshal(st)
+		if err != nil {
+			return
+		}
+		a.lastBody, a.lastSent = body, data
+	}
+	if a.nc.Publish(protocol.SubjectAgentStatus, a.lastSent) != nil {
 		a.fleet.PublishErrors.Add(1)
 		return
 	}

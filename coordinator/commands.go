@@ -72,6 +72,8 @@ type CreateServiceCmd struct {
 	YAML      string            `json:"yaml"`
 	FirstPort int               `json:"first_port"`
 	At        time.Time         `json:"at"`
+	// specDigest is computed from Spec when the command is decoded.
+	specDigest string
 }
 
 // AddVersionCmd adds version N+1 and starts a rollout to it. A rollout
@@ -85,6 +87,8 @@ type AddVersionCmd struct {
 	// READY replica before it fails.
 	ProgressSeconds int       `json:"progress_seconds"`
 	At              time.Time `json:"at"`
+	// specDigest is computed from Spec when the command is decoded.
+	specDigest string
 }
 
 // DeleteServiceCmd starts `serve down`: every replica shuts down, then the

@@ -28,6 +28,12 @@ type FSM struct {
 	// onApply, if set, is called after each applied entry, outside the
 	// lock, so the leader can react to changes promptly.
 	onApply func(index uint64)
+	// gen counts the changes of state (guarded by mu); copy is the copy
+	// State last made, at copyGen (guarded by copyMu).
+	gen     uint64
+	copyMu  sync.Mutex
+	copy    *State
+	copyGen uint64
 	// sinceSnapshot counts the command bytes applied since the last
 	// snapshot, so that a log of few but large entries is compacted too.
 	sinceSnapshot atomic.Int64
@@ -50,10 +56,17 @@ func (f *FSM) Index() uint64 {
 func (f *FSM) BytesSinceSnapshot() int64 { return f.sinceSnapshot.Load() }
 
 // State returns a copy of the current state, indexed (see State.Clone).
+// The copy is shared by every caller until the next command: it must not
+// be modified.
 func (f *FSM) State() *State {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.state.Clone()
+	f.copyMu.Lock()
+	defer f.copyMu.Unlock()
+	if f.copy == nil || f.copyGen != f.gen {
+		f.copy, f.copyGen = f.state.Clone(), f.gen
+	}
+	return f.copy
 }
 
 // Read calls fn with the live state under the read lock. fn must not keep
@@ -74,9 +87,11 @@ func (f *FSM) Apply(l *raft.Log) any {
 	t := CommandType(l.Data[0])
 	buf := l.Data[1:]
 	f.sinceSnapshot.Add(int64(len(l.Data)))
+	apply := f.prepare(t, buf, l.Index)
 	f.mu.Lock()
-	res := f.dispatch(t, buf, l.Index)
+	res := apply()
 	f.state.Index = l.Index
+	f.gen++
 	f.mu.Unlock()
 	if f.onApply != nil {
 		f.onApply(l.Index)
@@ -84,36 +99,69 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return res
 }
 
-func (f *FSM) dispatch(t CommandType, buf []byte, index uint64) any {
+// prepare decodes a command (and does whatever else needs no state) and
+// returns the function that applies it. Apply calls it before taking the
+// lock, so readers wait only for the change itself, not for decoding.
+func (f *FSM) prepare(t CommandType, buf []byte, index uint64) func() any {
 	switch t {
 	case CmdCreateService:
-		return f.applyCreateService(buf)
+		var cmd CreateServiceCmd
+		decode(buf, &cmd)
+		cmd.specDigest = specDigest(&cmd.Spec)
+		return func() any { return f.applyCreateService(&cmd) }
 	case CmdAddVersion:
-		return f.applyAddVersion(buf)
+		var cmd AddVersionCmd
+		decode(buf, &cmd)
+		cmd.specDigest = specDigest(&cmd.Spec)
+		return func() any { return f.applyAddVersion(&cmd) }
 	case CmdDeleteService:
-		return f.applyDeleteService(buf)
+		var cmd DeleteServiceCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyDeleteService(&cmd) }
 	case CmdRemoveService:
-		return f.applyRemoveService(buf)
+		var cmd RemoveServiceCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyRemoveService(&cmd) }
 	case CmdAddReplicas:
-		return f.applyAddReplicas(buf)
+		var cmd AddReplicasCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyAddReplicas(&cmd) }
 	case CmdUpdateReplicas:
-		return f.applyUpdateReplicas(buf)
+		var cmd UpdateReplicasCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyUpdateReplicas(&cmd) }
 	case CmdDeleteReplicas:
-		return f.applyDeleteReplicas(buf)
+		var cmd DeleteReplicasCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyDeleteReplicas(&cmd) }
 	case CmdFlip:
-		return f.applyFlip(buf)
+		var cmd FlipCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyFlip(&cmd) }
 	case CmdFailVersion:
-		return f.applyFailVersion(buf)
+		var cmd FailVersionCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyFailVersion(&cmd) }
 	case CmdUpsertAgent:
-		return f.applyUpsertAgent(buf)
-	case CmdSetAgentAlive:
-		return f.applySetAgentAlive(buf)
-	case CmdRemoveAgent:
-		return f.applyRemoveAgent(buf)
+		var cmd UpsertAgentCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyUpsertAgent(&cmd) }
 	case CmdUpsertAgents:
-		return f.applyUpsertAgents(buf)
+		var cmd UpsertAgentsCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyUpsertAgents(&cmd) }
+	case CmdSetAgentAlive:
+		var cmd SetAgentAliveCmd
+		decode(buf, &cmd)
+		return func() any { return f.applySetAgentAlive(&cmd) }
 	case CmdSetAgentsAlive:
-		return f.applySetAgentsAlive(buf)
+		var cmd SetAgentsAliveCmd
+		decode(buf, &cmd)
+		return func() any { return f.applySetAgentsAlive(&cmd) }
+	case CmdRemoveAgent:
+		var cmd RemoveAgentCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyRemoveAgent(&cmd) }
 	}
 	panic(fmt.Sprintf("fsm: unknown command type %d at index %d", byte(t), index))
 }
@@ -124,9 +172,7 @@ func decode(buf []byte, v any) {
 	}
 }
 
-func (f *FSM) applyCreateService(buf []byte) any {
-	var cmd CreateServiceCmd
-	decode(buf, &cmd)
+func (f *FSM) applyCreateService(cmd *CreateServiceCmd) any {
 	s := f.state
 	if svc, ok := s.Services[cmd.Name]; ok {
 		if svc.Deleting {
@@ -158,7 +204,7 @@ func (f *FSM) applyCreateService(buf []byte) any {
 		Service:    cmd.Name,
 		Number:     1,
 		Spec:       cmd.Spec,
-		SpecDigest: specDigest(&cmd.Spec),
+		SpecDigest: cmd.specDigest,
 		YAML:       cmd.YAML,
 		State:      protocol.VersionActive,
 		CreatedAt:  cmd.At,
@@ -166,9 +212,7 @@ func (f *FSM) applyCreateService(buf []byte) any {
 	return cloneService(svc)
 }
 
-func (f *FSM) applyAddVersion(buf []byte) any {
-	var cmd AddVersionCmd
-	decode(buf, &cmd)
+func (f *FSM) applyAddVersion(cmd *AddVersionCmd) any {
 	s := f.state
 	svc, ok := s.Services[cmd.Service]
 	if !ok {
@@ -187,7 +231,7 @@ func (f *FSM) applyAddVersion(buf []byte) any {
 		Service:    cmd.Service,
 		Number:     next,
 		Spec:       cmd.Spec,
-		SpecDigest: specDigest(&cmd.Spec),
+		SpecDigest: cmd.specDigest,
 		YAML:       cmd.YAML,
 		State:      protocol.VersionPending,
 		CreatedAt:  cmd.At,
@@ -224,9 +268,9 @@ func (f *FSM) failVersion(svc *protocol.Service, version int, reason string, at 
 	// active, failed) and retire one by one as the old version's replicas
 	// come back. Everything else of the version stops now.
 	keepReady := svc.Rollout != nil && svc.Rollout.To == version && svc.Rollout.Mode == protocol.UpdateRolling
-	for _, r := range f.state.Replicas {
+	for k, r := range f.state.Replicas {
 		if r.Service == svc.Name && r.Version == version && !(keepReady && r.Status == protocol.ReplicaReady) {
-			shutDown(r, "version "+fmt.Sprint(version)+" "+reason, at)
+			f.shutDown(k, "version "+fmt.Sprint(version)+" "+reason, at)
 		}
 	}
 	if svc.Rollout != nil && svc.Rollout.To == version {
@@ -301,20 +345,29 @@ func (f *FSM) pruneVersions(service string) {
 	}
 }
 
+// editReplica returns the replica stored under key for editing: a copy
+// that replaces the stored one. Copies of the state handed out before
+// share replica structs with it (State.Clone), so a stored replica is
+// never changed in place. The key must exist.
+func (f *FSM) editReplica(key string) *protocol.Replica {
+	c := *f.state.Replicas[key]
+	f.state.Replicas[key] = &c
+	return &c
+}
+
 // shutDown moves a live replica to SHUTTING_DOWN. Failed replicas keep
 // their state: they are already stopped.
-func shutDown(r *protocol.Replica, reason string, at time.Time) {
-	if r.Status.IsTerminal() {
+func (f *FSM) shutDown(key string, reason string, at time.Time) {
+	if f.state.Replicas[key].Status.IsTerminal() {
 		return
 	}
+	r := f.editReplica(key)
 	r.Status = protocol.ReplicaShuttingDown
 	r.Reason = reason
 	r.StatusAt = at
 }
 
-func (f *FSM) applyDeleteService(buf []byte) any {
-	var cmd DeleteServiceCmd
-	decode(buf, &cmd)
+func (f *FSM) applyDeleteService(cmd *DeleteServiceCmd) any {
 	svc, ok := f.state.Services[cmd.Service]
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrServiceNotFound, cmd.Service)
@@ -322,17 +375,15 @@ func (f *FSM) applyDeleteService(buf []byte) any {
 	svc.Deleting = true
 	svc.Rollout = nil
 	svc.ActiveVersions = nil
-	for _, r := range f.state.Replicas {
+	for k, r := range f.state.Replicas {
 		if r.Service == cmd.Service {
-			shutDown(r, "service is shutting down", cmd.At)
+			f.shutDown(k, "service is shutting down", cmd.At)
 		}
 	}
 	return cloneService(svc)
 }
 
-func (f *FSM) applyRemoveService(buf []byte) any {
-	var cmd RemoveServiceCmd
-	decode(buf, &cmd)
+func (f *FSM) applyRemoveService(cmd *RemoveServiceCmd) any {
 	s := f.state
 	if _, ok := s.Services[cmd.Service]; !ok {
 		return fmt.Errorf("%w: %q", ErrServiceNotFound, cmd.Service)
@@ -347,9 +398,7 @@ func (f *FSM) applyRemoveService(buf []byte) any {
 	return nil
 }
 
-func (f *FSM) applyAddReplicas(buf []byte) any {
-	var cmd AddReplicasCmd
-	decode(buf, &cmd)
+func (f *FSM) applyAddReplicas(cmd *AddReplicasCmd) any {
 	var added []int
 	for _, r := range cmd.Replicas {
 		svc, ok := f.state.Services[r.Service]
@@ -375,18 +424,18 @@ func (f *FSM) applyAddReplicas(buf []byte) any {
 	return added
 }
 
-func (f *FSM) applyUpdateReplicas(buf []byte) any {
-	var cmd UpdateReplicasCmd
-	decode(buf, &cmd)
+func (f *FSM) applyUpdateReplicas(cmd *UpdateReplicasCmd) any {
 	touched := map[string]bool{}
 	for _, u := range cmd.Updates {
-		r, ok := f.state.Replicas[protocol.ReplicaKey(u.Service, u.ID)]
+		key := protocol.ReplicaKey(u.Service, u.ID)
+		r, ok := f.state.Replicas[key]
 		if !ok || (u.From != "" && r.Status != u.From) {
 			continue // deleted or changed meanwhile; the leader will look again
 		}
 		if svc := f.state.Services[r.Service]; u.IfRolloutTo != 0 && (svc == nil || svc.Rollout == nil || svc.Rollout.To != u.IfRolloutTo) {
 			continue // planned for a rollout that has ended
 		}
+		r = f.editReplica(key)
 		if u.AgentID != "" {
 			r.AgentID = u.AgentID
 			r.Resources = u.Resources
@@ -424,9 +473,7 @@ func (f *FSM) applyUpdateReplicas(buf []byte) any {
 	return nil
 }
 
-func (f *FSM) applyDeleteReplicas(buf []byte) any {
-	var cmd DeleteReplicasCmd
-	decode(buf, &cmd)
+func (f *FSM) applyDeleteReplicas(cmd *DeleteReplicasCmd) any {
 	for _, k := range cmd.Keys {
 		delete(f.state.Replicas, k)
 	}
@@ -446,9 +493,7 @@ func (f *FSM) rollingOutTo(service string, version int) (*protocol.Service, erro
 	return svc, nil
 }
 
-func (f *FSM) applyFlip(buf []byte) any {
-	var cmd FlipCmd
-	decode(buf, &cmd)
+func (f *FSM) applyFlip(cmd *FlipCmd) any {
 	svc, err := f.rollingOutTo(cmd.Service, cmd.To)
 	if err != nil {
 		return err
@@ -463,17 +508,15 @@ func (f *FSM) applyFlip(buf []byte) any {
 	f.state.Version(cmd.Service, cmd.To).State = protocol.VersionActive
 	svc.ActiveVersions = []int{cmd.To}
 	svc.Rollout = nil
-	for _, r := range f.state.Replicas {
+	for k, r := range f.state.Replicas {
 		if r.Service == cmd.Service && r.Version != cmd.To {
-			shutDown(r, fmt.Sprintf("replaced by version %d", cmd.To), cmd.At)
+			f.shutDown(k, fmt.Sprintf("replaced by version %d", cmd.To), cmd.At)
 		}
 	}
 	return cloneService(svc)
 }
 
-func (f *FSM) applyFailVersion(buf []byte) any {
-	var cmd FailVersionCmd
-	decode(buf, &cmd)
+func (f *FSM) applyFailVersion(cmd *FailVersionCmd) any {
 	svc, err := f.rollingOutTo(cmd.Service, cmd.Version)
 	if err != nil {
 		return err
@@ -482,16 +525,12 @@ func (f *FSM) applyFailVersion(buf []byte) any {
 	return nil
 }
 
-func (f *FSM) applyUpsertAgent(buf []byte) any {
-	var cmd UpsertAgentCmd
-	decode(buf, &cmd)
+func (f *FSM) applyUpsertAgent(cmd *UpsertAgentCmd) any {
 	f.upsertAgent(cmd.Agent, cmd.At)
 	return nil
 }
 
-func (f *FSM) applyUpsertAgents(buf []byte) any {
-	var cmd UpsertAgentsCmd
-	decode(buf, &cmd)
+func (f *FSM) applyUpsertAgents(cmd *UpsertAgentsCmd) any {
 	for _, a := range cmd.Agents {
 		f.upsertAgent(a, cmd.At)
 	}
@@ -506,9 +545,7 @@ func (f *FSM) upsertAgent(a protocol.Agent, at time.Time) {
 	f.state.Agents[a.ID] = &a
 }
 
-func (f *FSM) applySetAgentAlive(buf []byte) any {
-	var cmd SetAgentAliveCmd
-	decode(buf, &cmd)
+func (f *FSM) applySetAgentAlive(cmd *SetAgentAliveCmd) any {
 	if _, ok := f.state.Agents[cmd.ID]; !ok {
 		return fmt.Errorf("agent %q not found", cmd.ID)
 	}
@@ -516,9 +553,7 @@ func (f *FSM) applySetAgentAlive(buf []byte) any {
 	return nil
 }
 
-func (f *FSM) applySetAgentsAlive(buf []byte) any {
-	var cmd SetAgentsAliveCmd
-	decode(buf, &cmd)
+func (f *FSM) applySetAgentsAlive(cmd *SetAgentsAliveCmd) any {
 	f.setAgentsAlive(cmd.Changes, cmd.At)
 	return nil
 }
@@ -553,6 +588,7 @@ func (f *FSM) setAgentsAlive(changes []AgentAliveChange, at time.Time) {
 		case r.Status == protocol.ReplicaShuttingDown:
 			delete(f.state.Replicas, k) // its process went with the agent
 		case !r.Status.IsFailed():
+			r = f.editReplica(k)
 			r.Status = protocol.ReplicaFailed
 			r.Reason = reason
 			r.StatusAt = at
@@ -561,9 +597,7 @@ func (f *FSM) setAgentsAlive(changes []AgentAliveChange, at time.Time) {
 	f.dropIdleFailedVersionsOf(touched)
 }
 
-func (f *FSM) applyRemoveAgent(buf []byte) any {
-	var cmd RemoveAgentCmd
-	decode(buf, &cmd)
+func (f *FSM) applyRemoveAgent(cmd *RemoveAgentCmd) any {
 	a, ok := f.state.Agents[cmd.ID]
 	if !ok {
 		return fmt.Errorf("agent %q not found", cmd.ID)
@@ -584,9 +618,7 @@ func (f *FSM) applyRemoveAgent(buf []byte) any {
 // encoding); Persist encodes and writes it. It also restarts the count of
 // log bytes applied since the last snapshot.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	f.mu.RLock()
-	st := f.state.Clone()
-	f.mu.RUnlock()
+	st := f.State()
 	f.sinceSnapshot.Store(0)
 	return &fsmSnapshot{state: st}, nil
 }
@@ -608,6 +640,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.state = s
+	f.gen++
 	f.mu.Unlock()
 	return nil
 }

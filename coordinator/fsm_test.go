@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -315,5 +316,43 @@ func TestFSMFailedRollingVersionKeepsReadyReplicas(t *testing.T) {
 	}})
 	if got := f.State().Services["web"].ActiveVersions; fmt.Sprint(got) != "[1]" {
 		t.Fatalf("active %v, want [1] once the failed version has no live replica", got)
+	}
+}
+
+// TestFSMCopiesNeverChange: a copy of the state taken before commands
+// (what a reconcile pass, a status read or a snapshot holds) shows the
+// state as it was, though copies share replica structs with the FSM:
+// every command that changes a replica, service, version or agent stores
+// new values instead of editing shared ones.
+func TestFSMCopiesNeverChange(t *testing.T) {
+	f := NewFSM()
+	t0 := time.Unix(1000, 0).UTC()
+	idx := uint64(0)
+	next := func() uint64 { idx++; return idx }
+	applyCmd(t, f, next(), CmdCreateService, CreateServiceCmd{Name: "web", Spec: testSpec(2), FirstPort: 30001, At: t0})
+	applyCmd(t, f, next(), CmdUpsertAgents, UpsertAgentsCmd{At: t0, Agents: []protocol.Agent{
+		{ID: "a1", Capacity: protocol.Capacity{CPUs: 8}}, {ID: "a2", Capacity: protocol.Capacity{CPUs: 8}}}})
+	applyCmd(t, f, next(), CmdAddReplicas, AddReplicasCmd{At: t0, Replicas: []protocol.Replica{
+		{Service: "web", Version: 1, Status: protocol.ReplicaProvisioning, AgentID: "a1"},
+		{Service: "web", Version: 1, Status: protocol.ReplicaProvisioning, AgentID: "a2"},
+	}})
+	before := f.State()
+	frozen, err := json.Marshal(before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1 := t0.Add(time.Minute)
+	applyCmd(t, f, next(), CmdUpdateReplicas, UpdateReplicasCmd{At: t1, Updates: []ReplicaUpdate{
+		{Service: "web", ID: 1, From: protocol.ReplicaProvisioning, Status: protocol.ReplicaReady, Endpoint: "h:1"}}})
+	applyCmd(t, f, next(), CmdAddVersion, AddVersionCmd{Service: "web", Spec: testSpec(2), Mode: protocol.UpdateBlueGreen, ProgressSeconds: 60, At: t1})
+	applyCmd(t, f, next(), CmdFlip, FlipCmd{Service: "web", To: 2, At: t1})
+	applyCmd(t, f, next(), CmdSetAgentsAlive, SetAgentsAliveCmd{At: t1, Changes: []AgentAliveChange{{ID: "a2", Reason: "lost"}}})
+	applyCmd(t, f, next(), CmdDeleteService, DeleteServiceCmd{Service: "web", At: t1})
+	after, _ := json.Marshal(before)
+	if !bytes.Equal(frozen, after) {
+		t.Fatalf("a copy changed under later commands:\nbefore %s\nafter  %s", frozen, after)
+	}
+	if now := f.State(); now.Replicas["web/1"].Status != protocol.ReplicaShuttingDown || now.Agents["a2"].Alive {
+		t.Fatalf("the FSM did not change: %+v %+v", now.Replicas["web/1"], now.Agents["a2"])
 	}
 }

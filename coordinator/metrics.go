@@ -21,6 +21,7 @@ type metrics struct {
 	lbsLive      prometheus.Gauge
 
 	reconcileSeconds prometheus.Histogram
+	applySeconds     prometheus.Histogram
 	phaseSeconds     *prometheus.HistogramVec
 	desiredSent      prometheus.Counter
 	specRequests     *prometheus.CounterVec
@@ -79,6 +80,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Duration of one controller reconcile pass (leader only).",
 			Buckets: passBuckets,
 		}),
+		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "baton_coordinator_raft_apply_seconds",
+			Help:    "Time from proposing a command to its result (committed and applied), on this node.",
+			Buckets: passBuckets,
+		}),
 		phaseSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "baton_coordinator_reconcile_phase_seconds",
 			Help:    "Duration of each phase of a reconcile pass: read, agents, reports, plan, routes, desired, metrics.",
@@ -112,6 +118,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	reg.MustRegister(m.commands, m.replicas, m.isLeader, m.raftState, m.appliedIndex,
 		m.flips, m.flipSeconds, m.reconciles, m.agentsAlive, m.lbsLive,
 		m.invalidMessages, m.reconcilePanics, m.desiredTooLarge,
-		m.reconcileSeconds, m.phaseSeconds, m.desiredSent, m.specRequests, m.snapshots)
+		m.reconcileSeconds, m.applySeconds, m.phaseSeconds, m.desiredSent, m.specRequests, m.snapshots)
 	return m
 }

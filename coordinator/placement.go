@@ -36,6 +36,9 @@ var defaultPortRange = protocol.PortRange{Min: 10000, Max: 29999}
 // requests fit nowhere: placing the 10,000th replica on a fleet of 1,000
 // agents does not test the 999 full ones again.
 type placer struct {
+	// st is the state counted; used is nil until init has counted it.
+	st     *State
+	avoid  []spacePort       // ports to mark taken at init
 	agents []*protocol.Agent // alive agents, smallest first (see smaller)
 	used   map[string]*usage
 	// ports are the ports replicas listen on (or have been given) per
@@ -78,13 +81,27 @@ func portSpace(a *protocol.Agent) string {
 // SHUTTING_DOWN replica still holds its share (and its port) until it is
 // gone.
 func newPlacer(st *State) *placer {
-	p := &placer{
-		used:    make(map[string]*usage, len(st.Agents)),
-		ports:   map[string]map[int]bool{},
-		rand:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
-		cursors: map[cursorKey]int{},
-		noFit:   map[string]string{},
+	p := newLazyPlacer(st)
+	p.init()
+	return p
+}
+
+// newLazyPlacer is newPlacer that counts only when first asked to place:
+// a pass over a fleet where nothing needs placing never counts.
+func newLazyPlacer(st *State) *placer {
+	return &placer{st: st}
+}
+
+func (p *placer) init() {
+	if p.used != nil {
+		return
 	}
+	st := p.st
+	p.used = make(map[string]*usage, len(st.Agents))
+	p.ports = map[string]map[int]bool{}
+	p.rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	p.cursors = map[cursorKey]int{}
+	p.noFit = map[string]string{}
 	for _, id := range st.AgentIDs() {
 		a := st.Agents[id]
 		p.used[id] = &usage{gpus: map[string]bool{}}
@@ -104,7 +121,23 @@ func newPlacer(st *State) *placer {
 			p.takePort(space, endpointPort(r.Endpoint))
 		}
 	}
-	return p
+	for _, sp := range p.avoid {
+		p.takePort(sp.space, sp.port)
+	}
+}
+
+// avoidPort marks a port taken in a port space (one found busy).
+func (p *placer) avoidPort(space string, port int) {
+	if p.used == nil {
+		p.avoid = append(p.avoid, spacePort{space, port})
+		return
+	}
+	p.takePort(space, port)
+}
+
+type spacePort struct {
+	space string
+	port  int
 }
 
 // endpointPort is the port of a host:port endpoint, 0 if there is none.
@@ -184,6 +217,7 @@ func (c candidate) endpoint() string {
 // without want free is still used when nothing else fits, with another
 // port. On no fit it returns a reason saying what is missing.
 func (p *placer) place(res protocol.Resources, want int, avoid map[string]bool) (candidate, string, bool) {
+	p.init()
 	kind := res.String()
 	if reason, ok := p.noFit[kind]; ok {
 		return candidate{}, reason, false
@@ -216,6 +250,7 @@ func (p *placer) place(res protocol.Resources, want int, avoid map[string]bool) 
 // on the host by a process baton does not run), or 0 when none is free.
 // The busy port stays marked taken for the rest of the pass.
 func (p *placer) repick(a *protocol.Agent, want, busy int) int {
+	p.init()
 	p.takePort(portSpace(a), busy)
 	port := want
 	if want <= 0 || p.portTaken(a, want) {
@@ -272,6 +307,7 @@ func (p *placer) pick(res protocol.Resources, allowed func(*protocol.Agent) bool
 
 // fitsOn reports whether res fits on the agent now, without reserving.
 func (p *placer) fitsOn(agentID string, res protocol.Resources) bool {
+	p.init()
 	options := res.Accelerators.Options
 	if len(options) == 0 {
 		options = []protocol.AcceleratorOption{{}}
@@ -292,6 +328,7 @@ func (p *placer) fitsOn(agentID string, res protocol.Resources) bool {
 // fitsOnFreeing reports whether res would fit on the agent once the
 // allocation freed is given back (a replica retired to make room).
 func (p *placer) fitsOnFreeing(agentID string, res protocol.Resources, freed protocol.Allocation) bool {
+	p.init()
 	u := p.used[agentID]
 	if u == nil {
 		return false

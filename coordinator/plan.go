@@ -244,8 +244,8 @@ func planRollout(st *State, svc *protocol.Service, reps []*protocol.Replica, now
 // maxAddsPerPass bounds the replicas one reconcile pass adds, so that the
 // work, memory and Raft entry of a pass stay bounded whatever a stored
 // spec asks for; the rest come on the next passes (the controller plans
-// again at once). Two full services of the largest size fit in one pass.
-const maxAddsPerPass = 2 * protocol.MaxReplicas
+// again at once). A full service of the largest size fits in one pass.
+const maxAddsPerPass = protocol.MaxReplicas
 
 // minReplicas is a version's min_replicas, never more than
 // protocol.MaxReplicas: the parser enforces that bound, and a spec stored

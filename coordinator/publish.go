@@ -161,19 +161,19 @@ func (c *controller) publishRoutes(st *State, now time.Time) {
 			c.setPublished(name, nil)
 		}
 	}
-	for _, key := range st.ReplicaKeys() {
-		r := st.Replicas[key]
+	st.EachReplica(func(r *protocol.Replica) {
 		if r.Status != protocol.ReplicaShuttingDown {
-			continue
+			return
 		}
+		key := r.Key()
 		if _, ok := c.drains[key]; ok {
-			continue
+			return
 		}
 		// The drain starts from the first published table without it.
 		if t, ok := c.published[r.Service]; ok && !listsReplica(t.table, r.ID) {
 			c.drains[key] = &drain{epoch: t.table.Epoch, started: now}
 		}
-	}
+	})
 	for key := range c.drains {
 		if _, ok := st.Replicas[key]; !ok {
 			delete(c.drains, key)
@@ -382,13 +382,21 @@ func replicaPort(r *protocol.Replica) int {
 // replicaSeriesKey names one series of the replicas-by-status gauge.
 type replicaSeriesKey struct{ service, status string }
 
-// recordMetrics refreshes the replica and agent gauges.
+// recordMetrics refreshes the replica and agent gauges, setting only the
+// series whose value changed.
 func (c *controller) recordMetrics(st *State) {
 	// Set every series before deleting stale ones so that a scrape never
 	// sees a half-filled vector, as it could between Reset and Inc.
-	counts := map[replicaSeriesKey]int{}
-	for _, r := range st.Replicas {
-		counts[replicaSeriesKey{r.Service, string(r.Status)}]++
+	counts := make(map[replicaSeriesKey]int, len(c.replicaSeries))
+	byStatus := map[protocol.ReplicaStatus]int{}
+	for _, name := range st.ServiceNames() {
+		clear(byStatus)
+		for _, r := range st.ServiceReplicas(name) {
+			byStatus[r.Status]++
+		}
+		for status, n := range byStatus {
+			counts[replicaSeriesKey{name, string(status)}] = n
+		}
 	}
 	for k, n := range counts {
 		if c.replicaSeries[k] != n {

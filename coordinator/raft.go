@@ -203,8 +203,11 @@ func (s *Server) raftApply(t CommandType, cmd any) (any, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	start := time.Now()
 	f := s.raft.raft.Apply(buf, 10*time.Second)
-	if err := f.Error(); err != nil {
+	err = f.Error()
+	s.metrics.applySeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader):
 			return nil, 0, fmt.Errorf("%w: %v", ErrNotLeader, err)

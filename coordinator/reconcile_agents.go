@@ -51,7 +51,9 @@ func (c *controller) onAgentStatus(m *nats.Msg) {
 	c.agents[st.Agent.ID] = ar
 	c.rawStatus[h] = ar
 	c.mu.Unlock()
-	if prev == nil || prev.status.Leaving != st.Leaving || !slices.Equal(prev.status.Replicas, st.Replicas) ||
+	// Reports are compared as sets: an agent may list its replicas in any
+	// order.
+	if prev == nil || prev.status.Leaving != st.Leaving || !maps.Equal(prev.replicas, reps) ||
 		agentChanged(&prev.status.Agent, &st.Agent) {
 		c.kickFn()
 	}
@@ -183,11 +185,11 @@ func (c *controller) reconcileReports(st *State, now time.Time) bool {
 	var updates []ReplicaUpdate
 	var deletes []string
 	var busy []busyReport
-	for _, key := range st.ReplicaKeys() {
-		if r := st.Replicas[key]; r.Status == protocol.ReplicaShuttingDown && r.AgentID == "" {
-			deletes = append(deletes, key) // never placed: nothing to stop
+	st.EachReplica(func(r *protocol.Replica) {
+		if r.Status == protocol.ReplicaShuttingDown && r.AgentID == "" {
+			deletes = append(deletes, r.Key()) // never placed: nothing to stop
 		}
-	}
+	})
 	for _, id := range st.AgentIDs() {
 		a := st.Agents[id]
 		h, ok := heard[id]
@@ -238,6 +240,14 @@ func (c *controller) reconcileReports(st *State, now time.Time) bool {
 		}
 	}
 	updates = append(updates, c.moveOffBusyPorts(st, busy, now)...)
+	if len(updates) > maxUpdatesPerPass {
+		// A fleet coming up reports tens of thousands of changes at once:
+		// they go in bounded commands, one per pass (the next pass comes
+		// at once), so that no pass holds up flips and publishing behind
+		// a huge command.
+		updates = updates[:maxUpdatesPerPass]
+		c.wakeAt(now)
+	}
 	changed := false
 	if len(updates) > 0 && c.applyCmd(CmdUpdateReplicas, UpdateReplicasCmd{Updates: updates, At: now}) {
 		changed = true
@@ -251,6 +261,9 @@ func (c *controller) reconcileReports(st *State, now time.Time) bool {
 	}
 	return changed
 }
+
+// maxUpdatesPerPass bounds the replica reports one pass folds into the FSM.
+const maxUpdatesPerPass = 1024
 
 // abbreviateList keeps the first n items of a list for a log line.
 func abbreviateList(items []string, n int) []string {
@@ -302,17 +315,17 @@ func (c *controller) moveOffBusyPorts(st *State, busy []busyReport, now time.Tim
 	return out
 }
 
-// newPlacer is newPlacer(st) that also avoids the ports agents recently
-// found busy.
+// newPlacer is a lazy placer for st (newLazyPlacer) that also avoids the
+// ports agents recently found busy.
 func (c *controller) newPlacer(st *State, now time.Time) *placer {
-	p := newPlacer(st)
+	p := newLazyPlacer(st)
 	for space, ports := range c.busyPorts {
 		for port, at := range ports {
 			if now.Sub(at) > busyPortMemory {
 				delete(ports, port)
 				continue
 			}
-			p.takePort(space, port)
+			p.avoidPort(space, port)
 		}
 		if len(ports) == 0 {
 			delete(c.busyPorts, space)

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/baton-dev/baton/protocol"
 )
@@ -33,7 +34,6 @@ type stateIndex struct {
 	byAgent   map[string][]*protocol.Replica // each sorted by service, id
 	services  []string                       // sorted
 	agents    []string                       // sorted
-	keys      []string                       // every replica key, by service then id
 }
 
 // NewState returns an empty state.
@@ -47,19 +47,23 @@ func NewState() *State {
 }
 
 // Clone returns a copy that shares nothing the FSM changes in place, with
-// its indexes built. It copies structurally: the maps and every service,
-// version, replica and agent struct, with the slices and pointers the FSM
-// edits in place (active versions, the rollout); values the FSM only ever
-// replaces whole (a version's spec, an agent's capacity and labels, a
-// replica's allocation) are shared. The FSM must keep to that rule: never
-// edit a spec, a capacity, a label map or a GPU list in place.
+// its indexes built. Replica structs are shared: the FSM never edits a
+// stored replica, it stores an edited copy (FSM.editReplica), so a clone
+// of a fleet's state copies a map of pointers, not tens of thousands of
+// structs. Services, versions and agents (few, and edited in place) are
+// copied, with the slices and pointers the FSM edits in place (active
+// versions, the rollout); values the FSM only ever replaces whole (a
+// version's spec, an agent's capacity and labels) are shared.
 func (s *State) Clone() *State {
 	c := &State{
 		Services: make(map[string]*protocol.Service, len(s.Services)),
 		Versions: make(map[string]map[int]*protocol.Version, len(s.Versions)),
-		Replicas: make(map[string]*protocol.Replica, len(s.Replicas)),
+		Replicas: maps.Clone(s.Replicas),
 		Agents:   make(map[string]*protocol.Agent, len(s.Agents)),
 		Index:    s.Index,
+	}
+	if c.Replicas == nil {
+		c.Replicas = map[string]*protocol.Replica{}
 	}
 	for name, svc := range s.Services {
 		cs := cloneService(svc)
@@ -73,18 +77,12 @@ func (s *State) Clone() *State {
 		}
 		c.Versions[name] = m
 	}
-	// One allocation for every replica struct: a fleet's state has tens of
-	// thousands of them.
-	reps := make([]protocol.Replica, len(s.Replicas))
+	agents := make([]protocol.Agent, len(s.Agents))
 	i := 0
-	for k, r := range s.Replicas {
-		reps[i] = *r
-		c.Replicas[k] = &reps[i]
-		i++
-	}
 	for id, a := range s.Agents {
-		ca := *a
-		c.Agents[id] = &ca
+		agents[i] = *a
+		c.Agents[id] = &agents[i]
+		i++
 	}
 	c.idx = buildIndex(c)
 	return c
@@ -116,28 +114,21 @@ func buildIndex(s *State) *stateIndex {
 		}
 	}
 	for _, reps := range idx.byService {
-		sort.Slice(reps, func(i, j int) bool { return reps[i].ID < reps[j].ID })
+		slices.SortFunc(reps, func(a, b *protocol.Replica) int { return a.ID - b.ID })
 	}
 	for _, reps := range idx.byAgent {
 		sortReplicas(reps)
-	}
-	names := slices.Sorted(maps.Keys(idx.byService))
-	idx.keys = make([]string, 0, len(s.Replicas))
-	for _, name := range names {
-		for _, r := range idx.byService[name] {
-			idx.keys = append(idx.keys, r.Key())
-		}
 	}
 	return idx
 }
 
 // sortReplicas orders replicas by service, then id.
 func sortReplicas(rs []*protocol.Replica) {
-	sort.Slice(rs, func(i, j int) bool {
-		if rs[i].Service != rs[j].Service {
-			return rs[i].Service < rs[j].Service
+	slices.SortFunc(rs, func(a, b *protocol.Replica) int {
+		if c := strings.Compare(a.Service, b.Service); c != 0 {
+			return c
 		}
-		return rs[i].ID < rs[j].ID
+		return a.ID - b.ID
 	})
 }
 
@@ -197,9 +188,6 @@ func (s *State) AgentIDs() []string {
 
 // ReplicaKeys returns replica keys sorted by service then id.
 func (s *State) ReplicaKeys() []string {
-	if s.idx != nil {
-		return s.idx.keys
-	}
 	rs := make([]*protocol.Replica, 0, len(s.Replicas))
 	for _, r := range s.Replicas {
 		rs = append(rs, r)
@@ -210,4 +198,19 @@ func (s *State) ReplicaKeys() []string {
 		keys[i] = r.Key()
 	}
 	return keys
+}
+
+// EachReplica calls fn for every replica, by service then id.
+func (s *State) EachReplica(fn func(*protocol.Replica)) {
+	if s.idx == nil {
+		for _, k := range s.ReplicaKeys() {
+			fn(s.Replicas[k])
+		}
+		return
+	}
+	for _, name := range s.idx.services {
+		for _, r := range s.idx.byService[name] {
+			fn(r)
+		}
+	}
 }

@@ -33,7 +33,7 @@ type Replica struct {
 func (r *Replica) Key() string { return ReplicaKey(r.Service, r.ID) }
 
 // ReplicaKey names a replica uniquely: "service/id".
-func ReplicaKey(service string, id int) string { return fmt.Sprintf("%s/%d", service, id) }
+func ReplicaKey(service string, id int) string { return service + "/" + strconv.Itoa(id) }
 
 // Allocation is what an agent gave one replica.
 type Allocation struct {

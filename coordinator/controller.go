@@ -84,8 +84,28 @@ type controller struct {
 	// run, per port space, with when that was last reported; placement
 	// avoids them for busyPortMemory.
 	busyPorts map[string]map[int]time.Time
-	// lastRouteRepair is when every route table was last re-sent.
-	lastRouteRepair time.Time
+	// reportSeen is what reconcileReports last looked at for each agent.
+	reportSeen map[string]reportSeen
+	// routeSeen is what publishRoutes last computed each table from, and
+	// deadAgents the agents then not alive.
+	routeSeen  map[string]routeSeen
+	deadAgents string
+	// metricsOf is the state recordMetrics last counted.
+	metricsOf *State
+}
+
+// reportSeen is an agent's report and replicas as reconcileReports last
+// saw them; recheck says something there waited on the clock.
+type reportSeen struct {
+	report  *agentReport
+	reps    []*protocol.Replica
+	recheck bool
+}
+
+// routeSeen is what a route table was last computed from.
+type routeSeen struct {
+	service string // the service's fields that shape its table
+	reps    []*protocol.Replica
 }
 
 // agentReport is an agent's last status, with its replica reports by key.
@@ -116,6 +136,8 @@ func newController(d controllerDeps) *controller {
 		desired:        map[string]sentDesired{},
 		drains:         map[string]*drain{},
 		busyPorts:      map[string]map[int]time.Time{},
+		reportSeen:     map[string]reportSeen{},
+		routeSeen:      map[string]routeSeen{},
 	}
 }
 
@@ -195,13 +217,17 @@ func (c *controller) reconcileSafely() {
 //  4. plan: plan every service from a fresh copy if phases 2-3 changed
 //     anything (planService: placement, targets, rollouts, failures) and
 //     apply the plans, batched into a few commands;
-//  5. publish: route tables and desired sets that changed (compared by
-//     hash, before any encoding), from a fresh copy if phase 4 changed
-//     anything, plus a slow repair;
+//  5. publish: route tables and desired sets that changed, from the same
+//     copy as phase 4 (what phase 4 applied goes out at the start of the
+//     next pass, which comes at once), plus a slow repair;
 //  6. metrics.
 //
 // A phase that applied a command kicks another pass at once (the FSM's
-// onApply), so a change flows through every phase within a few passes.
+// onApply), so a change flows through every phase within two passes.
+// Phases 3 and 5 skip the agents and services whose replicas (compared
+// by pointer: the FSM stores a new struct for every change) and reports
+// are the ones they looked at last, unless something there waits on the
+// clock; so a quiet fleet costs little more than a copy of the state.
 func (c *controller) reconcile() {
 	start := time.Now()
 	c.metrics.reconciles.Inc()
@@ -218,10 +244,7 @@ func (c *controller) reconcile() {
 		st = c.state()
 		phase("read")
 	}
-	if c.reconcileServices(st, now) {
-		st = c.state()
-		phase("read")
-	}
+	c.reconcileServices(st, now)
 	phase("plan")
 	c.publishRoutes(st, now)
 	phase("routes")

@@ -14,8 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/baton-dev/baton/internal/bus"
+	"github.com/baton-dev/baton/internal/logutil"
 	"github.com/baton-dev/baton/internal/natsembed"
 	"github.com/baton-dev/baton/internal/testutil"
 	"github.com/baton-dev/baton/protocol"
@@ -360,15 +364,32 @@ func TestDesiredSetNamesSpecsByDigest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ns.Shutdown()
-	s := startServer(t, t.TempDir(), func(c *Config) { c.NATSURL = ns.ClientURL() })
-	waitHealthy(t, s)
+	// A coordinator without Raft or a controller of its own: the test
+	// applies the commands and runs the controller's publish itself.
+	bc, err := bus.Connect(bus.Config{URL: ns.ClientURL(), Logger: slog.Default()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	s := &Server{cfg: DevConfig().withDefaults(), log: slog.Default(), fsm: NewFSM(), nc: bc,
+		metrics: newMetrics(prometheus.NewRegistry()), kick: make(chan struct{}, 1), badMessages: logutil.NewLimiter(time.Second)}
+	ctx, cancel := context.WithCancel(context.Background())
+	specsDone := make(chan struct{})
+	go func() { defer close(specsDone); s.serveSpecs(ctx) }()
+	defer func() { cancel(); <-specsDone }()
 	spec := hugeSpec(t)
 	spec.Service.ReplicaPolicy = protocol.ReplicaPolicy{MinReplicas: 200, MaxReplicas: 200}
 	spec.Run = "echo " + strings.Repeat("x", 60<<10)
 	now := time.Now()
+	index := uint64(0)
 	mustApply := func(ct CommandType, cmd any) {
 		t.Helper()
-		if _, _, err := s.raftApply(ct, cmd); err != nil {
+		index++
+		buf, err := encodeCommand(ct, cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err, ok := s.fsm.Apply(&raft.Log{Type: raft.LogCommand, Index: index, Data: buf}).(error); ok {
 			t.Fatal(err)
 		}
 	}

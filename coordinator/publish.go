@@ -3,8 +3,11 @@ package coordinator
 import (
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"hash/maphash"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -60,10 +63,14 @@ type publishedTable struct {
 	repairAt time.Time
 }
 
-// sentDesired is what was last sent to an agent.
+// sentDesired is what was last sent to an agent, and the replicas it was
+// computed from (draining: some were shutting down, so the set may change
+// with the clock alone).
 type sentDesired struct {
 	hash     uint64
 	repairAt time.Time
+	reps     []*protocol.Replica
+	draining bool
 }
 
 // repairAfter is when a message sent at now is re-sent unchanged:
@@ -108,6 +115,20 @@ func routeTable(st *State, svc *protocol.Service) protocol.RouteTable {
 	return t
 }
 
+// routeShape is what of a service, besides its replicas, shapes its
+// route table: the port, the active versions and their policy, deletion.
+func routeShape(st *State, svc *protocol.Service) string {
+	latest := 0
+	for _, v := range svc.ActiveVersions {
+		latest = max(latest, v)
+	}
+	policy, timeout := "", 0
+	if v := st.Version(svc.Name, latest); v != nil {
+		policy, timeout = v.Spec.Service.LoadBalancingPolicy, v.Spec.Service.ResponseTimeoutSeconds
+	}
+	return fmt.Sprint(svc.Port, svc.ActiveVersions, svc.Deleting, policy, timeout)
+}
+
 // routeHash hashes a table's content, its epoch aside.
 func routeHash(t *protocol.RouteTable) uint64 {
 	h := newHasher()
@@ -133,18 +154,38 @@ func routeHash(t *protocol.RouteTable) uint64 {
 // for repair; a Deleted table for services that are gone; and records the
 // epoch from which each shutting-down replica is out of the tables.
 func (c *controller) publishRoutes(st *State, now time.Time) {
+	// Endpoints on agents that are not alive are left out of every table:
+	// when that set changes, every table is computed again.
+	var dead []string
+	for _, id := range st.AgentIDs() {
+		if !st.Agents[id].Alive {
+			dead = append(dead, id)
+		}
+	}
+	if d := strings.Join(dead, ","); d != c.deadAgents {
+		c.deadAgents = d
+		clear(c.routeSeen)
+	}
 	for _, name := range st.ServiceNames() {
-		t := routeTable(st, st.Services[name])
-		h := routeHash(&t)
+		svc := st.Services[name]
 		prev, ok := c.published[name]
+		seen := routeSeen{service: routeShape(st, svc), reps: st.ServiceReplicas(name)}
+		if last, computed := c.routeSeen[name]; ok && computed && now.Before(prev.repairAt) &&
+			last.service == seen.service && slices.Equal(last.reps, seen.reps) {
+			continue // computed from the same replicas: the same table
+		}
+		t := routeTable(st, svc)
+		h := routeHash(&t)
 		same := ok && prev.hash == h
 		if same && now.Before(prev.repairAt) {
+			c.routeSeen[name] = seen
 			continue
 		}
 		if same {
 			t.Epoch = prev.table.Epoch // a repair re-sends; an unchanged table keeps its epoch
 		}
 		if c.send(protocol.RoutesSubject(name), t) {
+			c.routeSeen[name] = seen
 			c.setPublished(name, &publishedTable{table: t, hash: h, repairAt: c.repairAfter(now)})
 			if !same {
 				c.log.Info("route table published", "service", name, "epoch", t.Epoch,
@@ -159,6 +200,7 @@ func (c *controller) publishRoutes(st *State, now time.Time) {
 		t := protocol.RouteTable{Service: name, Epoch: st.Index, Port: prev.table.Port, Deleted: true, Endpoints: []protocol.Endpoint{}}
 		if c.send(protocol.RoutesSubject(name), t) {
 			c.setPublished(name, nil)
+			delete(c.routeSeen, name)
 		}
 	}
 	st.EachReplica(func(r *protocol.Replica) {
@@ -301,12 +343,19 @@ func (c *controller) publishDesired(st *State, now time.Time) {
 		if !st.Agents[id].Alive {
 			continue
 		}
+		reps := st.AgentReplicas(id)
+		prev, sent := c.desired[id]
+		if sent && now.Before(prev.repairAt) && !prev.draining && slices.Equal(prev.reps, reps) {
+			continue // the same replicas as the set last sent
+		}
 		asgs = asgs[:0]
+		draining := false
 		h := newHasher()
-		for _, r := range st.AgentReplicas(id) {
+		for _, r := range reps {
 			switch r.Status {
 			case protocol.ReplicaProvisioning, protocol.ReplicaStarting, protocol.ReplicaReady, protocol.ReplicaNotReady:
 			case protocol.ReplicaShuttingDown:
+				draining = true // its drain moves on with the clock and the LBs' acks
 				if c.drained(r, lbs, now) {
 					continue
 				}
@@ -340,7 +389,8 @@ func (c *controller) publishDesired(st *State, now time.Time) {
 			asgs = append(asgs, a)
 		}
 		sum := h.sum()
-		if prev, ok := c.desired[id]; ok && prev.hash == sum && now.Before(prev.repairAt) {
+		if sent && prev.hash == sum && now.Before(prev.repairAt) {
+			c.desired[id] = sentDesired{hash: sum, repairAt: prev.repairAt, reps: reps, draining: draining}
 			continue
 		}
 		set := protocol.DesiredReplicas{AgentID: id, Epoch: st.Index, Replicas: asgs}
@@ -365,7 +415,7 @@ func (c *controller) publishDesired(st *State, now time.Time) {
 			continue
 		}
 		c.metrics.desiredSent.Inc()
-		c.desired[id] = sentDesired{hash: sum, repairAt: c.repairAfter(now)}
+		c.desired[id] = sentDesired{hash: sum, repairAt: c.repairAfter(now), reps: reps, draining: draining}
 	}
 }
 
@@ -385,6 +435,10 @@ type replicaSeriesKey struct{ service, status string }
 // recordMetrics refreshes the replica and agent gauges, setting only the
 // series whose value changed.
 func (c *controller) recordMetrics(st *State) {
+	if st == c.metricsOf {
+		return // the same copy: nothing changed since
+	}
+	c.metricsOf = st
 	// Set every series before deleting stale ones so that a scrape never
 	// sees a half-filled vector, as it could between Reset and Inc.
 	counts := make(map[replicaSeriesKey]int, len(c.replicaSeries))

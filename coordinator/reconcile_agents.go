@@ -167,6 +167,7 @@ func (c *controller) forgetAgent(id string) {
 	delete(c.agents, id)
 	c.mu.Unlock()
 	delete(c.desired, id)
+	delete(c.reportSeen, id)
 }
 
 // agentChanged reports whether a report changes what the FSM records of
@@ -196,13 +197,19 @@ func (c *controller) reconcileReports(st *State, now time.Time) bool {
 		if !a.Alive || !ok {
 			continue
 		}
-		for _, r := range st.AgentReplicas(id) {
+		reps := st.AgentReplicas(id)
+		if seen, ok := c.reportSeen[id]; ok && seen.report == h.report && !seen.recheck && slices.Equal(seen.reps, reps) {
+			continue // the same report of the same replicas: nothing new
+		}
+		recheck := false
+		for _, r := range reps {
 			if r.Status.IsFailed() {
 				continue
 			}
 			key := r.Key()
 			rr, found := h.report.replicas[key]
 			if r.Status == protocol.ReplicaShuttingDown {
+				recheck = true // waits for its drain and the agent's next report
 				d := c.drains[key]
 				if !found && d != nil && !d.removedAt.IsZero() && h.at.After(d.removedAt) {
 					deletes = append(deletes, key)
@@ -210,6 +217,7 @@ func (c *controller) reconcileReports(st *State, now time.Time) bool {
 				continue
 			}
 			if !found {
+				recheck = true // waits out ReportGrace
 				if now.Sub(r.LaunchedAt) > c.cfg.ReportGrace && h.at.After(r.LaunchedAt.Add(c.cfg.ReportGrace)) {
 					updates = append(updates, ReplicaUpdate{Service: r.Service, ID: r.ID, From: r.Status,
 						Status: protocol.ReplicaFailed, Reason: fmt.Sprintf("agent %s no longer runs this replica", r.AgentID)})
@@ -238,6 +246,7 @@ func (c *controller) reconcileReports(st *State, now time.Time) bool {
 				}
 			}
 		}
+		c.reportSeen[id] = reportSeen{report: h.report, reps: reps, recheck: recheck}
 	}
 	updates = append(updates, c.moveOffBusyPorts(st, busy, now)...)
 	if len(updates) > maxUpdatesPerPass {
@@ -248,16 +257,27 @@ func (c *controller) reconcileReports(st *State, now time.Time) bool {
 		updates = updates[:maxUpdatesPerPass]
 		c.wakeAt(now)
 	}
-	changed := false
-	if len(updates) > 0 && c.applyCmd(CmdUpdateReplicas, UpdateReplicasCmd{Updates: updates, At: now}) {
-		changed = true
-	}
-	if len(deletes) > 0 && c.applyCmd(CmdDeleteReplicas, DeleteReplicasCmd{Keys: deletes}) {
-		changed = true
-		for _, k := range deletes {
-			delete(c.drains, k)
+	changed, failed := false, false
+	if len(updates) > 0 {
+		if c.applyCmd(CmdUpdateReplicas, UpdateReplicasCmd{Updates: updates, At: now}) {
+			changed = true
+		} else {
+			failed = true
 		}
-		c.log.Info("replicas gone", "count", len(deletes), "replicas", abbreviateList(deletes, 20))
+	}
+	if len(deletes) > 0 {
+		if c.applyCmd(CmdDeleteReplicas, DeleteReplicasCmd{Keys: deletes}) {
+			changed = true
+			for _, k := range deletes {
+				delete(c.drains, k)
+			}
+			c.log.Info("replicas gone", "count", len(deletes), "replicas", abbreviateList(deletes, 20))
+		} else {
+			failed = true
+		}
+	}
+	if failed || len(updates) == maxUpdatesPerPass {
+		clear(c.reportSeen) // look at every agent again: what was seen is not in the FSM yet
 	}
 	return changed
 }

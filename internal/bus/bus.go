@@ -52,6 +52,10 @@ type Config struct {
 	// NoReconnectBuffer makes publishing while disconnected fail instead of
 	// queueing (an agent's heartbeat is stale by the time it would go out).
 	NoReconnectBuffer bool
+	// InProcess, if set, is a server in this process to connect to without
+	// a socket (the coordinator's embedded NATS server); URL is then only
+	// shown in logs.
+	InProcess nats.InProcessConnProvider
 	// OnConnect, if set, is called after every connection and
 	// reconnection, including each replacement connection, from a
 	// goroutine of its own. Daemons use it to resynchronise.
@@ -137,6 +141,9 @@ func (c *Conn) dial() (*nats.Conn, error) {
 	}
 	if c.cfg.NoReconnectBuffer {
 		opts = append(opts, nats.ReconnectBufSize(-1))
+	}
+	if c.cfg.InProcess != nil {
+		opts = append(opts, nats.InProcessServer(c.cfg.InProcess))
 	}
 	nc, err := nats.Connect(c.cfg.URL, opts...)
 	if err != nil {

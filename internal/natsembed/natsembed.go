@@ -58,6 +58,11 @@ func (s *Server) ClientURL() string {
 	return "nats://" + net.JoinHostPort(addr.IP.String(), strconv.Itoa(addr.Port))
 }
 
+// InProcessConn returns a connection to the server that bypasses TCP (for
+// nats.InProcessServer): the process that embeds the server talks to it
+// without a socket.
+func (s *Server) InProcessConn() (net.Conn, error) { return s.ns.InProcessConn() }
+
 // Shutdown stops the server and waits for it to finish.
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()

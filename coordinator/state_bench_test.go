@@ -84,9 +84,9 @@ func BenchmarkPassQuiet(b *testing.B) {
 	cfg := DefaultConfig().withDefaults()
 	c := newController(controllerDeps{
 		cfg: cfg, log: slog.New(slog.DiscardHandler), state: fsm.State,
-		apply:   func(CommandType, any) (any, uint64, error) { return nil, 0, errors.New("read only") },
-		bus:     discardBus{}, metrics: newMetrics(prometheus.NewRegistry()),
-		kick:    make(chan struct{}, 1), kickFn: func() {}, limiter: logutil.NewLimiter(time.Minute),
+		apply: func(CommandType, any) (any, uint64, error) { return nil, 0, errors.New("read only") },
+		bus:   discardBus{}, metrics: newMetrics(prometheus.NewRegistry()),
+		kick: make(chan struct{}, 1), kickFn: func() {}, limiter: logutil.NewLimiter(time.Minute),
 	})
 	now := time.Now()
 	c.leaderSince = now.Add(-time.Hour)

@@ -84,6 +84,9 @@ type controller struct {
 	// run, per port space, with when that was last reported; placement
 	// avoids them for busyPortMemory.
 	busyPorts map[string]map[int]time.Time
+	// registered is, per agent, the report last found to match what the
+	// FSM records of it (alive).
+	registered map[string]*agentReport
 	// reportSeen is what reconcileReports last looked at for each agent.
 	reportSeen map[string]reportSeen
 	// routeSeen is what publishRoutes last computed each table from, and
@@ -137,6 +140,7 @@ func newController(d controllerDeps) *controller {
 		drains:         map[string]*drain{},
 		busyPorts:      map[string]map[int]time.Time{},
 		reportSeen:     map[string]reportSeen{},
+		registered:     map[string]*agentReport{},
 		routeSeen:      map[string]routeSeen{},
 	}
 }

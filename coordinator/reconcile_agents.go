@@ -91,6 +91,9 @@ func (c *controller) reconcileAgents(st *State, now time.Time) bool {
 		if now.Sub(h.at) > c.cfg.AgentTimeout {
 			continue // stale report; the agent is (being) marked lost
 		}
+		if c.registered[id] == h.report && cur != nil && cur.Alive {
+			continue // this very report was found registered before
+		}
 		if h.report.status.Leaving {
 			// Shutting down: out of service now. Its replicas are marked
 			// FAILED (out of the routes, replaced elsewhere) while it stops
@@ -103,7 +106,9 @@ func (c *controller) reconcileAgents(st *State, now time.Time) bool {
 		}
 		if cur == nil || !cur.Alive || agentChanged(cur, &rep) {
 			upserts = append(upserts, rep)
+			continue
 		}
+		c.registered[id] = h.report
 	}
 	for _, id := range st.AgentIDs() {
 		a := st.Agents[id]
@@ -168,6 +173,7 @@ func (c *controller) forgetAgent(id string) {
 	c.mu.Unlock()
 	delete(c.desired, id)
 	delete(c.reportSeen, id)
+	delete(c.registered, id)
 }
 
 // agentChanged reports whether a report changes what the FSM records of

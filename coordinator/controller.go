@@ -64,7 +64,10 @@ type controller struct {
 	// byte, to the agent: a heartbeat that repeats it is only a sign of
 	// life and is not decoded again.
 	rawStatus map[uint64]*agentReport
-	lbs       map[string]lbInfo
+	// agentRaw maps the hash of the agent part of an agent's last status
+	// to it, so that an unchanged registration is not decoded again.
+	agentRaw map[uint64]*agentReport
+	lbs      map[string]lbInfo
 
 	// pubMu guards published and syncReply, also read by route sync
 	// replies.
@@ -93,6 +96,8 @@ type controller struct {
 	// deadAgents the agents then not alive.
 	routeSeen  map[string]routeSeen
 	deadAgents string
+	// passPhases are the current pass's phase times (for the slow pass log).
+	passPhases []phaseTime
 	// metricsOf is the state recordMetrics last counted.
 	metricsOf *State
 }
@@ -116,9 +121,21 @@ type agentReport struct {
 	status   *protocol.AgentStatus
 	replicas map[string]protocol.ReplicaReport
 	at       time.Time // when it was last heard from
-	rawHash  uint64
-	raw      []byte
+	// raw is the whole message and agentRaw its agent part, with their
+	// hashes (see onAgentStatus).
+	rawHash, agentHash uint64
+	raw, agentRaw      []byte
 }
+
+// phaseTime is how long one phase of a pass took.
+type phaseTime struct {
+	Phase string
+	Took  time.Duration
+}
+
+// slowPass is the pass duration over which a pass's phases are logged
+// (at debug level).
+const slowPass = 100 * time.Millisecond
 
 // busyPortMemory is how long a port reported busy is avoided.
 const busyPortMemory = 5 * time.Minute
@@ -134,6 +151,7 @@ func newController(d controllerDeps) *controller {
 		controllerDeps: d,
 		agents:         map[string]*agentReport{},
 		rawStatus:      map[uint64]*agentReport{},
+		agentRaw:       map[uint64]*agentReport{},
 		lbs:            map[string]lbInfo{},
 		published:      map[string]publishedTable{},
 		desired:        map[string]sentDesired{},
@@ -257,15 +275,20 @@ func (c *controller) reconcile() {
 	c.recordMetrics(st)
 	phase("metrics")
 	c.metrics.reconcileSeconds.Observe(time.Since(start).Seconds())
+	if d := time.Since(start); d > slowPass {
+		c.log.Debug("slow reconcile pass", "took", d.String(), "phases", c.passPhases)
+	}
 }
 
 // phaseTimer returns a function that records the time since its last
 // call under a phase name.
 func (c *controller) phaseTimer() func(string) {
 	last := time.Now()
+	c.passPhases = c.passPhases[:0]
 	return func(name string) {
 		now := time.Now()
 		c.metrics.phaseSeconds.WithLabelValues(name).Observe(now.Sub(last).Seconds())
+		c.passPhases = append(c.passPhases, phaseTime{name, now.Sub(last)})
 		last = now
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,9 @@ type FSM struct {
 	// onApply, if set, is called after each applied entry, outside the
 	// lock, so the leader can react to changes promptly.
 	onApply func(index uint64)
+	// pending are the current command's changes to the index (see
+	// flushIndex); guarded by mu.
+	pending indexChanges
 	// gen counts the changes of state (guarded by mu); copy is the copy
 	// State last made, at copyGen (guarded by copyMu).
 	gen     uint64
@@ -90,6 +94,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	apply := f.prepare(t, buf, l.Index)
 	f.mu.Lock()
 	res := apply()
+	f.flushIndex()
 	f.state.Index = l.Index
 	f.gen++
 	f.mu.Unlock()
@@ -348,11 +353,138 @@ func (f *FSM) pruneVersions(service string) {
 // editReplica returns the replica stored under key for editing: a copy
 // that replaces the stored one. Copies of the state handed out before
 // share replica structs with it (State.Clone), so a stored replica is
-// never changed in place. The key must exist.
+// never changed in place. The key must exist, and the edit must not
+// change what the index sorts by (service, id, agent): for that, edit a
+// copy and putReplica it.
 func (f *FSM) editReplica(key string) *protocol.Replica {
 	c := *f.state.Replicas[key]
-	f.state.Replicas[key] = &c
+	f.putReplica(key, &c)
 	return &c
+}
+
+// putReplica stores r under key and notes the change for the index
+// (flushIndex brings it up to date at the end of the command).
+func (f *FSM) putReplica(key string, r *protocol.Replica) {
+	f.liveIndex()
+	old := f.state.Replicas[key]
+	f.state.Replicas[key] = r
+	ref := replicaRef{r.Service, r.ID}
+	f.pending.service(r.Service)[r.ID] = r
+	if old != nil && old.AgentID != "" && old.AgentID != r.AgentID {
+		f.pending.agent(old.AgentID)[ref] = nil
+	}
+	if r.AgentID != "" {
+		f.pending.agent(r.AgentID)[ref] = r
+	}
+}
+
+// deleteReplica forgets the replica under key, noting it for the index.
+func (f *FSM) deleteReplica(key string) {
+	f.liveIndex()
+	old, ok := f.state.Replicas[key]
+	if !ok {
+		return
+	}
+	delete(f.state.Replicas, key)
+	f.pending.service(old.Service)[old.ID] = nil
+	if old.AgentID != "" {
+		f.pending.agent(old.AgentID)[replicaRef{old.Service, old.ID}] = nil
+	}
+}
+
+// replicaRef names a replica without building its key string.
+type replicaRef struct {
+	service string
+	id      int
+}
+
+// indexChanges are the replicas a command changed (nil: gone), by
+// service and by agent, until flushIndex applies them to the index.
+type indexChanges struct {
+	services map[string]map[int]*protocol.Replica
+	agents   map[string]map[replicaRef]*protocol.Replica
+}
+
+func (c *indexChanges) service(name string) map[int]*protocol.Replica {
+	if c.services == nil {
+		c.services = map[string]map[int]*protocol.Replica{}
+	}
+	m := c.services[name]
+	if m == nil {
+		m = map[int]*protocol.Replica{}
+		c.services[name] = m
+	}
+	return m
+}
+
+func (c *indexChanges) agent(id string) map[replicaRef]*protocol.Replica {
+	if c.agents == nil {
+		c.agents = map[string]map[replicaRef]*protocol.Replica{}
+	}
+	m := c.agents[id]
+	if m == nil {
+		m = map[replicaRef]*protocol.Replica{}
+		c.agents[id] = m
+	}
+	return m
+}
+
+// flushIndex brings the index up to date with the command's changes:
+// each list a change touched is replaced by a new one (copies of the
+// state share the old), once per command however many replicas it
+// changed, so a copy's index costs a copy of two small maps.
+func (f *FSM) flushIndex() {
+	if f.pending.services == nil && f.pending.agents == nil {
+		return
+	}
+	idx := f.liveIndex()
+	for name, changes := range f.pending.services {
+		list := idx.byService[name]
+		out := make([]*protocol.Replica, 0, len(list)+len(changes))
+		for _, r := range list {
+			if _, changed := changes[r.ID]; !changed {
+				out = append(out, r)
+			}
+		}
+		for _, r := range changes {
+			if r != nil {
+				out = append(out, r)
+			}
+		}
+		if len(out) == 0 {
+			delete(idx.byService, name)
+			continue
+		}
+		slices.SortFunc(out, byID)
+		idx.byService[name] = out
+	}
+	for id, changes := range f.pending.agents {
+		list := idx.byAgent[id]
+		out := make([]*protocol.Replica, 0, len(list)+len(changes))
+		for _, r := range list {
+			if _, changed := changes[replicaRef{r.Service, r.ID}]; !changed {
+				out = append(out, r)
+			}
+		}
+		for _, r := range changes {
+			if r != nil {
+				out = append(out, r)
+			}
+		}
+		slices.SortFunc(out, byServiceID)
+		idx.setAgent(id, out)
+	}
+	f.pending = indexChanges{}
+}
+
+// liveIndex is the FSM's own index of its replicas, built when missing.
+// Its lists of service and agent names are left empty: copies sort them.
+func (f *FSM) liveIndex() *stateIndex {
+	if f.state.idx == nil {
+		f.state.idx = buildIndex(f.state)
+		f.state.idx.services, f.state.idx.agents = nil, nil
+	}
+	return f.state.idx
 }
 
 // shutDown moves a live replica to SHUTTING_DOWN. Failed replicas keep
@@ -392,7 +524,7 @@ func (f *FSM) applyRemoveService(cmd *RemoveServiceCmd) any {
 	delete(s.Versions, cmd.Service)
 	for k, r := range s.Replicas {
 		if r.Service == cmd.Service {
-			delete(s.Replicas, k)
+			f.deleteReplica(k)
 		}
 	}
 	return nil
@@ -418,7 +550,7 @@ func (f *FSM) applyAddReplicas(cmd *AddReplicasCmd) any {
 		r.LaunchedAt = cmd.At
 		r.StatusAt = cmd.At
 		rc := r
-		f.state.Replicas[rc.Key()] = &rc
+		f.putReplica(rc.Key(), &rc)
 		added = append(added, rc.ID)
 	}
 	return added
@@ -435,7 +567,9 @@ func (f *FSM) applyUpdateReplicas(cmd *UpdateReplicasCmd) any {
 		if svc := f.state.Services[r.Service]; u.IfRolloutTo != 0 && (svc == nil || svc.Rollout == nil || svc.Rollout.To != u.IfRolloutTo) {
 			continue // planned for a rollout that has ended
 		}
-		r = f.editReplica(key)
+		// An edited copy, stored (and indexed) once its agent is known.
+		edited := *r
+		r = &edited
 		if u.AgentID != "" {
 			r.AgentID = u.AgentID
 			r.Resources = u.Resources
@@ -467,6 +601,7 @@ func (f *FSM) applyUpdateReplicas(cmd *UpdateReplicasCmd) any {
 			v.LastFailureAt = cmd.At
 		}
 		r.Status = u.Status
+		f.putReplica(key, r)
 		touched[r.Service] = true
 	}
 	f.dropIdleFailedVersionsOf(touched)
@@ -475,7 +610,7 @@ func (f *FSM) applyUpdateReplicas(cmd *UpdateReplicasCmd) any {
 
 func (f *FSM) applyDeleteReplicas(cmd *DeleteReplicasCmd) any {
 	for _, k := range cmd.Keys {
-		delete(f.state.Replicas, k)
+		f.deleteReplica(k)
 	}
 	return nil
 }
@@ -586,7 +721,7 @@ func (f *FSM) setAgentsAlive(changes []AgentAliveChange, at time.Time) {
 		touched[r.Service] = true
 		switch {
 		case r.Status == protocol.ReplicaShuttingDown:
-			delete(f.state.Replicas, k) // its process went with the agent
+			f.deleteReplica(k) // its process went with the agent
 		case !r.Status.IsFailed():
 			r = f.editReplica(k)
 			r.Status = protocol.ReplicaFailed
@@ -638,6 +773,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			}
 		}
 	}
+	s.idx = buildIndex(s)
+	s.idx.services, s.idx.agents = nil, nil
 	f.mu.Lock()
 	f.state = s
 	f.gen++

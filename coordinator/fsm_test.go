@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"testing"
 	"time"
 
@@ -355,4 +356,84 @@ func TestFSMCopiesNeverChange(t *testing.T) {
 	if now := f.State(); now.Replicas["web/1"].Status != protocol.ReplicaShuttingDown || now.Agents["a2"].Alive {
 		t.Fatalf("the FSM did not change: %+v %+v", now.Replicas["web/1"], now.Agents["a2"])
 	}
+}
+
+// checkIndex fails unless the FSM's own index of st lists exactly its
+// replicas by service (by id) and by agent (by service, id).
+func checkIndex(t *testing.T, st *State) {
+	t.Helper()
+	if st.idx == nil {
+		return // built on the first change
+	}
+	scan := buildIndex(&State{Replicas: st.Replicas, Services: st.Services, Agents: st.Agents})
+	same := func(what string, got, want map[string][]*protocol.Replica) {
+		if len(got) != len(want) {
+			t.Fatalf("index by %s has %d lists, want %d", what, len(got), len(want))
+		}
+		for k, w := range want {
+			if g := got[k]; !slices.Equal(g, w) {
+				t.Fatalf("index by %s, %q: %d replicas %v, want %d", what, k, len(g), g, len(w))
+			}
+		}
+	}
+	same("service", st.idx.byService, scan.byService)
+	same("agent", st.idx.byAgent, scan.byAgent)
+}
+
+// TestFSMIndexFollowsEveryChange: the FSM keeps its replicas indexed by
+// service and agent through adds, placements, moves, shutdowns, agent
+// losses, deletes, removals and a restore, and copies see their own.
+func TestFSMIndexFollowsEveryChange(t *testing.T) {
+	f := NewFSM()
+	t0 := time.Unix(1000, 0).UTC()
+	idx := uint64(0)
+	step := func(typ CommandType, cmd any) {
+		t.Helper()
+		idx++
+		applyCmd(t, f, idx, typ, cmd)
+		checkIndex(t, f.state)
+	}
+	step(CmdCreateService, CreateServiceCmd{Name: "web", Spec: testSpec(3), FirstPort: 30001, At: t0})
+	step(CmdCreateService, CreateServiceCmd{Name: "api", Spec: testSpec(1), FirstPort: 30001, At: t0})
+	step(CmdUpsertAgents, UpsertAgentsCmd{At: t0, Agents: []protocol.Agent{{ID: "a1"}, {ID: "a2"}}})
+	step(CmdAddReplicas, AddReplicasCmd{At: t0, Replicas: []protocol.Replica{
+		{Service: "web", Version: 1, Status: protocol.ReplicaPending},
+		{Service: "web", Version: 1, Status: protocol.ReplicaProvisioning, AgentID: "a1"},
+		{Service: "web", Version: 1, Status: protocol.ReplicaProvisioning, AgentID: "a2"},
+		{Service: "api", Version: 1, Status: protocol.ReplicaProvisioning, AgentID: "a1"},
+	}})
+	before := f.State()
+	step(CmdUpdateReplicas, UpdateReplicasCmd{At: t0, Updates: []ReplicaUpdate{
+		{Service: "web", ID: 1, From: protocol.ReplicaPending, Status: protocol.ReplicaProvisioning, AgentID: "a2"},
+		{Service: "web", ID: 2, From: protocol.ReplicaProvisioning, Status: protocol.ReplicaReady, Endpoint: "h:1"},
+	}})
+	if got := before.AgentReplicas("a2"); len(got) != 1 || got[0].ID != 3 {
+		t.Fatalf("a copy's index changed: a2 runs %v", got)
+	}
+	if got := f.State().AgentReplicas("a2"); len(got) != 2 || got[0].ID != 1 || got[1].ID != 3 {
+		t.Fatalf("a2 runs %v, want web/1 and web/3", got)
+	}
+	step(CmdAddVersion, AddVersionCmd{Service: "web", Spec: testSpec(3), Mode: protocol.UpdateBlueGreen, ProgressSeconds: 60, At: t0})
+	step(CmdFlip, FlipCmd{Service: "web", To: 2, At: t0})
+	step(CmdSetAgentsAlive, SetAgentsAliveCmd{At: t0, Changes: []AgentAliveChange{{ID: "a1", Reason: "lost"}}})
+	step(CmdDeleteReplicas, DeleteReplicasCmd{Keys: []string{"web/3", "api/1"}})
+	step(CmdDeleteService, DeleteServiceCmd{Service: "web", At: t0})
+	step(CmdDeleteReplicas, DeleteReplicasCmd{Keys: []string{"web/1", "web/2"}})
+	step(CmdRemoveService, RemoveServiceCmd{Service: "web"})
+	if n := len(f.State().ServiceReplicas("web")); n != 0 {
+		t.Fatalf("a removed service still lists %d replicas", n)
+	}
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	g := NewFSM()
+	if err := g.Restore(io.NopCloser(&sink.Buffer)); err != nil {
+		t.Fatal(err)
+	}
+	checkIndex(t, g.state)
 }

@@ -104,8 +104,9 @@ func FuzzFSMApply(f *testing.F) {
 			fsm.Apply(&raft.Log{Index: 100, Type: raft.LogCommand, Data: data})
 		}()
 		if corrupt {
-			return // the process would have stopped here (and the FSM's lock is held)
+			return // the process would have stopped here
 		}
+		fsm.Read(func(st *State) { checkIndex(t, st) })
 		snap, err := fsm.Snapshot()
 		if err != nil {
 			t.Fatalf("snapshot after the command: %v", err)

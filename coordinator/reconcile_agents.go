@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"hash/maphash"
 	"maps"
@@ -34,22 +35,45 @@ func (c *controller) onAgentStatus(m *nats.Msg) {
 	}
 	c.mu.Unlock()
 
+	// The agent's registration (capacity, GPUs: half of a message) is
+	// mostly what it sent before, byte for byte: it is decoded only when
+	// it differs, and the replicas are always decoded.
+	var wire statusWire
 	var st protocol.AgentStatus
-	if !c.decode(m, protocol.MaxStatusBytes, &st, st.Validate) {
+	var agentHash uint64
+	validate := func() error {
+		agentHash = maphash.Bytes(statusSeed, wire.Agent)
+		c.mu.Lock()
+		known := c.agentRaw[agentHash]
+		c.mu.Unlock()
+		if known != nil && bytes.Equal(known.agentRaw, wire.Agent) {
+			st.Agent = known.status.Agent
+		} else if err := protocol.DecodeMessage(wire.Agent, protocol.MaxStatusBytes, &st.Agent); err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		st.Replicas, st.Leaving, st.SentAt = wire.Replicas, wire.Leaving, wire.SentAt
+		return st.Validate()
+	}
+	if !c.decode(m, protocol.MaxStatusBytes, &wire, validate) {
 		return
 	}
 	reps := make(map[string]protocol.ReplicaReport, len(st.Replicas))
 	for _, rr := range st.Replicas {
 		reps[rr.Key()] = rr
 	}
-	ar := &agentReport{status: &st, replicas: reps, at: now, rawHash: h, raw: bytes.Clone(m.Data)}
+	ar := &agentReport{status: &st, replicas: reps, at: now, rawHash: h, raw: bytes.Clone(m.Data),
+		agentHash: agentHash, agentRaw: bytes.Clone(wire.Agent)}
 	c.mu.Lock()
 	prev := c.agents[st.Agent.ID]
 	if prev != nil && c.rawStatus[prev.rawHash] == prev {
 		delete(c.rawStatus, prev.rawHash)
 	}
+	if prev != nil && c.agentRaw[prev.agentHash] == prev {
+		delete(c.agentRaw, prev.agentHash)
+	}
 	c.agents[st.Agent.ID] = ar
 	c.rawStatus[h] = ar
+	c.agentRaw[agentHash] = ar
 	c.mu.Unlock()
 	// Reports are compared as sets: an agent may list its replicas in any
 	// order.
@@ -57,6 +81,14 @@ func (c *controller) onAgentStatus(m *nats.Msg) {
 		agentChanged(&prev.status.Agent, &st.Agent) {
 		c.kickFn()
 	}
+}
+
+// statusWire is protocol.AgentStatus with its agent left encoded.
+type statusWire struct {
+	Agent    json.RawMessage          `json:"agent"`
+	Replicas []protocol.ReplicaReport `json:"replicas"`
+	Leaving  bool                     `json:"leaving,omitempty"`
+	SentAt   time.Time                `json:"sent_at"`
 }
 
 // heardFrom is one agent's last report as a pass sees it.
@@ -168,6 +200,9 @@ func (c *controller) forgetAgent(id string) {
 	c.mu.Lock()
 	if ar := c.agents[id]; ar != nil && c.rawStatus[ar.rawHash] == ar {
 		delete(c.rawStatus, ar.rawHash)
+	}
+	if ar := c.agents[id]; ar != nil && c.agentRaw[ar.agentHash] == ar {
+		delete(c.agentRaw, ar.agentHash)
 	}
 	delete(c.agents, id)
 	c.mu.Unlock()

@@ -84,16 +84,51 @@ func (s *State) Clone() *State {
 		c.Agents[id] = &agents[i]
 		i++
 	}
-	c.idx = buildIndex(c)
+	if s.idx != nil {
+		// The lists are shared: the FSM replaces a list, never edits one.
+		c.idx = &stateIndex{
+			byService: maps.Clone(s.idx.byService),
+			byAgent:   maps.Clone(s.idx.byAgent),
+			services:  slices.Sorted(maps.Keys(c.Services)),
+			agents:    slices.Sorted(maps.Keys(c.Agents)),
+		}
+	} else {
+		c.idx = buildIndex(c)
+	}
 	return c
+}
+
+// byID orders a service's replicas; byServiceID an agent's.
+func byID(a, b *protocol.Replica) int { return a.ID - b.ID }
+
+func byServiceID(a, b *protocol.Replica) int {
+	if c := strings.Compare(a.Service, b.Service); c != 0 {
+		return c
+	}
+	return a.ID - b.ID
+}
+
+// setAgent sets an agent's list of replicas; an empty list is removed.
+func (idx *stateIndex) setAgent(id string, list []*protocol.Replica) {
+	if len(list) == 0 {
+		delete(idx.byAgent, id)
+		return
+	}
+	idx.byAgent[id] = list
 }
 
 // Indexed returns a shallow copy of s (the same maps and structs) with its
 // indexes built, for a reader that holds the FSM's read lock and looks
 // replicas up by service or agent many times.
 func (s *State) Indexed() *State {
-	if s.idx != nil {
+	if s.idx != nil && s.idx.services != nil {
 		return s
+	}
+	if s.idx != nil {
+		c := *s
+		c.idx = &stateIndex{byService: s.idx.byService, byAgent: s.idx.byAgent,
+			services: slices.Sorted(maps.Keys(s.Services)), agents: slices.Sorted(maps.Keys(s.Agents))}
+		return &c
 	}
 	c := *s
 	c.idx = buildIndex(&c)
@@ -106,6 +141,28 @@ func buildIndex(s *State) *stateIndex {
 		byAgent:   make(map[string][]*protocol.Replica, len(s.Agents)),
 		services:  slices.Sorted(maps.Keys(s.Services)),
 		agents:    slices.Sorted(maps.Keys(s.Agents)),
+	}
+	// Count first, then carve every list out of one array per index: a
+	// fleet's index is two allocations, not one per agent and service.
+	perService := make(map[string]int, len(s.Services))
+	perAgent := make(map[string]int, len(s.Agents))
+	placed := 0
+	for _, r := range s.Replicas {
+		perService[r.Service]++
+		if r.AgentID != "" {
+			perAgent[r.AgentID]++
+			placed++
+		}
+	}
+	svcArr := make([]*protocol.Replica, 0, len(s.Replicas))
+	for name, n := range perService {
+		idx.byService[name] = svcArr[len(svcArr) : len(svcArr) : len(svcArr)+n]
+		svcArr = svcArr[:len(svcArr)+n]
+	}
+	agentArr := make([]*protocol.Replica, 0, placed)
+	for id, n := range perAgent {
+		idx.byAgent[id] = agentArr[len(agentArr) : len(agentArr) : len(agentArr)+n]
+		agentArr = agentArr[:len(agentArr)+n]
 	}
 	for _, r := range s.Replicas {
 		idx.byService[r.Service] = append(idx.byService[r.Service], r)
@@ -172,7 +229,7 @@ func (s *State) AgentReplicas(agentID string) []*protocol.Replica {
 
 // ServiceNames returns the service names in sorted order.
 func (s *State) ServiceNames() []string {
-	if s.idx != nil {
+	if s.idx != nil && s.idx.services != nil {
 		return s.idx.services
 	}
 	return slices.Sorted(maps.Keys(s.Services))
@@ -180,7 +237,7 @@ func (s *State) ServiceNames() []string {
 
 // AgentIDs returns the agent ids in sorted order.
 func (s *State) AgentIDs() []string {
-	if s.idx != nil {
+	if s.idx != nil && s.idx.agents != nil {
 		return s.idx.agents
 	}
 	return slices.Sorted(maps.Keys(s.Agents))
@@ -202,7 +259,7 @@ func (s *State) ReplicaKeys() []string {
 
 // EachReplica calls fn for every replica, by service then id.
 func (s *State) EachReplica(fn func(*protocol.Replica)) {
-	if s.idx == nil {
+	if s.idx == nil || s.idx.services == nil {
 		for _, k := range s.ReplicaKeys() {
 			fn(s.Replicas[k])
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -43,6 +44,9 @@ func fleetState(agents, perAgent int) *State {
 // 10,000 replicas.
 func BenchmarkClone(b *testing.B) {
 	st := fleetState(1000, 10)
+	f := NewFSM()
+	f.state = st
+	f.liveIndex() // as the FSM keeps it
 	b.ResetTimer()
 	for b.Loop() {
 		st.Clone()
@@ -105,5 +109,60 @@ func BenchmarkPassQuiet(b *testing.B) {
 			ar.at = time.Now()
 		}
 		c.reconcile()
+	}
+}
+
+// BenchmarkApplyAddReplicas: encoding and applying one pass's worth of
+// new replicas (1,000 of one service) on a fleet of 20,000.
+func BenchmarkApplyAddReplicas(b *testing.B) {
+	base := fleetState(2000, 10)
+	var adds []protocol.Replica
+	for i := range maxAddsPerPass {
+		adds = append(adds, protocol.Replica{Service: "new", Version: 1, AgentID: fmt.Sprintf("agent-%04d", i%2000),
+			Status: protocol.ReplicaProvisioning, Endpoint: "10.0.0.1:20000", Resources: protocol.Allocation{CPUs: 1, Port: 20000}})
+	}
+	spec := protocol.TaskSpec{Run: "x", Service: protocol.ServiceSpec{ReplicaPolicy: protocol.ReplicaPolicy{MinReplicas: 1000}}}
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		f := NewFSM()
+		f.state = base.Clone()
+		f.state.idx = nil
+		f.liveIndex()
+		create, _ := encodeCommand(CmdCreateService, CreateServiceCmd{Name: "new", Spec: spec, FirstPort: 40000})
+		f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: create})
+		b.StartTimer()
+		buf, err := encodeCommand(CmdAddReplicas, AddReplicasCmd{Replicas: adds})
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: buf})
+	}
+}
+
+// BenchmarkApplyUpdateReplicas: one pass's worth of reports (1,024
+// replicas turning READY) on a fleet of 20,000.
+func BenchmarkApplyUpdateReplicas(b *testing.B) {
+	base := fleetState(2000, 10)
+	var ups []ReplicaUpdate
+	for _, r := range base.Replicas {
+		if len(ups) == maxUpdatesPerPass {
+			break
+		}
+		ups = append(ups, ReplicaUpdate{Service: r.Service, ID: r.ID, From: r.Status, Status: protocol.ReplicaNotReady, Endpoint: r.Endpoint})
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		f := NewFSM()
+		f.state = base.Clone()
+		f.state.idx = nil
+		f.liveIndex()
+		b.StartTimer()
+		buf, err := encodeCommand(CmdUpdateReplicas, UpdateReplicasCmd{Updates: ups})
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: buf})
 	}
 }

@@ -61,6 +61,9 @@ func newSimCmd() *cobra.Command {
 				}
 			}
 			for _, n := range agents {
+				if n <= 0 {
+					continue // --agents 0: the pass-only run alone
+				}
 				runOne(n, false)
 			}
 			if passAgents > 0 {
@@ -79,7 +82,7 @@ func newSimCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.IntSliceVar(&agents, "agents", []int{100, 300, 1000}, "fleet sizes to run the whole scenario at (10 replicas per agent)")
+	f.IntSliceVar(&agents, "agents", []int{100, 300, 1000}, "fleet sizes to run the whole scenario at (10 replicas per agent); 0 runs none")
 	f.IntVar(&passAgents, "pass-agents", 2000, "fleet size of the pass-only run (start, submit, at rest, pass p99); 0 skips it")
 	f.IntVar(&lbs, "lbs", 2, "sim LBs")
 	f.DurationVar(&readyDelay, "ready-delay", time.Second, "how long a sim replica takes to become READY")

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -12,7 +13,7 @@ import (
 // startDebugServer serves Go's pprof handlers on addr (opt-in: it shows
 // the process's memory and can run CPU profiles, so it is meant for a
 // loopback or otherwise trusted address).
-func startDebugServer(addr string) (*http.Server, error) {
+func startDebugServer(addr string, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for pprof on %s (--debug-addr): %w", addr, err)
@@ -27,7 +28,7 @@ func startDebugServer(addr string) (*http.Server, error) {
 	go func() {
 		// Serve ends with http.ErrServerClosed when the coordinator stops.
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Println("pprof server stopped:", err)
+			log.Warn("pprof server stopped", "error", err)
 		}
 	}()
 	return srv, nil

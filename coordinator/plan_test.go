@@ -2,10 +2,14 @@ package coordinator
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/baton-dev/baton/internal/logutil"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -354,5 +358,78 @@ func TestDrainStep(t *testing.T) {
 					v.Done, wake, v.Warning, tt.wantDone, tt.wantWake, tt.wantWarn)
 			}
 		})
+	}
+}
+
+// recordingBus records what is published.
+type recordingBus struct {
+	discardBus
+	subjects []string
+}
+
+func (b *recordingBus) Publish(subject string, _ []byte) error {
+	b.subjects = append(b.subjects, subject)
+	return nil
+}
+
+// TestDesiredSetResentToAnAgentThatLostIt: a desired set is sent once and
+// then only on change or repair, but an agent that reports none of the
+// replicas placed on it a while ago (it restarted, or missed the message)
+// gets its set again at once, at most every couple of seconds.
+func TestDesiredSetResentToAnAgentThatLostIt(t *testing.T) {
+	f := newFleet(4)
+	f.version(1, 1, 1, protocol.VersionActive)
+	r := f.replica(1, "a1", protocol.ReplicaReady, 1)
+	f.svc.ActiveVersions = []int{1}
+	fsm := NewFSM()
+	fsm.state = f.st
+	b := &recordingBus{}
+	c := newController(controllerDeps{cfg: DevConfig().withDefaults(), log: slog.New(slog.DiscardHandler), state: fsm.State,
+		apply: func(CommandType, any) (any, uint64, error) { return nil, 0, nil }, bus: b,
+		metrics: newMetrics(prometheus.NewRegistry()), kickFn: func() {}, limiter: logutil.NewLimiter(time.Minute)})
+	now := time.Now()
+	c.leaderSince = now.Add(-time.Hour)
+	r.LaunchedAt = now.Add(-10 * time.Second)
+	report := func(with bool, at time.Time) {
+		ar := &agentReport{status: &protocol.AgentStatus{Agent: *f.st.Agents["a1"]}, replicas: map[string]protocol.ReplicaReport{}, at: at}
+		if with {
+			ar.replicas[r.Key()] = protocol.ReplicaReport{Service: "web", ReplicaID: r.ID, Version: 1, Status: protocol.ReplicaReady, Endpoint: r.Endpoint}
+		}
+		c.agents["a1"] = ar
+	}
+	sets := func() int {
+		n := 0
+		for _, s := range b.subjects {
+			if s == protocol.AgentDesiredSubject("a1") {
+				n++
+			}
+		}
+		return n
+	}
+	pass := func(at time.Time) {
+		st := fsm.State()
+		c.reconcileReports(st, at)
+		c.publishDesired(st, at)
+	}
+	report(true, now)
+	pass(now)
+	pass(now.Add(time.Second))
+	if n := sets(); n != 1 {
+		t.Fatalf("%d desired sets sent to an agent that runs its replica, want 1", n)
+	}
+	// The agent comes back without its replica: the set goes again...
+	report(false, now.Add(3*time.Second))
+	pass(now.Add(3 * time.Second))
+	if n := sets(); n != 2 {
+		t.Fatalf("%d desired sets after the agent reported none of its replicas, want 2", n)
+	}
+	// ...but not on every pass.
+	pass(now.Add(3*time.Second + 500*time.Millisecond))
+	if n := sets(); n != 2 {
+		t.Fatalf("%d desired sets half a second later, want still 2", n)
+	}
+	pass(now.Add(6 * time.Second))
+	if n := sets(); n != 3 {
+		t.Fatalf("%d desired sets once %s passed, want 3", n, missingResend)
 	}
 }

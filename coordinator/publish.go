@@ -68,6 +68,7 @@ type publishedTable struct {
 // with the clock alone).
 type sentDesired struct {
 	hash     uint64
+	sentAt   time.Time
 	repairAt time.Time
 	reps     []*protocol.Replica
 	draining bool
@@ -390,7 +391,7 @@ func (c *controller) publishDesired(st *State, now time.Time) {
 		}
 		sum := h.sum()
 		if sent && prev.hash == sum && now.Before(prev.repairAt) {
-			c.desired[id] = sentDesired{hash: sum, repairAt: prev.repairAt, reps: reps, draining: draining}
+			c.desired[id] = sentDesired{hash: sum, sentAt: prev.sentAt, repairAt: prev.repairAt, reps: reps, draining: draining}
 			continue
 		}
 		set := protocol.DesiredReplicas{AgentID: id, Epoch: st.Index, Replicas: asgs}
@@ -415,7 +416,7 @@ func (c *controller) publishDesired(st *State, now time.Time) {
 			continue
 		}
 		c.metrics.desiredSent.Inc()
-		c.desired[id] = sentDesired{hash: sum, repairAt: c.repairAfter(now), reps: reps, draining: draining}
+		c.desired[id] = sentDesired{hash: sum, sentAt: now, repairAt: c.repairAfter(now), reps: reps, draining: draining}
 	}
 }
 

@@ -259,6 +259,12 @@ func (c *controller) reconcileReports(st *State, now time.Time) bool {
 			}
 			if !found {
 				recheck = true // waits out ReportGrace
+				if h.at.After(r.LaunchedAt.Add(missingResend)) {
+					// The agent should run it by now: it may have lost its
+					// set (a restart, a lost message). Send it again now
+					// rather than at the next repair.
+					c.resendDesired(id, now)
+				}
 				if now.Sub(r.LaunchedAt) > c.cfg.ReportGrace && h.at.After(r.LaunchedAt.Add(c.cfg.ReportGrace)) {
 					updates = append(updates, ReplicaUpdate{Service: r.Service, ID: r.ID, From: r.Status,
 						Status: protocol.ReplicaFailed, Reason: fmt.Sprintf("agent %s no longer runs this replica", r.AgentID)})
@@ -321,6 +327,20 @@ func (c *controller) reconcileReports(st *State, now time.Time) bool {
 		clear(c.reportSeen) // look at every agent again: what was seen is not in the FSM yet
 	}
 	return changed
+}
+
+// missingResend is how long after its placement a replica its agent does
+// not report makes the leader send the agent its desired set again (at
+// most that often).
+const missingResend = 2 * time.Second
+
+// resendDesired makes the next publish send the agent its desired set,
+// unless it was sent within missingResend.
+func (c *controller) resendDesired(id string, now time.Time) {
+	if d, ok := c.desired[id]; ok && now.Sub(d.sentAt) >= missingResend {
+		d.repairAt = now
+		c.desired[id] = d
+	}
 }
 
 // maxUpdatesPerPass bounds the replica reports one pass folds into the FSM.

@@ -147,7 +147,7 @@ func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	apiErr := make(chan error, 1)
 	if s.cfg.DebugAddr != "" {
-		dbg, err := startDebugServer(s.cfg.DebugAddr)
+		dbg, err := startDebugServer(s.cfg.DebugAddr, s.log)
 		if err != nil {
 			return err
 		}

@@ -17,6 +17,7 @@ func newSimCmd() *cobra.Command {
 	var (
 		agents     []int
 		passAgents int
+		nice       int
 		lbs        int
 		readyDelay time.Duration
 		heartbeat  time.Duration
@@ -40,6 +41,7 @@ func newSimCmd() *cobra.Command {
 			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
+			fleetsim.LowerPriority(ctx, nice)
 			logf := func(format string, args ...any) {
 				fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 			}
@@ -87,6 +89,7 @@ func newSimCmd() *cobra.Command {
 	f.IntVar(&lbs, "lbs", 2, "sim LBs")
 	f.DurationVar(&readyDelay, "ready-delay", time.Second, "how long a sim replica takes to become READY")
 	f.DurationVar(&heartbeat, "heartbeat", time.Second, "sim agents' heartbeat interval")
+	f.IntVar(&nice, "nice", 10, "nice value of the simulator's own threads (the coordinator keeps the simulator's starting priority), so that simulated agents, which would run on machines of their own, do not inflate the coordinator's latencies; 0 runs both alike")
 	f.StringVar(&bin, "baton", "", "baton binary to run as the coordinator (default: this one)")
 	f.BoolVar(&asJSON, "json", false, "print the results as JSON instead of a table")
 	f.BoolVar(&keep, "keep", false, "keep each run's directory (coordinator data and log)")

@@ -101,7 +101,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	cmd := exec.Command(c.Bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	var startErr error
+	launch(func() { startErr = cmd.Start() }) // at the priority the simulator started with
+	if err := startErr; err != nil {
 		return fmt.Errorf("start coordinator: %w", err)
 	}
 	c.cmd, c.done = cmd, make(chan struct{})

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/baton-dev/baton/internal/logutil"
@@ -431,5 +432,55 @@ func TestDesiredSetResentToAnAgentThatLostIt(t *testing.T) {
 	pass(now.Add(6 * time.Second))
 	if n := sets(); n != 3 {
 		t.Fatalf("%d desired sets once %s passed, want 3", n, missingResend)
+	}
+}
+
+// TestFleetEventsAreFewCommands: a fleet that registers at once, and a
+// fleet lost at once, are one Raft command each, not one per agent.
+func TestFleetEventsAreFewCommands(t *testing.T) {
+	fsm := NewFSM()
+	counts := map[CommandType]int{}
+	index := uint64(0)
+	apply := func(ct CommandType, cmd any) (any, uint64, error) {
+		counts[ct]++
+		index++
+		buf, err := encodeCommand(ct, cmd)
+		if err != nil {
+			return nil, 0, err
+		}
+		res := fsm.Apply(&raft.Log{Type: raft.LogCommand, Index: index, Data: buf})
+		if err, ok := res.(error); ok {
+			return nil, 0, err
+		}
+		return res, index, nil
+	}
+	cfg := DevConfig().withDefaults()
+	c := newController(controllerDeps{cfg: cfg, log: slog.New(slog.DiscardHandler), state: fsm.State, apply: apply,
+		bus: discardBus{}, metrics: newMetrics(prometheus.NewRegistry()), kickFn: func() {}, limiter: logutil.NewLimiter(time.Minute)})
+	now := time.Now()
+	c.leaderSince = now.Add(-time.Hour)
+	const fleet = 500
+	for i := range fleet {
+		a := protocol.Agent{ID: fmt.Sprintf("agent-%03d", i), Host: "10.0.0.1", Capacity: protocol.Capacity{CPUs: 16}}
+		c.agents[a.ID] = &agentReport{status: &protocol.AgentStatus{Agent: a}, replicas: map[string]protocol.ReplicaReport{}, at: now}
+	}
+	c.reconcileAgents(fsm.State(), now)
+	if counts[CmdUpsertAgents] != 1 || counts[CmdUpsertAgent] != 0 || len(fsm.State().Agents) != fleet {
+		t.Fatalf("registering %d agents: %v commands, %d agents stored", fleet, counts, len(fsm.State().Agents))
+	}
+	c.reconcileAgents(fsm.State(), now.Add(time.Second))
+	if counts[CmdUpsertAgents] != 1 {
+		t.Fatalf("agents registered again though nothing changed: %v", counts)
+	}
+	later := now.Add(cfg.AgentTimeout + time.Second)
+	c.reconcileAgents(fsm.State(), later)
+	alive := 0
+	for _, a := range fsm.State().Agents {
+		if a.Alive {
+			alive++
+		}
+	}
+	if counts[CmdSetAgentsAlive] != 1 || counts[CmdSetAgentAlive] != 0 || alive != 0 {
+		t.Fatalf("losing %d agents: %v commands, %d still alive", fleet, counts, alive)
 	}
 }

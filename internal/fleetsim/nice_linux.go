@@ -45,10 +45,10 @@ func launch(fn func()) {
 
 // LowerPriority sets the nice value of every thread of this process but
 // the launcher's to nice, and keeps doing so for new threads every second
-// until ctx ends. nice <= 0 does nothing. Linux only; elsewhere it does
-// nothing.
+// until ctx ends. nice <= 0 does nothing. Elsewhere than on Linux it does
+// nothing at all.
 func LowerPriority(ctx context.Context, nice int) {
-	if nice <= 0 || runtime.GOOS != "linux" {
+	if nice <= 0 {
 		return
 	}
 	launch(func() {}) // start the launcher before any renice

@@ -463,3 +463,24 @@ func TestDesiredSetNamesSpecsByDigest(t *testing.T) {
 	}
 	t.Logf("desired set of 200 replicas of a %d KiB spec: %d KiB", len(spec.Run)>>10, len(msg.Data)>>10)
 }
+
+// TestSoleVoterTimeouts: a coordinator that is its cluster's only voter
+// runs with short election timeouts (a restart serves again at once), and
+// takes its configured ones as soon as another voter joins.
+func TestSoleVoterTimeouts(t *testing.T) {
+	s := startServer(t, t.TempDir(), func(c *Config) { c.RaftTimeout = time.Second })
+	waitHealthy(t, s)
+	if got := s.raft.raft.ReloadableConfig().HeartbeatTimeout; got != singleVoterTimeout {
+		t.Fatalf("sole voter's heartbeat timeout %s, want %s", got, singleVoterTimeout)
+	}
+	// Another voter (never reachable: only the configuration matters).
+	if err := s.raft.raft.AddVoter("ghost", raft.ServerAddress(fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))), 0, 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if got := s.raft.raft.ReloadableConfig().HeartbeatTimeout; got != time.Second {
+			return fmt.Errorf("heartbeat timeout %s with two voters, want the configured 1s", got)
+		}
+		return nil
+	})
+}

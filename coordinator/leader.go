@@ -35,6 +35,9 @@ func (s *Server) monitorLeadership(ctx context.Context) {
 			return
 		case <-stateTicker.C:
 			s.recordRaftState()
+			if err := s.raft.adjustTimeouts(); err != nil {
+				s.log.Warn("raft timeouts", "error", err)
+			}
 		case isLeader := <-s.leaderC:
 			s.recordRaftState()
 			if !isLeader {

@@ -29,6 +29,12 @@ type raftNode struct {
 	// the FSM, so the FSM's own index must reach this one too.
 	startCommand uint64
 	fsm          *FSM
+	// id is this node's server id; normal its configured timeouts, and
+	// short whether it still runs with a sole voter's (only the server's
+	// leadership monitor touches them after openRaft).
+	id     raft.ServerID
+	normal raft.ReloadableConfig
+	short  bool
 }
 
 // openRaft starts Raft with a raft-wal log and stable store and file
@@ -120,15 +126,28 @@ func openRaft(cfg Config, fsm *FSM, notify chan bool) (*raftNode, error) {
 			return closeStores(fmt.Errorf("bootstrap raft: %w", err))
 		}
 	}
-	if !soleVoter(r, rc.LocalID) {
-		if err := r.ReloadConfig(normal); err != nil {
-			r.Shutdown()
-			transport.Close()
-			return closeStores(fmt.Errorf("raft timeouts: %w", err))
-		}
+	n := &raftNode{raft: r, wal: wal, meta: meta, transport: transport, startIndex: startIndex,
+		startCommand: lastCommandIndex(wal, startIndex), fsm: fsm, id: rc.LocalID, normal: normal, short: true}
+	if err := n.adjustTimeouts(); err != nil {
+		r.Shutdown()
+		transport.Close()
+		return closeStores(fmt.Errorf("raft timeouts: %w", err))
 	}
-	return &raftNode{raft: r, wal: wal, meta: meta, transport: transport, startIndex: startIndex,
-		startCommand: lastCommandIndex(wal, startIndex), fsm: fsm}, nil
+	return n, nil
+}
+
+// adjustTimeouts gives Raft its normal timeouts once the configuration
+// has a voter other than this node (see singleVoterTimeout). The server
+// calls it every second.
+func (n *raftNode) adjustTimeouts() error {
+	if !n.short || soleVoter(n.raft, n.id) {
+		return nil
+	}
+	if err := n.raft.ReloadConfig(n.normal); err != nil {
+		return err
+	}
+	n.short = false
+	return nil
 }
 
 // singleVoterTimeout is the heartbeat and election timeout of a cluster

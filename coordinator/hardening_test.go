@@ -16,10 +16,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/baton-dev/baton/internal/bus"
-	"github.com/baton-dev/baton/internal/logutil"
 	"github.com/baton-dev/baton/internal/natsembed"
 	"github.com/baton-dev/baton/internal/testutil"
 	"github.com/baton-dev/baton/protocol"
@@ -366,13 +363,7 @@ func TestDesiredSetNamesSpecsByDigest(t *testing.T) {
 	defer ns.Shutdown()
 	// A coordinator without Raft or a controller of its own: the test
 	// applies the commands and runs the controller's publish itself.
-	bc, err := bus.Connect(bus.Config{URL: ns.ClientURL(), Logger: slog.Default()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bc.Close()
-	s := &Server{cfg: DevConfig().withDefaults(), log: slog.Default(), fsm: NewFSM(), nc: bc,
-		metrics: newMetrics(prometheus.NewRegistry()), kick: make(chan struct{}, 1), badMessages: logutil.NewLimiter(time.Second)}
+	s := bareServer(t, ns.ClientURL())
 	ctx, cancel := context.WithCancel(context.Background())
 	specsDone := make(chan struct{})
 	go func() { defer close(specsDone); s.serveSpecs(ctx) }()
@@ -381,18 +372,7 @@ func TestDesiredSetNamesSpecsByDigest(t *testing.T) {
 	spec.Service.ReplicaPolicy = protocol.ReplicaPolicy{MinReplicas: 200, MaxReplicas: 200}
 	spec.Run = "echo " + strings.Repeat("x", 60<<10)
 	now := time.Now()
-	index := uint64(0)
-	mustApply := func(ct CommandType, cmd any) {
-		t.Helper()
-		index++
-		buf, err := encodeCommand(ct, cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err, ok := s.fsm.Apply(&raft.Log{Type: raft.LogCommand, Index: index, Data: buf}).(error); ok {
-			t.Fatal(err)
-		}
-	}
+	mustApply := (&fsmApplier{t: t, f: s.fsm}).apply
 	mustApply(CmdCreateService, CreateServiceCmd{Name: "web", Spec: spec, FirstPort: 30001, At: now})
 	mustApply(CmdUpsertAgent, UpsertAgentCmd{Agent: protocol.Agent{ID: "a1", Host: "127.0.0.1", Capacity: protocol.Capacity{CPUs: 64}}, At: now})
 	var reps []protocol.Replica

@@ -35,29 +35,13 @@ func TestRouteSyncRepliesWithPublishedTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	bc, err := bus.Connect(bus.Config{URL: ns.ClientURL(), Logger: slog.Default()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bc.Close()
-	s := &Server{cfg: DevConfig(), log: slog.Default(), fsm: NewFSM(), nc: bc,
-		metrics: newMetrics(prometheus.NewRegistry()), kick: make(chan struct{}, 1), badMessages: logutil.NewLimiter(time.Second)}
+	s := bareServer(t, ns.ClientURL())
 	c := newController(s.controllerDeps())
 	if _, err := nc.Subscribe(protocol.SubjectRoutesSync, c.onRouteSync); err != nil {
 		t.Fatal(err)
 	}
-	index := uint64(0)
-	apply := func(ct CommandType, cmd any) {
-		t.Helper()
-		index++
-		buf, err := encodeCommand(ct, cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err, ok := s.fsm.Apply(&raft.Log{Type: raft.LogCommand, Index: index, Data: buf}).(error); ok {
-			t.Fatal(err)
-		}
-	}
+	ap := &fsmApplier{t: t, f: s.fsm}
+	apply := ap.apply
 	sync := func() protocol.RouteTable {
 		t.Helper()
 		msg, err := nc.Request(protocol.SubjectRoutesSync, nil, 5*time.Second)
@@ -79,8 +63,8 @@ func TestRouteSyncRepliesWithPublishedTables(t *testing.T) {
 		{Service: "web", Version: 1, AgentID: "a1", Status: protocol.ReplicaStarting}}})
 
 	// Never published: the sync gets the live table.
-	if got := sync(); len(got.Endpoints) != 0 || got.Epoch != index {
-		t.Fatalf("unpublished service: sync gave %+v, want the live table at epoch %d", got, index)
+	if got := sync(); len(got.Endpoints) != 0 || got.Epoch != ap.index {
+		t.Fatalf("unpublished service: sync gave %+v, want the live table at epoch %d", got, ap.index)
 	}
 	apply(CmdUpdateReplicas, UpdateReplicasCmd{At: now, Updates: []ReplicaUpdate{{Service: "web", ID: 1, Status: protocol.ReplicaReady, Endpoint: "h:1"}}})
 	c.publishRoutes(s.fsm.State(), now)
@@ -95,5 +79,39 @@ func TestRouteSyncRepliesWithPublishedTables(t *testing.T) {
 	c.publishRoutes(s.fsm.State(), now)
 	if got := sync(); got.Epoch <= published.Epoch || len(got.Endpoints) != 2 {
 		t.Fatalf("after the publish sync gave %+v, want both replicas at an epoch after %d", got, published.Epoch)
+	}
+}
+
+// bareServer is a coordinator without Raft or a controller of its own,
+// connected to the NATS server at url: a test applies commands to its FSM
+// (fsmApplier) and runs its controller's phases itself.
+func bareServer(t *testing.T, url string) *Server {
+	t.Helper()
+	bc, err := bus.Connect(bus.Config{URL: url, Logger: slog.Default()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bc.Close)
+	return &Server{cfg: DevConfig().withDefaults(), log: slog.Default(), fsm: NewFSM(), nc: bc,
+		metrics: newMetrics(prometheus.NewRegistry()), kick: make(chan struct{}, 1), badMessages: logutil.NewLimiter(time.Second)}
+}
+
+// fsmApplier applies commands to an FSM as Raft would, numbering them;
+// index is the last one's.
+type fsmApplier struct {
+	t     *testing.T
+	f     *FSM
+	index uint64
+}
+
+func (a *fsmApplier) apply(ct CommandType, cmd any) {
+	a.t.Helper()
+	a.index++
+	buf, err := encodeCommand(ct, cmd)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	if err, ok := a.f.Apply(&raft.Log{Type: raft.LogCommand, Index: a.index, Data: buf}).(error); ok {
+		a.t.Fatal(err)
 	}
 }

@@ -231,7 +231,8 @@ func (c *controller) reconcileSafely() {
 
 // reconcile is one pass. Its phases, in order:
 //
-//  1. read: one consistent copy of the FSM's state;
+//  1. read: one consistent copy of the FSM's state, and of what the
+//     agents last reported;
 //  2. agents: register agents that report, mark silent or leaving ones
 //     lost (one command each for the whole fleet);
 //  3. reports: fold the agents' replica reports into the FSM (one
@@ -257,10 +258,11 @@ func (c *controller) reconcile() {
 	phase := c.phaseTimer()
 
 	st := c.state()
+	heard := c.reports()
 	phase("read")
-	changed := c.reconcileAgents(st, now)
+	changed := c.reconcileAgents(st, heard, now)
 	phase("agents")
-	changed = c.reconcileReports(st, now) || changed
+	changed = c.reconcileReports(st, heard, now) || changed
 	phase("reports")
 	if changed {
 		st = c.state()

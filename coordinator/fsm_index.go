@@ -13,7 +13,7 @@ func (f *FSM) putReplica(key string, r *protocol.Replica) {
 	old := f.state.Replicas[key]
 	f.state.Replicas[key] = r
 	ref := replicaRef{r.Service, r.ID}
-	f.pending.service(r.Service)[r.ID] = r
+	f.pending.service(r.Service)[ref] = r
 	if old != nil && old.AgentID != "" && old.AgentID != r.AgentID {
 		f.pending.agent(old.AgentID)[ref] = nil
 	}
@@ -30,9 +30,10 @@ func (f *FSM) deleteReplica(key string) {
 		return
 	}
 	delete(f.state.Replicas, key)
-	f.pending.service(old.Service)[old.ID] = nil
+	ref := replicaRef{old.Service, old.ID}
+	f.pending.service(old.Service)[ref] = nil
 	if old.AgentID != "" {
-		f.pending.agent(old.AgentID)[replicaRef{old.Service, old.ID}] = nil
+		f.pending.agent(old.AgentID)[ref] = nil
 	}
 }
 
@@ -45,32 +46,29 @@ type replicaRef struct {
 // indexChanges are the replicas a command changed (nil: gone), by
 // service and by agent, until flushIndex applies them to the index.
 type indexChanges struct {
-	services map[string]map[int]*protocol.Replica
+	services map[string]map[replicaRef]*protocol.Replica
 	agents   map[string]map[replicaRef]*protocol.Replica
 }
 
-func (c *indexChanges) service(name string) map[int]*protocol.Replica {
-	if c.services == nil {
-		c.services = map[string]map[int]*protocol.Replica{}
-	}
-	m := c.services[name]
-	if m == nil {
-		m = map[int]*protocol.Replica{}
-		c.services[name] = m
-	}
-	return m
+func (c *indexChanges) service(name string) map[replicaRef]*protocol.Replica {
+	return changesOf(&c.services, name)
 }
 
 func (c *indexChanges) agent(id string) map[replicaRef]*protocol.Replica {
-	if c.agents == nil {
-		c.agents = map[string]map[replicaRef]*protocol.Replica{}
+	return changesOf(&c.agents, id)
+}
+
+// changesOf returns (*m)[key], making the maps as needed.
+func changesOf(m *map[string]map[replicaRef]*protocol.Replica, key string) map[replicaRef]*protocol.Replica {
+	if *m == nil {
+		*m = map[string]map[replicaRef]*protocol.Replica{}
 	}
-	m := c.agents[id]
-	if m == nil {
-		m = map[replicaRef]*protocol.Replica{}
-		c.agents[id] = m
+	c := (*m)[key]
+	if c == nil {
+		c = map[replicaRef]*protocol.Replica{}
+		(*m)[key] = c
 	}
-	return m
+	return c
 }
 
 // flushIndex brings the index up to date with the command's changes:
@@ -83,50 +81,47 @@ func (f *FSM) flushIndex() {
 	}
 	idx := f.liveIndex()
 	for name, changes := range f.pending.services {
-		list := idx.byService[name]
-		out := make([]*protocol.Replica, 0, len(list)+len(changes))
-		for _, r := range list {
-			if _, changed := changes[r.ID]; !changed {
-				out = append(out, r)
-			}
-		}
-		for _, r := range changes {
-			if r != nil {
-				out = append(out, r)
-			}
-		}
-		if len(out) == 0 {
-			delete(idx.byService, name)
-			continue
-		}
-		slices.SortFunc(out, byID)
-		idx.byService[name] = out
+		setList(idx.byService, name, merged(idx.byService[name], changes, byID))
 	}
 	for id, changes := range f.pending.agents {
-		list := idx.byAgent[id]
-		out := make([]*protocol.Replica, 0, len(list)+len(changes))
-		for _, r := range list {
-			if _, changed := changes[replicaRef{r.Service, r.ID}]; !changed {
-				out = append(out, r)
-			}
-		}
-		for _, r := range changes {
-			if r != nil {
-				out = append(out, r)
-			}
-		}
-		slices.SortFunc(out, byServiceID)
-		idx.setAgent(id, out)
+		setList(idx.byAgent, id, merged(idx.byAgent[id], changes, byServiceID))
 	}
 	f.pending = indexChanges{}
 }
 
+// merged returns a new list: list with each changed replica replaced by
+// its new version (or left out when it is gone), sorted by cmp. list
+// itself is never changed.
+func merged(list []*protocol.Replica, changes map[replicaRef]*protocol.Replica, cmp func(a, b *protocol.Replica) int) []*protocol.Replica {
+	out := make([]*protocol.Replica, 0, len(list)+len(changes))
+	for _, r := range list {
+		if _, changed := changes[replicaRef{r.Service, r.ID}]; !changed {
+			out = append(out, r)
+		}
+	}
+	for _, r := range changes {
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, cmp)
+	return out
+}
+
+// setList sets one list of an index; an empty list is removed.
+func setList(m map[string][]*protocol.Replica, key string, list []*protocol.Replica) {
+	if len(list) == 0 {
+		delete(m, key)
+		return
+	}
+	m[key] = list
+}
+
 // liveIndex is the FSM's own index of its replicas, built when missing.
-// Its lists of service and agent names are left empty: copies sort them.
+// It has no lists of service and agent names: copies sort them.
 func (f *FSM) liveIndex() *stateIndex {
 	if f.state.idx == nil {
 		f.state.idx = buildIndex(f.state)
-		f.state.idx.services, f.state.idx.agents = nil, nil
 	}
 	return f.state.idx
 }

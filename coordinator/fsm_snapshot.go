@@ -34,7 +34,6 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		}
 	}
 	s.idx = buildIndex(s)
-	s.idx.services, s.idx.agents = nil, nil
 	f.mu.Lock()
 	f.state = s
 	f.gen++

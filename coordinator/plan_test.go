@@ -409,7 +409,7 @@ func TestDesiredSetResentToAnAgentThatLostIt(t *testing.T) {
 	}
 	pass := func(at time.Time) {
 		st := fsm.State()
-		c.reconcileReports(st, at)
+		c.reconcileReports(st, c.reports(), at)
 		c.publishDesired(st, at)
 	}
 	report(true, now)
@@ -464,16 +464,16 @@ func TestFleetEventsAreFewCommands(t *testing.T) {
 		a := protocol.Agent{ID: fmt.Sprintf("agent-%03d", i), Host: "10.0.0.1", Capacity: protocol.Capacity{CPUs: 16}}
 		c.agents[a.ID] = &agentReport{status: &protocol.AgentStatus{Agent: a}, replicas: map[string]protocol.ReplicaReport{}, at: now}
 	}
-	c.reconcileAgents(fsm.State(), now)
+	c.reconcileAgents(fsm.State(), c.reports(), now)
 	if counts[CmdUpsertAgents] != 1 || counts[CmdUpsertAgent] != 0 || len(fsm.State().Agents) != fleet {
 		t.Fatalf("registering %d agents: %v commands, %d agents stored", fleet, counts, len(fsm.State().Agents))
 	}
-	c.reconcileAgents(fsm.State(), now.Add(time.Second))
+	c.reconcileAgents(fsm.State(), c.reports(), now.Add(time.Second))
 	if counts[CmdUpsertAgents] != 1 {
 		t.Fatalf("agents registered again though nothing changed: %v", counts)
 	}
 	later := now.Add(cfg.AgentTimeout + time.Second)
-	c.reconcileAgents(fsm.State(), later)
+	c.reconcileAgents(fsm.State(), c.reports(), later)
 	alive := 0
 	for _, a := range fsm.State().Agents {
 		if a.Alive {

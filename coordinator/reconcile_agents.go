@@ -112,8 +112,7 @@ func (c *controller) reports() map[string]heardFrom {
 // reconcileAgents registers agents that report, and marks silent or
 // leaving ones lost, each kind of change in one command for the whole
 // fleet. It reports whether it changed anything.
-func (c *controller) reconcileAgents(st *State, now time.Time) bool {
-	heard := c.reports()
+func (c *controller) reconcileAgents(st *State, heard map[string]heardFrom, now time.Time) bool {
 	var upserts []protocol.Agent
 	var changes []AgentAliveChange
 	for _, id := range slices.Sorted(maps.Keys(heard)) {
@@ -222,8 +221,7 @@ func agentChanged(cur, rep *protocol.Agent) bool {
 
 // reconcileReports folds the agents' replica reports into the FSM, in one
 // command. It reports whether it changed anything.
-func (c *controller) reconcileReports(st *State, now time.Time) bool {
-	heard := c.reports()
+func (c *controller) reconcileReports(st *State, heard map[string]heardFrom, now time.Time) bool {
 	var updates []ReplicaUpdate
 	var deletes []string
 	var busy []busyReport

@@ -86,15 +86,11 @@ func (s *State) Clone() *State {
 	}
 	if s.idx != nil {
 		// The lists are shared: the FSM replaces a list, never edits one.
-		c.idx = &stateIndex{
-			byService: maps.Clone(s.idx.byService),
-			byAgent:   maps.Clone(s.idx.byAgent),
-			services:  slices.Sorted(maps.Keys(c.Services)),
-			agents:    slices.Sorted(maps.Keys(c.Agents)),
-		}
+		c.idx = &stateIndex{byService: maps.Clone(s.idx.byService), byAgent: maps.Clone(s.idx.byAgent)}
 	} else {
 		c.idx = buildIndex(c)
 	}
+	c.idx.services, c.idx.agents = c.ServiceNames(), c.AgentIDs()
 	return c
 }
 
@@ -108,15 +104,6 @@ func byServiceID(a, b *protocol.Replica) int {
 	return a.ID - b.ID
 }
 
-// setAgent sets an agent's list of replicas; an empty list is removed.
-func (idx *stateIndex) setAgent(id string, list []*protocol.Replica) {
-	if len(list) == 0 {
-		delete(idx.byAgent, id)
-		return
-	}
-	idx.byAgent[id] = list
-}
-
 // Indexed returns a shallow copy of s (the same maps and structs) with its
 // indexes built, for a reader that holds the FSM's read lock and looks
 // replicas up by service or agent many times.
@@ -124,14 +111,13 @@ func (s *State) Indexed() *State {
 	if s.idx != nil && s.idx.services != nil {
 		return s
 	}
-	if s.idx != nil {
-		c := *s
-		c.idx = &stateIndex{byService: s.idx.byService, byAgent: s.idx.byAgent,
-			services: slices.Sorted(maps.Keys(s.Services)), agents: slices.Sorted(maps.Keys(s.Agents))}
-		return &c
-	}
 	c := *s
-	c.idx = buildIndex(&c)
+	if s.idx != nil {
+		c.idx = &stateIndex{byService: s.idx.byService, byAgent: s.idx.byAgent}
+	} else {
+		c.idx = buildIndex(&c)
+	}
+	c.idx.services, c.idx.agents = c.ServiceNames(), c.AgentIDs()
 	return &c
 }
 
@@ -139,8 +125,6 @@ func buildIndex(s *State) *stateIndex {
 	idx := &stateIndex{
 		byService: make(map[string][]*protocol.Replica, len(s.Services)),
 		byAgent:   make(map[string][]*protocol.Replica, len(s.Agents)),
-		services:  slices.Sorted(maps.Keys(s.Services)),
-		agents:    slices.Sorted(maps.Keys(s.Agents)),
 	}
 	// Count first, then carve every list out of one array per index: a
 	// fleet's index is two allocations, not one per agent and service.

@@ -18,8 +18,27 @@ type Config struct {
 	HTTPAddr string
 	// RaftAddr is the Raft transport address. Default 127.0.0.1:7401.
 	RaftAddr string
-	// Bootstrap makes a fresh node start a single-node cluster. Default true.
+	// Bootstrap makes a fresh node start a single-node cluster. Default
+	// true; it cannot be combined with BootstrapExpect or Join (New
+	// refuses the mix).
 	Bootstrap bool
+	// BootstrapExpect, when above 0, makes a fresh node wait until that
+	// many coordinators (itself included) have found each other over
+	// gossip, then bootstrap the cluster with all of them. Default 0.
+	BootstrapExpect int
+	// Join lists gossip addresses (host:port) of members to join: any
+	// coordinator, agent or LB of the cluster. A fresh node that joins
+	// without BootstrapExpect waits to be added as a voter by the leader.
+	// Default none.
+	Join []string
+	// GossipAddr is the memberlist (gossip) listen address, TCP and UDP.
+	// Default 127.0.0.1:7402.
+	GossipAddr string
+	// NATSClusterPort is where the embedded NATS server accepts routes from
+	// the other coordinators' servers (on NATSHost), when this node is part
+	// of a cluster (BootstrapExpect or Join set). Default 6222; -1 picks a
+	// free port.
+	NATSClusterPort int
 	// NATSURL names an external NATS server. Empty (the default) embeds one
 	// on NATSHost:NATSPort.
 	NATSURL string
@@ -100,6 +119,8 @@ func DefaultConfig() Config {
 		NodeID:                 "coord-1",
 		HTTPAddr:               "127.0.0.1:7400",
 		RaftAddr:               "127.0.0.1:7401",
+		GossipAddr:             "127.0.0.1:7402",
+		NATSClusterPort:        6222,
 		Bootstrap:              true,
 		NATSHost:               "127.0.0.1",
 		NATSPort:               4222,
@@ -142,6 +163,10 @@ func DevConfig() Config {
 	return c
 }
 
+// Clustered reports whether this node is (to be) one of several
+// coordinators: it bootstraps with others or joins them.
+func (c Config) Clustered() bool { return c.BootstrapExpect > 0 || len(c.Join) > 0 }
+
 // withDefaults fills zero fields from DefaultConfig.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
@@ -158,6 +183,10 @@ func (c Config) withDefaults() Config {
 	setStr(&c.NodeID, d.NodeID)
 	setStr(&c.HTTPAddr, d.HTTPAddr)
 	setStr(&c.RaftAddr, d.RaftAddr)
+	setStr(&c.GossipAddr, d.GossipAddr)
+	if c.NATSClusterPort == 0 {
+		c.NATSClusterPort = d.NATSClusterPort
+	}
 	setStr(&c.NATSHost, d.NATSHost)
 	setStr(&c.LBHost, d.LBHost)
 	if c.NATSPort == 0 {

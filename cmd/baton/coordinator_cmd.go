@@ -1,0 +1,78 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/baton-dev/baton/coordinator"
+)
+
+func newCoordinatorCmd() *cobra.Command {
+	cfg := coordinator.DefaultConfig()
+	var logs logFlags
+	var dev bool
+	cmd := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Run a coordinator: Raft state, the HTTP API, the controller and (by default) an embedded NATS server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := logs.logger()
+			if err != nil {
+				return err
+			}
+			if dev {
+				d := coordinator.DevConfig()
+				flags := cmd.Flags()
+				// Flags given explicitly win over the dev timings.
+				d.NodeID, d.DataDir, d.HTTPAddr, d.RaftAddr = cfg.NodeID, cfg.DataDir, cfg.HTTPAddr, cfg.RaftAddr
+				d.NATSURL, d.NATSHost, d.NATSPort, d.LBHost, d.FirstLBPort = cfg.NATSURL, cfg.NATSHost, cfg.NATSPort, cfg.LBHost, cfg.FirstLBPort
+				d.DebugAddr, d.SnapshotBytes = cfg.DebugAddr, cfg.SnapshotBytes
+				if flags.Changed("agent-timeout") {
+					d.AgentTimeout = cfg.AgentTimeout
+				}
+				if flags.Changed("agent-gc-after") {
+					d.AgentGCAfter = cfg.AgentGCAfter
+				}
+				if flags.Changed("drain-delay") {
+					d.DrainDelay = cfg.DrainDelay
+				}
+				if flags.Changed("drain-timeout") {
+					d.DrainTimeout = cfg.DrainTimeout
+				}
+				if flags.Changed("progress-deadline") {
+					d.ProgressDeadline = cfg.ProgressDeadline
+				}
+				cfg = d
+			}
+			cfg.Logger = logger
+			s, err := coordinator.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			return s.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "this coordinator's Raft server id")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log and snapshots (required)")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP API listen address")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "Raft transport address")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "bootstrap a single-node cluster when the data dir is empty")
+	f.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS server URL (default: embed one)")
+	f.StringVar(&cfg.NATSHost, "nats-host", cfg.NATSHost, "embedded NATS listen host")
+	f.IntVar(&cfg.NATSPort, "nats-port", cfg.NATSPort, "embedded NATS listen port")
+	f.StringVar(&cfg.LBHost, "lb-host", cfg.LBHost, "host shown in service endpoints (where clients reach the LBs)")
+	f.IntVar(&cfg.FirstLBPort, "first-lb-port", cfg.FirstLBPort, "lowest LB port given to a service")
+	f.DurationVar(&cfg.AgentTimeout, "agent-timeout", cfg.AgentTimeout, "silence after which an agent is lost and its replicas replaced")
+	f.DurationVar(&cfg.AgentGCAfter, "agent-gc-after", cfg.AgentGCAfter, "how long a lost agent stays listed before it is forgotten")
+	f.DurationVar(&cfg.DrainDelay, "drain-delay", cfg.DrainDelay, "how long a retired replica keeps running after the LBs report no requests in flight to it")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "longest wait for requests in flight to a retired replica before it is stopped")
+	f.DurationVar(&cfg.ProgressDeadline, "progress-deadline", cfg.ProgressDeadline, "how long a new version may go without a new READY replica before it fails")
+	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go's pprof handlers (/debug/pprof/) on this address, e.g. 127.0.0.1:7409 (off by default)")
+	f.Int64Var(&cfg.SnapshotBytes, "snapshot-bytes", cfg.SnapshotBytes, "take a Raft snapshot once this many bytes of commands were applied since the last one")
+	f.BoolVar(&dev, "dev", false, "use the fast dev timings (short reconcile, drain and agent timeouts)")
+	_ = cmd.MarkFlagRequired("data-dir")
+	logs.register(cmd)
+	return cmd
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/baton-dev/baton/lbnode"
+)
+
+func newLBCmd() *cobra.Command {
+	cfg := lbnode.DefaultConfig()
+	var logs logFlags
+	var dev bool
+	cmd := &cobra.Command{
+		Use:   "lb",
+		Short: "Run an LB node: serve each service's port and route to its ready replicas",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := logs.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			if dev {
+				d := lbnode.DevConfig()
+				cfg.SyncInterval, cfg.DialTimeout, cfg.ShutdownTimeout = d.SyncInterval, d.DialTimeout, d.ShutdownTimeout
+			}
+			n, err := lbnode.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			return n.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ID, "id", cfg.ID, "LB id used in acks and stats")
+	f.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server URL")
+	f.StringVar(&cfg.BindHost, "bind-host", cfg.BindHost, "host every service port listens on")
+	f.StringVar(&cfg.AdminAddr, "admin-addr", cfg.AdminAddr, "listen address for /metrics, /healthz and /v1/routes")
+	f.DurationVar(&cfg.SyncInterval, "sync-interval", cfg.SyncInterval, "how often to re-fetch every route table")
+	f.BoolVar(&dev, "dev", false, "use the fast dev timings")
+	logs.register(cmd)
+	return cmd
+}

@@ -53,6 +53,13 @@ type ServiceResponse struct {
 type StatusResponse struct {
 	Services []ServiceStatusView `json:"services"`
 	Replicas []ReplicaStatusView `json:"replicas"`
+	// Index is the Raft index of the last command this coordinator had
+	// applied when it answered.
+	Index uint64 `json:"index"`
+	// Stale is true when the answering coordinator knows no leader, or
+	// has not heard from it lately: the state may miss recent writes.
+	// A ?consistent read is never stale.
+	Stale bool `json:"stale,omitempty"`
 }
 
 // ServiceStatusView is one row of the Services table.
@@ -104,4 +111,70 @@ const (
 	// (it just started) and will not answer reads with a state that looks
 	// real but is not. Nothing was done; retry shortly.
 	CodeCatchingUp = "catching_up"
+	// CodeNoQuorum: no leader could be reached because a majority of the
+	// coordinators is not reachable; the message names who is missing.
+	// Nothing was done.
+	CodeNoQuorum = "no_quorum"
+	// CodeNoLeader: the coordinators are reachable but hold an election
+	// that did not end within the request's wait. Nothing was done.
+	CodeNoLeader = "no_leader"
 )
+
+// Freshness headers on every read (GET) answered by a coordinator.
+const (
+	// HeaderIndex: the Raft index of the last command applied here.
+	HeaderIndex = "X-Baton-Index"
+	// HeaderKnownLeader: "true" when this coordinator knows a leader.
+	HeaderKnownLeader = "X-Baton-Known-Leader"
+	// HeaderLastContact: milliseconds since this coordinator last heard
+	// from the leader (0 on the leader).
+	HeaderLastContact = "X-Baton-Last-Contact"
+	// HeaderStale: "true" when the answer may miss recent writes (no
+	// leader known, or no contact with it lately).
+	HeaderStale = "X-Baton-Stale"
+	// HeaderServedBy: the node id of the coordinator that answered (the
+	// leader's, for a forwarded request).
+	HeaderServedBy = "X-Baton-Served-By"
+)
+
+// RaftPeersResponse is GET /v1/operator/raft/peers (`baton operator raft
+// list-peers --json`).
+type RaftPeersResponse struct {
+	Peers []RaftPeer `json:"peers"`
+}
+
+// RaftPeer is one server in the Raft configuration.
+type RaftPeer struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	// State is "leader" or "follower" (or another Raft state for the
+	// answering node itself: "candidate"); "unreachable" for a server
+	// that gossip says is down.
+	State string `json:"state"`
+	Voter bool   `json:"voter"`
+}
+
+// MembersResponse is GET /v1/operator/members (`baton operator members
+// --json`).
+type MembersResponse struct {
+	Members []Member `json:"members"`
+}
+
+// Member is one node of the gossip pool.
+type Member struct {
+	// Name is the gossip name, "<role>/<id>".
+	Name string `json:"name"`
+	// Role is "coordinator", "agent" or "lb".
+	Role string `json:"role"`
+	ID   string `json:"id"`
+	// Address is the gossip address (host:port).
+	Address string `json:"address"`
+	// Status is "alive", "suspect", "failed" or "left".
+	Status string `json:"status"`
+	// API is the node's HTTP address (coordinator API, agent or LB admin).
+	API string `json:"api,omitempty"`
+	// NATS is the client URL of a coordinator's embedded NATS server.
+	NATS string `json:"nats,omitempty"`
+	// Raft is a coordinator's Raft address.
+	Raft string `json:"raft,omitempty"`
+}

@@ -5,7 +5,10 @@ package natsembed
 import (
 	"fmt"
 	"net"
+	"net/url"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -19,11 +22,22 @@ type Config struct {
 	Port int
 	// StoreDir is unused unless JetStream is ever enabled.
 	StoreDir string
+	// ClusterPort, when not 0, accepts routes from the other servers of a
+	// NATS cluster on Host (-1 picks a free port). Default 0: no cluster.
+	ClusterPort int
+	// ClusterName names the cluster; servers only route to servers of the
+	// same name. Default "baton".
+	ClusterName string
 }
 
 // Server is a running embedded NATS server.
 type Server struct {
 	ns *server.Server
+
+	// mu guards opts and routes (SetRoutes).
+	mu     sync.Mutex
+	opts   server.Options
+	routes []string
 }
 
 // Start runs a NATS server and waits until it accepts connections.
@@ -40,6 +54,13 @@ func Start(cfg Config) (*Server, error) {
 		MaxPayload:     8 << 20,
 		MaxControlLine: 4096,
 	}
+	if cfg.ClusterPort != 0 {
+		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: host, Port: cfg.ClusterPort}
+		if opts.Cluster.Name == "" {
+			opts.Cluster.Name = "baton"
+		}
+	}
+	saved := *opts
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats server: %w", err)
@@ -49,7 +70,62 @@ func Start(cfg Config) (*Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("nats server on %s:%d did not start within 10s (is the port in use?)", host, cfg.Port)
 	}
-	return &Server{ns: ns}, nil
+	return &Server{ns: ns, opts: saved}, nil
+}
+
+// ClusterURL is the nats-route:// URL other servers of the cluster route
+// to; "" without a cluster port.
+func (s *Server) ClusterURL() string {
+	addr := s.ns.ClusterAddr()
+	if addr == nil {
+		return ""
+	}
+	return "nats-route://" + net.JoinHostPort(addr.IP.String(), strconv.Itoa(addr.Port))
+}
+
+// NumRoutes is the number of routes to other servers now connected.
+func (s *Server) NumRoutes() int { return s.ns.NumRoutes() }
+
+// SetRoutes makes the server route to exactly these nats-route:// URLs
+// (its own left out), reloading its options when they changed. The
+// server keeps retrying a route whose peer is down; peers also learn of
+// each other through the routes they have. Safe for concurrent use.
+func (s *Server) SetRoutes(urls []string) error {
+	own := s.ClusterURL()
+	if own == "" {
+		return fmt.Errorf("nats server has no cluster port")
+	}
+	var want []string
+	for _, u := range urls {
+		if u != "" && u != own {
+			want = append(want, u)
+		}
+	}
+	slices.Sort(want)
+	want = slices.Compact(want)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if slices.Equal(want, s.routes) {
+		return nil
+	}
+	parsed := make([]*url.URL, 0, len(want))
+	for _, u := range want {
+		pu, err := url.Parse(u)
+		if err != nil {
+			return fmt.Errorf("route %q: %w", u, err)
+		}
+		parsed = append(parsed, pu)
+	}
+	opts := s.opts
+	opts.Routes = parsed
+	// The cluster port was fixed at start (it may have been -1).
+	opts.Cluster.Port = s.ns.ClusterAddr().Port
+	opts.Port = s.ns.Addr().(*net.TCPAddr).Port
+	if err := s.ns.ReloadOptions(&opts); err != nil {
+		return fmt.Errorf("nats routes: %w", err)
+	}
+	s.routes = want
+	return nil
 }
 
 // ClientURL is the nats:// URL clients connect to.

@@ -31,7 +31,7 @@ const downPollInterval = 500 * time.Millisecond
 // serveCLI holds what the `baton serve` commands share. Tests replace
 // stdin, isTerminal and now.
 type serveCLI struct {
-	addr       string // --addr; empty means $BATON_ADDR, else defaultAddr
+	addr       addrFlag // --addr; empty means $BATON_ADDR, else defaultAddr
 	stdin      io.Reader
 	isTerminal func() bool
 	now        func() time.Time
@@ -55,16 +55,15 @@ func (c *serveCLI) command() *cobra.Command {
 		Short: "Run, update and inspect services",
 		Long: `Run, update and inspect services described by SkyServe-compatible task YAMLs.
 
-The commands talk to the coordinator at --addr, else $BATON_ADDR, else ` + defaultAddr + `.`,
+The commands talk to the coordinators at --addr, else $BATON_ADDR, else
+` + defaultAddr + `: a comma-separated list, tried in order until one answers.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	cmd.PersistentFlags().StringVar(&c.addr, "addr", "", "coordinator address (default $BATON_ADDR, else "+defaultAddr+")")
+	c.addr.register(cmd)
 	cmd.AddCommand(c.upCmd(), c.updateCmd(), c.statusCmd(), c.downCmd(), c.logsCmd())
 	return cmd
 }
-
-func (c *serveCLI) client() *apiClient { return newAPIClient(resolveAddr(c.addr)) }
 
 func (c *serveCLI) upCmd() *cobra.Command {
 	var name string
@@ -116,7 +115,11 @@ func (c *serveCLI) upCmd() *cobra.Command {
 			if err != nil || !ok {
 				return err
 			}
-			resp, err := c.client().Up(contextOf(cmd), protocol.UpRequest{
+			cl, err := c.addr.client()
+			if err != nil {
+				return err
+			}
+			resp, err := cl.Up(contextOf(cmd), protocol.UpRequest{
 				Name: name, YAML: string(data), Filename: file, BaseDir: cwd, Envs: envs,
 			})
 			if err != nil {
@@ -207,7 +210,11 @@ rolling replaces old replicas one at a time as new ones become READY.`,
 			if err != nil || !ok {
 				return err
 			}
-			resp, err := c.client().Update(contextOf(cmd), name, protocol.UpdateRequest{
+			cl, err := c.addr.client()
+			if err != nil {
+				return err
+			}
+			resp, err := cl.Update(contextOf(cmd), name, protocol.UpdateRequest{
 				YAML: string(data), Filename: file, BaseDir: cwd, Mode: mode, Envs: envs,
 			})
 			if err != nil {
@@ -235,14 +242,24 @@ rolling replaces old replicas one at a time as new ones become READY.`,
 }
 
 func (c *serveCLI) statusCmd() *cobra.Command {
-	var asJSON bool
+	var asJSON, consistent bool
 	cmd := &cobra.Command{
-		Use:           "status [NAME...]",
-		Short:         "Show services and their replicas",
+		Use:   "status [NAME...]",
+		Short: "Show services and their replicas",
+		Long: `Show services and their replicas.
+
+Any coordinator answers from its own copy of the state. When that copy may
+miss recent writes (the coordinator knows no leader, or has not heard from it
+lately) a warning says so; --consistent asks the leader instead, which first
+confirms that it still leads.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := c.client().Status(contextOf(cmd), args)
+			cl, err := c.addr.client()
+			if err != nil {
+				return err
+			}
+			st, info, err := cl.Status(contextOf(cmd), args, consistent)
 			if err != nil {
 				return err
 			}
@@ -262,10 +279,14 @@ func (c *serveCLI) statusCmd() *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(st)
 			}
+			if w := staleWarning(st, info); w != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+			}
 			return writeStatus(cmd.OutOrStdout(), st, c.now())
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as one JSON object")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as one JSON object (with the coordinator's Raft index and whether the answer may be stale)")
+	cmd.Flags().BoolVar(&consistent, "consistent", false, "ask the leader, which confirms its leadership first: never stale, but fails without a quorum")
 	return cmd
 }
 
@@ -285,10 +306,13 @@ func (c *serveCLI) downCmd() *cobra.Command {
 			if !all && len(args) == 0 {
 				return errors.New("name the services to shut down, or pass --all")
 			}
-			cl := c.client()
+			cl, err := c.addr.client()
+			if err != nil {
+				return err
+			}
 			names := args
 			if all {
-				st, err := cl.Status(contextOf(cmd), nil)
+				st, _, err := cl.Status(contextOf(cmd), nil, false)
 				if err != nil {
 					return err
 				}
@@ -362,7 +386,11 @@ N lines (1 to ` + strconv.Itoa(agent.MaxLogTail) + `) instead of the oldest one 
 			ctx, stop := signal.NotifyContext(contextOf(cmd), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			opts := logsOptions{Follow: follow && !noFollow, Tail: int(tail)}
-			return c.client().Logs(ctx, args[0], id, opts, cmd.OutOrStdout())
+			cl, err := c.addr.client()
+			if err != nil {
+				return err
+			}
+			return cl.Logs(ctx, args[0], id, opts, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", true, "keep streaming new lines (the default)")
@@ -518,7 +546,7 @@ func waitGone(ctx context.Context, cl *apiClient, names []string, out io.Writer)
 	tick := time.NewTicker(downPollInterval)
 	defer tick.Stop()
 	for {
-		st, err := cl.Status(ctx, nil)
+		st, _, err := cl.Status(ctx, nil, false)
 		if err == nil {
 			var still []string
 			for _, n := range left {

@@ -70,6 +70,10 @@ type fakeCoordinator struct {
 	statusPolls int
 	goneAfter   int
 	downErr     map[string]protocol.APIError
+	// index and stale go into status answers, headers onto every answer.
+	index   uint64
+	stale   bool
+	headers map[string]string
 }
 
 func newFakeCoordinator(t *testing.T) *fakeCoordinator {
@@ -91,6 +95,9 @@ func (f *fakeCoordinator) serve(w http.ResponseWriter, r *http.Request) {
 	f.requests = append(f.requests, req)
 	f.bodies = append(f.bodies, body)
 	writeJSON := func(status int, v any) {
+		for k, v := range f.headers {
+			w.Header().Set(k, v)
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
 		json.NewEncoder(w).Encode(v)
@@ -113,7 +120,7 @@ func (f *fakeCoordinator) serve(w http.ResponseWriter, r *http.Request) {
 		writeJSON(http.StatusOK, protocol.ServiceResponse{Name: name})
 	case r.Method == http.MethodGet && r.URL.Path == "/v1/status":
 		f.statusPolls++
-		st := protocol.StatusResponse{Services: f.services}
+		st := protocol.StatusResponse{Services: f.services, Index: f.index, Stale: f.stale}
 		if f.goneAfter > 0 && f.statusPolls > f.goneAfter {
 			st.Services = nil
 		}
@@ -499,5 +506,104 @@ func TestServeUpMissingWorkdir(t *testing.T) {
 	}
 	if reqs := f.seen(); len(reqs) != 0 {
 		t.Fatalf("coordinator was contacted: %v", reqs)
+	}
+}
+
+// TestServeStatusStale checks the warning on a status answer that may miss
+// recent writes, and that --json passes index and stale on.
+func TestServeStatusStale(t *testing.T) {
+	tests := []struct {
+		name    string
+		stale   bool
+		headers map[string]string
+		want    string // the warning on stderr; "" for none
+	}{
+		{name: "fresh", headers: map[string]string{protocol.HeaderServedBy: "c1", protocol.HeaderKnownLeader: "true"}},
+		{name: "no leader", stale: true,
+			headers: map[string]string{protocol.HeaderServedBy: "c3", protocol.HeaderKnownLeader: "false", protocol.HeaderStale: "true"},
+			want:    "warning: this answer may be stale: coordinator c3 knows no leader (index 1234)\n"},
+		{name: "leader silent", stale: true,
+			headers: map[string]string{protocol.HeaderServedBy: "c2", protocol.HeaderKnownLeader: "true", protocol.HeaderLastContact: "12345"},
+			want:    "warning: this answer may be stale: coordinator c2 last heard from the leader 12.3s ago (index 1234); --consistent asks the leader\n"},
+		{name: "stale header alone, no node id", headers: map[string]string{protocol.HeaderStale: "true"},
+			want: "warning: this answer may be stale: the coordinator at URL has not heard from the leader lately (index 1234); --consistent asks the leader\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeCoordinator(t)
+			f.index, f.stale, f.headers = 1234, tt.stale, tt.headers
+			f.services = []protocol.ServiceStatusView{{Name: "web", Version: 1, Status: protocol.ServiceReady}}
+			out, errOut, err := runServe(t, f, false, "", "status")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := strings.ReplaceAll(tt.want, "URL", f.srv.URL)
+			if errOut != want {
+				t.Errorf("stderr %q, want %q", errOut, want)
+			}
+			if !strings.HasPrefix(out, "Services\n") {
+				t.Errorf("stdout %q, want the table", out)
+			}
+
+			out, errOut, err = runServe(t, f, false, "", "status", "--json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if errOut != "" {
+				t.Errorf("--json stderr %q, want none", errOut)
+			}
+			var got map[string]any
+			if err := json.Unmarshal([]byte(out), &got); err != nil {
+				t.Fatalf("--json output %q: %v", out, err)
+			}
+			if got["index"] != float64(1234) {
+				t.Errorf("--json index %v, want 1234", got["index"])
+			}
+			if stale, ok := got["stale"]; tt.stale != (ok && stale == true) {
+				t.Errorf("--json stale %v (present %t), want %t", stale, ok, tt.stale)
+			}
+		})
+	}
+}
+
+// TestServeStatusConsistent checks that --consistent asks for a consistent
+// read.
+func TestServeStatusConsistent(t *testing.T) {
+	f := newFakeCoordinator(t)
+	if _, _, err := runServe(t, f, false, "", "status", "--consistent", "web"); err != nil {
+		t.Fatal(err)
+	}
+	want := "GET /v1/status?consistent=true&service=web"
+	if got := f.seen(); len(got) != 1 || got[0] != want {
+		t.Errorf("requests %v, want [%s]", got, want)
+	}
+}
+
+// TestServeAddrList checks that serve takes a list of addresses from
+// $BATON_ADDR and --addr, and moves past one that is down.
+func TestServeAddrList(t *testing.T) {
+	f := newFakeCoordinator(t)
+	f.services = []protocol.ServiceStatusView{{Name: "web", Version: 1, Status: protocol.ServiceReady}}
+	dead := refusedAddr(t)
+	t.Setenv("BATON_ADDR", dead+","+f.srv.URL)
+	for _, args := range [][]string{
+		{"status"},
+		{"--addr", strings.TrimPrefix(dead, "http://") + "," + strings.TrimPrefix(f.srv.URL, "http://"), "status"},
+	} {
+		c := &serveCLI{stdin: strings.NewReader(""), isTerminal: func() bool { return false }, now: time.Now}
+		cmd := c.command()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(io.Discard)
+		cmd.SetArgs(args)
+		if err := cmd.Execute(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		if !strings.Contains(out.String(), "web") {
+			t.Errorf("%v: stdout %q, want the status table", args, out.String())
+		}
+	}
+	if got := len(f.seen()); got != 2 {
+		t.Errorf("live coordinator saw %d requests, want 2", got)
 	}
 }

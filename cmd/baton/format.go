@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -63,6 +64,83 @@ func writeStatus(w io.Writer, st *protocol.StatusResponse, now time.Time) error 
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// staleWarning returns the warning for a status answer that may miss
+// recent writes (its stale field or header set), saying who answered and
+// why from the freshness headers, like `this answer may be stale:
+// coordinator c3 knows no leader (index 1234)`; "" for a fresh answer.
+func staleWarning(st *protocol.StatusResponse, info *answerInfo) string {
+	var h http.Header
+	addr := ""
+	if info != nil {
+		h, addr = info.Header, info.Addr
+	}
+	if !st.Stale && !strings.EqualFold(h.Get(protocol.HeaderStale), "true") {
+		return ""
+	}
+	who := "the coordinator at " + addr
+	if id := h.Get(protocol.HeaderServedBy); id != "" {
+		who = "coordinator " + id
+	} else if addr == "" {
+		who = "the coordinator"
+	}
+	index := st.Index
+	if index == 0 {
+		index, _ = strconv.ParseUint(h.Get(protocol.HeaderIndex), 10, 64)
+	}
+	var why string
+	knowsLeader := !strings.EqualFold(h.Get(protocol.HeaderKnownLeader), "false")
+	ms, err := strconv.ParseInt(h.Get(protocol.HeaderLastContact), 10, 64)
+	switch {
+	case !knowsLeader:
+		why = who + " knows no leader"
+	case err == nil && ms >= 0:
+		why = fmt.Sprintf("%s last heard from the leader %s ago", who, formatContact(time.Duration(ms)*time.Millisecond))
+	default:
+		why = who + " has not heard from the leader lately"
+	}
+	msg := fmt.Sprintf("this answer may be stale: %s (index %d)", why, index)
+	if knowsLeader {
+		msg += "; --consistent asks the leader"
+	}
+	return msg
+}
+
+// formatContact renders a time since the leader's last contact: `850ms`,
+// `12.3s`, `4m10s`.
+func formatContact(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	default:
+		return d.Round(time.Second).String()
+	}
+}
+
+// writePeers prints the Raft configuration as the table of `baton operator
+// raft list-peers`.
+func writePeers(w io.Writer, peers []protocol.RaftPeer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS\tSTATE\tVOTER")
+	for _, p := range peers {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\n", orDash(p.ID), orDash(p.Address), orDash(p.State), p.Voter)
+	}
+	return tw.Flush()
+}
+
+// writeMembers prints the gossip pool as the table of `baton operator
+// members`.
+func writeMembers(w io.Writer, members []protocol.Member) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tROLE\tID\tADDRESS\tSTATUS\tAPI")
+	for _, m := range members {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n",
+			orDash(m.Name), orDash(m.Role), orDash(m.ID), orDash(m.Address), orDash(m.Status), orDash(m.API))
+	}
+	return tw.Flush()
 }
 
 // showReplicaReason reports whether a replica's last reason is worth

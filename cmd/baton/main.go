@@ -6,6 +6,7 @@
 //	baton lb            serves each service's port, routing to ready replicas
 //	baton dev           all of the above in one process, for trying it out
 //	baton serve ...     up, status, update, down, logs (talks to $BATON_ADDR)
+//	baton operator ...  raft list-peers, raft remove-peer, members
 package main
 
 import (
@@ -38,7 +39,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newCoordinatorCmd(), newAgentCmd(), newLBCmd(), newDevCmd(), newServeCmd(), newSimCmd())
+	root.AddCommand(newCoordinatorCmd(), newAgentCmd(), newLBCmd(), newDevCmd(), newServeCmd(), newOperatorCmd(), newSimCmd())
 	return root
 }
 

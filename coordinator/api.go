@@ -23,15 +23,22 @@ const maxRequestBytes = 4 << 20
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/services", s.handleUp)
-	mux.HandleFunc("POST /v1/services/{name}/update", s.handleUpdate)
-	mux.HandleFunc("DELETE /v1/services/{name}", s.handleDown)
-	mux.HandleFunc("GET /v1/status", s.handleStatus)
+	mux.HandleFunc("POST /v1/services", s.write(s.handleUp))
+	mux.HandleFunc("POST /v1/services/{name}/update", s.write(s.handleUpdate))
+	mux.HandleFunc("DELETE /v1/services/{name}", s.write(s.handleDown))
+	mux.HandleFunc("GET /v1/status", s.read(s.handleStatus))
 	mux.HandleFunc("GET /v1/services/{name}/replicas/{id}/logs", s.handleLogs)
-	mux.HandleFunc("GET /v1/agents", s.handleAgents)
+	mux.HandleFunc("GET /v1/agents", s.read(s.handleAgents))
+	mux.HandleFunc("GET /v1/operator/raft/peers", s.read(s.handleRaftPeers))
+	mux.HandleFunc("DELETE /v1/operator/raft/peers/{id}", s.write(s.handleRemovePeer))
+	mux.HandleFunc("GET /v1/operator/members", s.read(s.handleMembers))
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
-	return mux
+	id := s.cfg.NodeID
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(protocol.HeaderServedBy, id)
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -204,7 +211,7 @@ func (s *Server) handleUp(w http.ResponseWriter, r *http.Request) {
 		Name: req.Name, Spec: *spec, YAML: req.YAML, FirstPort: s.cfg.FirstLBPort, At: time.Now(),
 	})
 	if err != nil {
-		writeApplyError(w, err)
+		s.applyError(w, r, err)
 		return
 	}
 	svc := res.(protocol.Service)
@@ -244,7 +251,7 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		ProgressSeconds: int(progress / time.Second), At: time.Now(),
 	})
 	if err != nil {
-		writeApplyError(w, err)
+		s.applyError(w, r, err)
 		return
 	}
 	svc := res.(protocol.Service)
@@ -261,7 +268,7 @@ func (s *Server) handleDown(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	res, _, err := s.raftApply(CmdDeleteService, DeleteServiceCmd{Service: name, At: time.Now()})
 	if err != nil {
-		writeApplyError(w, err)
+		s.applyError(w, r, err)
 		return
 	}
 	svc := res.(protocol.Service)
@@ -277,6 +284,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	names := r.URL.Query()["service"]
 	var resp protocol.StatusResponse
+	index, stale, _, _ := s.freshness(r)
 	var missing []string
 	s.fsm.Read(func(st *State) {
 		resp = statusView(st.Indexed(), names, s.cfg.LBHost, s.cfg.MaxConsecutiveFailures, time.Now())
@@ -290,6 +298,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, protocol.CodeNotFound, fmt.Sprintf("service %q not found", missing[0]))
 		return
 	}
+	resp.Index, resp.Stale = index, stale
 	writeJSON(w, http.StatusOK, resp)
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/baton-dev/baton/internal/bus"
 	"github.com/baton-dev/baton/internal/logutil"
+	"github.com/baton-dev/baton/internal/membership"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -47,6 +48,10 @@ type controllerDeps struct {
 	kickFn func()
 	// limiter rate-limits repeated warnings.
 	limiter *logutil.Limiter
+	// gossip, when set, says what the gossip pool knows of a member:
+	// the leader learns of failed agents and LBs from it besides their
+	// messages. Nil without gossip.
+	gossip func(role membership.Role, id string) (membership.Member, bool)
 }
 
 // controller is the leader's reconcile loop. All of the state it acts on

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/baton-dev/baton/internal/membership"
 )
 
 // monitorLeadership starts the controller when this node becomes leader
@@ -100,7 +102,12 @@ func (s *Server) lead(ctx context.Context) {
 
 // controllerDeps are the parts of this coordinator its controller uses.
 func (s *Server) controllerDeps() controllerDeps {
+	var gossip func(membership.Role, string) (membership.Member, bool)
+	if s.pool != nil {
+		gossip = s.pool.Member
+	}
 	return controllerDeps{
+		gossip:  gossip,
 		cfg:     s.cfg,
 		log:     s.log.With("component", "controller"),
 		state:   s.fsm.State,

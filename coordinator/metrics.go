@@ -27,6 +27,7 @@ type metrics struct {
 	specRequests     *prometheus.CounterVec
 	snapshots        *prometheus.CounterVec
 
+	forwarded       *prometheus.CounterVec
 	invalidMessages *prometheus.CounterVec
 	reconcilePanics prometheus.Counter
 	desiredTooLarge prometheus.Counter
@@ -102,6 +103,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "baton_coordinator_snapshots_total",
 			Help: "Raft snapshots this node asked for because its log grew past --snapshot-bytes, by result.",
 		}, []string{"result"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_coordinator_forwarded_requests_total",
+			Help: "API requests this node forwarded to the leader and got an answer for, by method.",
+		}, []string{"method"}),
 		invalidMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_coordinator_invalid_messages_total",
 			Help: "NATS messages dropped because they were oversize, undecodable or invalid, by subject.",
@@ -118,6 +123,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	reg.MustRegister(m.commands, m.replicas, m.isLeader, m.raftState, m.appliedIndex,
 		m.flips, m.flipSeconds, m.reconciles, m.agentsAlive, m.lbsLive,
 		m.invalidMessages, m.reconcilePanics, m.desiredTooLarge,
-		m.reconcileSeconds, m.applySeconds, m.phaseSeconds, m.desiredSent, m.specRequests, m.snapshots)
+		m.reconcileSeconds, m.applySeconds, m.phaseSeconds, m.desiredSent, m.specRequests, m.snapshots, m.forwarded)
 	return m
 }

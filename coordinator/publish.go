@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/baton-dev/baton/internal/membership"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -310,6 +311,9 @@ func (c *controller) liveLBs(now time.Time) []lbInfo {
 		if now.Sub(lb.seen) > c.cfg.LBLiveness {
 			delete(c.lbs, id)
 			continue
+		}
+		if c.gossipDown(membership.RoleLB, id, lb.seen) != "" {
+			continue // gone: its acks are not waited for
 		}
 		out = append(out, lb)
 	}

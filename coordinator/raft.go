@@ -28,7 +28,9 @@ type raftNode struct {
 	// (0 if none): Raft counts an entry applied once it has handed it to
 	// the FSM, so the FSM's own index must reach this one too.
 	startCommand uint64
-	fsm          *FSM
+	// existing says the node started with Raft state on disk.
+	existing bool
+	fsm      *FSM
 	// id is this node's server id; normal its configured timeouts, and
 	// short whether it still runs with a sole voter's (only the server's
 	// leadership monitor touches them after openRaft).
@@ -116,7 +118,9 @@ func openRaft(cfg Config, fsm *FSM, notify chan bool) (*raftNode, error) {
 		transport.Close()
 		return closeStores(fmt.Errorf("start raft: %w", err))
 	}
-	if !existing && cfg.Bootstrap {
+	// A node that joins others never bootstraps alone: that would make a
+	// second cluster of one.
+	if !existing && cfg.Bootstrap && !cfg.Clustered() {
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 			ID: rc.LocalID, Address: transport.LocalAddr(),
 		}}})
@@ -127,7 +131,7 @@ func openRaft(cfg Config, fsm *FSM, notify chan bool) (*raftNode, error) {
 		}
 	}
 	n := &raftNode{raft: r, wal: wal, meta: meta, transport: transport, startIndex: startIndex,
-		startCommand: lastCommandIndex(wal, startIndex), fsm: fsm, id: rc.LocalID, normal: normal, short: true}
+		startCommand: lastCommandIndex(wal, startIndex), existing: existing, fsm: fsm, id: rc.LocalID, normal: normal, short: true}
 	if err := n.adjustTimeouts(); err != nil {
 		r.Shutdown()
 		transport.Close()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/baton-dev/baton/internal/membership"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -152,6 +153,11 @@ func (c *controller) reconcileAgents(st *State, heard map[string]heardFrom, now 
 			}
 			continue
 		}
+		if why := c.gossipDown(membership.RoleAgent, id, heard[id].at); why != "" {
+			changes = append(changes, AgentAliveChange{ID: id, Reason: fmt.Sprintf("agent %s lost: %s", id, why)})
+			c.log.Warn("agent lost", "agent_id", id, "gossip", why)
+			continue
+		}
 		last := heard[id].at
 		if last.Before(c.leaderSince) {
 			last = c.leaderSince // a new leader gives every agent a full timeout
@@ -181,6 +187,27 @@ func (c *controller) reconcileAgents(st *State, heard map[string]heardFrom, now 
 		changed = true
 	}
 	return changed
+}
+
+// gossipDown says why gossip shows a member failed or gone since lastHeard
+// (its last message), or "" when it does not (or there is no gossip). A
+// failure older than the last message is not believed: the member spoke
+// since.
+func (c *controller) gossipDown(role membership.Role, id string, lastHeard time.Time) string {
+	if c.gossip == nil {
+		return ""
+	}
+	m, ok := c.gossip(role, id)
+	if !ok || !m.Since.After(lastHeard) {
+		return ""
+	}
+	switch m.Status {
+	case membership.StatusFailed:
+		return "gossip: failed (no answer to direct or indirect probes)"
+	case membership.StatusLeft:
+		return "gossip: left the cluster"
+	}
+	return ""
 }
 
 // holdsReplicas reports whether any replica that is not FAILED is on the

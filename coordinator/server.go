@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/baton-dev/baton/internal/bus"
 	"github.com/baton-dev/baton/internal/logutil"
+	"github.com/baton-dev/baton/internal/membership"
 	"github.com/baton-dev/baton/internal/natsembed"
 )
 
@@ -39,15 +42,41 @@ type Server struct {
 	// badMessages limits the logging of invalid NATS messages.
 	badMessages *logutil.Limiter
 
+	// pool is the gossip pool (nil for a lone coordinator without a
+	// gossip address).
+	pool *membership.Pool
+	// bootstrapped is set once this node has Raft state or has found
+	// that a cluster exists (--bootstrap-expect waits until then).
+	bootstrapped atomic.Bool
+
 	// ctrlMu guards ctrl, the running controller (nil when not leader).
 	ctrlMu sync.Mutex
 	ctrl   *controller
+}
+
+// checkConfig refuses settings that cannot work together.
+func checkConfig(cfg Config) error {
+	if cfg.NodeID == "" || len(cfg.NodeID) > 128 || strings.ContainsAny(cfg.NodeID, "/ \t\r\n") {
+		return fmt.Errorf("coordinator: node id %q: use 1-128 characters without '/' or spaces (e.g. c1)", cfg.NodeID)
+	}
+	if cfg.BootstrapExpect < 0 {
+		return fmt.Errorf("coordinator: --bootstrap-expect %d: use the number of coordinators (3 or 5), or leave it out for one", cfg.BootstrapExpect)
+	}
+	for _, j := range cfg.Join {
+		if strings.TrimSpace(j) == "" {
+			return errors.New("coordinator: --join has an empty address; use host:port of any member's gossip address, comma-separated")
+		}
+	}
+	return nil
 }
 
 // New opens Raft, starts NATS (embedded unless cfg.NATSURL) and binds the
 // API listener. Run starts serving.
 func New(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
+	if err := checkConfig(cfg); err != nil {
+		return nil, err
+	}
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "coordinator", "node_id", cfg.NodeID),
@@ -65,7 +94,11 @@ func New(cfg Config) (*Server, error) {
 	natsURL := cfg.NATSURL
 	var inProcess nats.InProcessConnProvider
 	if natsURL == "" {
-		ns, err := natsembed.Start(natsembed.Config{Host: cfg.NATSHost, Port: cfg.NATSPort})
+		ncfg := natsembed.Config{Host: cfg.NATSHost, Port: cfg.NATSPort}
+		if cfg.Clustered() {
+			ncfg.ClusterPort = cfg.NATSClusterPort
+		}
+		ns, err := natsembed.Start(ncfg)
 		if err != nil {
 			return nil, err
 		}
@@ -99,8 +132,45 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.raft = rn
+	s.bootstrapped.Store(rn.existing)
+	if err := s.startGossip(); err != nil {
+		_ = rn.Close()
+		ln.Close()
+		s.closeNATS()
+		return nil, err
+	}
 	s.api = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
+}
+
+// transferLeadership hands leadership to another voter before a planned
+// shutdown, so the cluster does not wait an election timeout.
+func (s *Server) transferLeadership() {
+	if !s.IsLeader() || soleVoter(s.raft.raft, s.raft.id) {
+		return
+	}
+	f := s.raft.raft.LeadershipTransfer()
+	if s.pool != nil {
+		// Only to a voter that gossip shows alive: raft would pick the
+		// most up-to-date one, which may be down.
+		f = nil
+		if c := s.raft.raft.GetConfiguration(); c.Error() == nil {
+			for _, srv := range c.Configuration().Servers {
+				if srv.Suffrage == raft.Voter && string(srv.ID) != s.cfg.NodeID && s.memberAlive(membership.RoleCoordinator, string(srv.ID)) {
+					f = s.raft.raft.LeadershipTransferToServer(srv.ID, srv.Address)
+					break
+				}
+			}
+		}
+		if f == nil {
+			return
+		}
+	}
+	if err := f.Error(); err != nil {
+		s.log.Warn("leadership transfer before shutdown", "error", err)
+		return
+	}
+	s.log.Info("leadership transferred before shutdown")
 }
 
 func (s *Server) closeNATS() {
@@ -154,10 +224,14 @@ func (s *Server) Run(ctx context.Context) error {
 		defer dbg.Close()
 		s.log.Info("pprof listening", "addr", dbg.Addr)
 	}
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		s.serveSpecs(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.watchCluster(ctx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -185,6 +259,13 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	_ = s.api.Shutdown(shutdownCtx)
 	wg.Wait()
+	s.transferLeadership()
+	if s.pool != nil {
+		// Others see this node "left" at once rather than "failed" after
+		// their probes time out; it stays a Raft voter.
+		_ = s.pool.Leave(time.Second)
+		_ = s.pool.Shutdown()
+	}
 	if cerr := s.raft.Close(); cerr != nil {
 		s.log.Warn("raft shutdown", "error", cerr)
 	}

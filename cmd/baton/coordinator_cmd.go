@@ -1,6 +1,9 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/spf13/cobra"
 
 	"github.com/baton-dev/baton/coordinator"
@@ -19,13 +22,23 @@ func newCoordinatorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			flags := cmd.Flags()
+			if err := checkBootstrapFlags(flags.Changed("bootstrap"), cfg.Bootstrap, cfg.BootstrapExpect, cfg.Join); err != nil {
+				return err
+			}
+			if !flags.Changed("gossip-addr") && !cfg.Clustered() {
+				cfg.GossipAddr = "" // a lone coordinator gossips only when asked to
+			}
 			if dev {
 				d := coordinator.DevConfig()
-				flags := cmd.Flags()
 				// Flags given explicitly win over the dev timings.
 				d.NodeID, d.DataDir, d.HTTPAddr, d.RaftAddr = cfg.NodeID, cfg.DataDir, cfg.HTTPAddr, cfg.RaftAddr
 				d.NATSURL, d.NATSHost, d.NATSPort, d.LBHost, d.FirstLBPort = cfg.NATSURL, cfg.NATSHost, cfg.NATSPort, cfg.LBHost, cfg.FirstLBPort
 				d.DebugAddr, d.SnapshotBytes = cfg.DebugAddr, cfg.SnapshotBytes
+				d.Bootstrap, d.BootstrapExpect, d.Join, d.GossipAddr, d.NATSClusterPort = cfg.Bootstrap, cfg.BootstrapExpect, cfg.Join, cfg.GossipAddr, cfg.NATSClusterPort
+				if flags.Changed("raft-timeout") {
+					d.RaftTimeout = cfg.RaftTimeout
+				}
 				if flags.Changed("agent-timeout") {
 					d.AgentTimeout = cfg.AgentTimeout
 				}
@@ -58,7 +71,12 @@ func newCoordinatorCmd() *cobra.Command {
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log and snapshots (required)")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP API listen address")
 	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "Raft transport address")
-	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "bootstrap a single-node cluster when the data dir is empty")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "bootstrap a single-node cluster when the data dir is empty (a lone coordinator; not with --bootstrap-expect or --join)")
+	f.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "wait until this many coordinators (3 or 5) have found each other over gossip, then bootstrap the cluster with all of them")
+	f.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses (host:port, comma-separated) of any members to join; a new coordinator is added as a voter by the leader")
+	f.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "gossip (memberlist) listen address, TCP and UDP")
+	f.IntVar(&cfg.NATSClusterPort, "nats-cluster-port", cfg.NATSClusterPort, "port (on --nats-host) where the embedded NATS server takes routes from the other coordinators")
+	f.DurationVar(&cfg.RaftTimeout, "raft-timeout", cfg.RaftTimeout, "Raft heartbeat and election timeout (hashicorp/raft's default 1s; the leader lease is half of it); lower fails over faster on a quiet LAN")
 	f.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS server URL (default: embed one)")
 	f.StringVar(&cfg.NATSHost, "nats-host", cfg.NATSHost, "embedded NATS listen host")
 	f.IntVar(&cfg.NATSPort, "nats-port", cfg.NATSPort, "embedded NATS listen port")
@@ -73,6 +91,20 @@ func newCoordinatorCmd() *cobra.Command {
 	f.Int64Var(&cfg.SnapshotBytes, "snapshot-bytes", cfg.SnapshotBytes, "take a Raft snapshot once this many bytes of commands were applied since the last one")
 	f.BoolVar(&dev, "dev", false, "use the fast dev timings (short reconcile, drain and agent timeouts)")
 	_ = cmd.MarkFlagRequired("data-dir")
+	cmd.MarkFlagsMutuallyExclusive("bootstrap", "bootstrap-expect")
 	logs.register(cmd)
 	return cmd
+}
+
+// checkBootstrapFlags refuses --bootstrap (a cluster of one) beside
+// --bootstrap-expect or --join: a node that bootstraps alone and then
+// joins others would make two clusters.
+func checkBootstrapFlags(bootstrapGiven, bootstrap bool, expect int, join []string) error {
+	switch {
+	case expect < 0:
+		return fmt.Errorf("--bootstrap-expect %d: use the number of coordinators (3 or 5)", expect)
+	case bootstrapGiven && bootstrap && len(join) > 0:
+		return errors.New("--bootstrap starts a cluster of one and cannot be used with --join: drop --bootstrap (the leader adds a coordinator that joins) or use --bootstrap-expect N on every coordinator")
+	}
+	return nil
 }

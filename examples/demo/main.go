@@ -14,14 +14,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/baton-dev/baton/internal/loadgen"
@@ -40,19 +38,28 @@ func main() {
 }
 
 type demo struct {
-	bin     string
-	apiAddr string
-	dir     string
+	coordArgs map[string][]string
+	bin       string
+	dir       string
+	work      string // a world-readable copy of examples/, where the CLI runs
+	addrs     []string
+	daemons   map[string]*daemon
+	coords    []coordinator
 }
 
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+// coordinator is one of the demo's three coordinators.
+type coordinator struct {
+	id, api string
 }
+
+// The demo's machines, each its own loopback address: three coordinators,
+// four agents and one LB.
+var (
+	coordHosts = []string{"127.0.100.1", "127.0.100.2", "127.0.100.3"}
+	agentHosts = []string{"127.0.100.11", "127.0.100.12", "127.0.100.13", "127.0.100.14"}
+	agentCPUs  = []string{"2", "2", "4", "4"}
+	lbHost     = "127.0.100.21"
+)
 
 func run(bin string, workers int) (err error) {
 	bin, err = filepath.Abs(bin)
@@ -64,55 +71,31 @@ func run(bin string, workers int) (err error) {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	d := &demo{bin: bin, apiAddr: fmt.Sprintf("127.0.0.1:%d", freePort()), dir: dir}
-
-	agents := []string{"cpus=2", "cpus=2", "cpus=4", "cpus=4,accelerators=A100:1"}
-	args := []string{"dev", "--data-dir", filepath.Join(dir, "state"), "--http-addr", d.apiAddr,
-		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", freePort()), "--nats-port", strconv.Itoa(freePort()),
-		"--lb-admin-addr", fmt.Sprintf("127.0.0.1:%d", freePort())}
-	for _, a := range agents {
-		args = append(args, "--agent", a)
-	}
-	devLog := filepath.Join(dir, "dev.log")
-	logf, err := os.Create(devLog)
-	if err != nil {
+	// Agents running as root run replicas as nobody, who must be able to
+	// read the example's workdir.
+	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
 	}
-	dev := exec.Command(bin, args...)
-	dev.Stdout, dev.Stderr = logf, logf
-	// If the demo dies (Ctrl-C, a closed pipe), baton dev gets SIGINT and
-	// stops its replicas instead of running on.
-	dev.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGINT}
-	say("$ baton %s", strings.Join(append([]string{"dev"}, quoteAgents(agents)...), " "))
-	if err := dev.Start(); err != nil {
-		return err
+	d := &demo{bin: bin, dir: dir, work: filepath.Join(dir, "work"), daemons: map[string]*daemon{}}
+	if err := os.CopyFS(filepath.Join(d.work, "examples"), os.DirFS("examples")); err != nil {
+		return fmt.Errorf("copy examples: %w", err)
 	}
-	devDone := make(chan error, 1)
-	go func() { devDone <- dev.Wait() }()
 	defer func() {
-		// Ctrl-C for baton dev: it stops every replica, then exits.
-		_ = dev.Process.Signal(os.Interrupt)
-		select {
-		case <-devDone:
-		case <-time.After(30 * time.Second):
-			_ = syscall.Kill(-dev.Process.Pid, syscall.SIGKILL)
-			<-devDone
-		}
-		logf.Close()
+		d.stopAll()
 		if left := procscan.WithEnv("BATON_SERVICE=http-server"); len(left) > 0 {
 			err = errors.Join(err, fmt.Errorf("replica processes left behind: %v", left))
 		}
 		if err != nil {
-			if buf, rerr := os.ReadFile(devLog); rerr == nil {
-				lines := strings.Split(strings.TrimSpace(string(buf)), "\n")
-				if len(lines) > 40 {
-					lines = lines[len(lines)-40:]
-				}
-				fmt.Fprintf(os.Stderr, "--- last lines of the baton dev log ---\n%s\n", strings.Join(lines, "\n"))
-			}
+			d.logTails()
 		}
 	}()
-	if err := d.waitAgents(len(agents), 30*time.Second); err != nil {
+	if err := d.startCluster(); err != nil {
+		return err
+	}
+	if _, err := d.cli("operator", "raft", "list-peers"); err != nil {
+		return err
+	}
+	if _, err := d.cli("operator", "members"); err != nil {
 		return err
 	}
 
@@ -131,22 +114,29 @@ func run(bin string, workers int) (err error) {
 		return err
 	}
 
-	// 2. load on the endpoint for the whole update
-	say("\n# load: %d concurrent clients on http://%s/ until the old replicas are gone", workers, endpoint)
+	// 2. load on the endpoint for the whole update: plain requests and
+	// server-sent event streams
+	say("\n# load: %d concurrent clients and 2 event streams on http://%s/ until the old replicas are gone", workers, endpoint)
 	ctx, stopLoad := context.WithCancel(context.Background())
 	defer stopLoad()
 	loadDone := make(chan []loadgen.Result, 1)
 	go func() {
 		loadDone <- loadgen.Run(ctx, loadgen.Config{URL: "http://" + endpoint + "/", Workers: workers, MaxDuration: 5 * time.Minute})
 	}()
+	streamsDone := make(chan streamCount, 1)
+	go func() { streamsDone <- runStreams(ctx, "http://"+endpoint+"/stream", 2) }()
 	time.Sleep(2 * time.Second) // version-1 traffic before the update
 
-	// 3. update
+	// 3. update, and kill -9 the leader while it is under way
 	updateAt := time.Now()
 	if _, err := d.cli("serve", "update", "http-server", "examples/http_server/task_v2.yaml", "-y"); err != nil {
 		return err
 	}
 	if _, err := d.cli("serve", "status", "http-server"); err != nil {
+		return err
+	}
+	failover, killed, err := d.killLeader()
+	if err != nil {
 		return err
 	}
 
@@ -189,6 +179,19 @@ func run(bin string, workers int) (err error) {
 	time.Sleep(2 * time.Second) // version-2 traffic after the old replicas are gone
 	stopLoad()
 	results := <-loadDone
+	streams := <-streamsDone
+
+	// 5. the killed coordinator comes back with its data dir and rejoins
+	say("\n# %s restarts with its data dir", killed)
+	if err := d.startCoordinator(killed); err != nil {
+		return err
+	}
+	if err := d.waitPeers(3, 30*time.Second); err != nil {
+		return err
+	}
+	if _, err := d.cli("operator", "raft", "list-peers"); err != nil {
+		return err
+	}
 	if _, err := d.cli("serve", "status", "http-server"); err != nil {
 		return err
 	}
@@ -196,45 +199,221 @@ func run(bin string, workers int) (err error) {
 		return err
 	}
 
-	// 5. down
+	// 6. down
 	if _, err := d.cli("serve", "down", "http-server", "-y", "--wait"); err != nil {
 		return err
 	}
 
 	sum := loadgen.Summarize(results)
 	say("\n=== figures ===")
+	say("coordinators / agents / LBs:           3 / %d / 1 (separate processes)", len(agentHosts))
 	say("requests sent:                         %d", sum.Sent)
 	say("requests failed:                       %d", sum.Failed)
 	say("served by version 1:                   %d", sum.ByVersion[1])
 	say("served by version 2:                   %d", sum.ByVersion[2])
 	say("started after first v2, served by v1:  %d", sum.StaleAfterFlip)
-	say("time from update to flip:              %s", flipAt.Sub(updateAt).Round(time.Millisecond))
+	say("event streams completed / cut:         %d / %d", streams.completed, streams.cut)
+	say("leader failover (kill -9 -> new leader): %s", failover.Round(time.Millisecond))
+	say("time from update to flip:              %s (the leader killed meanwhile)", flipAt.Sub(updateAt).Round(time.Millisecond))
 	say("time from flip to old replicas gone:   %s", goneAt.Sub(flipAt).Round(time.Millisecond))
 	for _, e := range sum.FirstErrors {
 		say("  failure: %s", e)
 	}
-	if sum.Failed > 0 || sum.StaleAfterFlip > 0 {
-		return fmt.Errorf("%d requests failed and %d were served by the old version after the flip", sum.Failed, sum.StaleAfterFlip)
+	for _, e := range streams.errors {
+		say("  stream cut: %s", e)
 	}
-	say("OK: no request failed during the update")
+	if sum.Failed > 0 || sum.StaleAfterFlip > 0 || streams.cut > 0 {
+		return fmt.Errorf("%d requests failed, %d were served by the old version after the flip, %d streams were cut",
+			sum.Failed, sum.StaleAfterFlip, streams.cut)
+	}
+	say("OK: no request failed and no stream was cut during the update, though the leader was killed")
 	return nil
 }
 
-func say(format string, args ...any) { fmt.Printf(format+"\n", args...) }
-
-func quoteAgents(agents []string) []string {
-	var out []string
-	for _, a := range agents {
-		out = append(out, "--agent", a)
+// startCluster starts the coordinators, agents and LB and waits until the
+// coordinators have a leader and every agent has registered.
+func (d *demo) startCluster() error {
+	var gossip []string
+	ports := map[string]int{}
+	for i, h := range coordHosts {
+		for _, p := range []struct {
+			name string
+			want int
+		}{{"api", 7400}, {"raft", 7401}, {"gossip", 7402}, {"nats", 4222}, {"cluster", 6222}} {
+			port, err := portOn(h, p.want)
+			if err != nil {
+				return err
+			}
+			ports[fmt.Sprintf("%d-%s", i, p.name)] = port
+		}
+		gossip = append(gossip, fmt.Sprintf("%s:%d", h, ports[fmt.Sprintf("%d-gossip", i)]))
 	}
-	return out
+	d.coordArgs = map[string][]string{}
+	for i, h := range coordHosts {
+		id := fmt.Sprintf("c%d", i+1)
+		api := fmt.Sprintf("%s:%d", h, ports[fmt.Sprintf("%d-api", i)])
+		lbPort, err := portOn(lbHost, 30001)
+		if err != nil {
+			return err
+		}
+		d.coordArgs[id] = []string{"coordinator", "--dev", "--node-id", id, "--data-dir", filepath.Join(d.dir, id),
+			"--http-addr", api, "--raft-addr", fmt.Sprintf("%s:%d", h, ports[fmt.Sprintf("%d-raft", i)]),
+			"--gossip-addr", gossip[i], "--nats-host", h, "--nats-port", strconv.Itoa(ports[fmt.Sprintf("%d-nats", i)]),
+			"--nats-cluster-port", strconv.Itoa(ports[fmt.Sprintf("%d-cluster", i)]),
+			"--bootstrap-expect", "3", "--join", strings.Join(gossip, ","),
+			"--lb-host", lbHost, "--first-lb-port", strconv.Itoa(lbPort)}
+		d.coords = append(d.coords, coordinator{id: id, api: api})
+		d.addrs = append(d.addrs, "http://"+api)
+	}
+	say("$ baton coordinator --node-id c1 --http-addr %s ... --bootstrap-expect 3 --join %s   # and c2, c3",
+		d.coords[0].api, strings.Join(gossip, ","))
+	for _, c := range d.coords {
+		if err := d.startCoordinator(c.id); err != nil {
+			return err
+		}
+	}
+	if err := d.waitPeers(3, 30*time.Second); err != nil {
+		return err
+	}
+	join := strings.Join(gossip, ",")
+	for i, h := range agentHosts {
+		id := fmt.Sprintf("agent-%d", i+1)
+		gp, err := portOn(h, 7402)
+		if err != nil {
+			return err
+		}
+		args := []string{"agent", "--dev", "--id", id, "--host", h, "--http-addr", h + ":0",
+			"--gossip-addr", fmt.Sprintf("%s:%d", h, gp), "--join", join,
+			"--data-dir", filepath.Join(d.dir, id), "--cpus", agentCPUs[i], "--memory", "8"}
+		if i == 3 {
+			args = append(args, "--accelerators", "A100:1")
+		}
+		if _, err := d.start(id, args...); err != nil {
+			return err
+		}
+	}
+	say("$ baton agent --id agent-1 --host %s --join %s ...   # and agent-2..4 on %s", agentHosts[0], join, strings.Join(agentHosts[1:], ", "))
+	gp, err := portOn(lbHost, 7402)
+	if err != nil {
+		return err
+	}
+	if _, err := d.start("lb-1", "lb", "--dev", "--id", "lb-1", "--bind-host", lbHost, "--admin-addr", lbHost+":0",
+		"--gossip-addr", fmt.Sprintf("%s:%d", lbHost, gp), "--join", join); err != nil {
+		return err
+	}
+	say("$ baton lb --id lb-1 --bind-host %s --join %s", lbHost, join)
+	say("$ export BATON_ADDR=%s", strings.Join(d.addrs, ","))
+	return d.waitAgents(len(agentHosts), 60*time.Second)
 }
+
+func (d *demo) startCoordinator(id string) error {
+	_, err := d.start(id, d.coordArgs[id]...)
+	return err
+}
+
+// peers asks the coordinators in turn for the Raft peers.
+func (d *demo) peers() (protocol.RaftPeersResponse, error) {
+	var resp protocol.RaftPeersResponse
+	var err error
+	for _, c := range d.coords {
+		if p := d.daemons[c.id]; p == nil || isDone(p) {
+			continue
+		}
+		var r *http.Response
+		r, err = httpClient.Get("http://" + c.api + "/v1/operator/raft/peers")
+		if err != nil {
+			continue
+		}
+		err = json.NewDecoder(r.Body).Decode(&resp)
+		r.Body.Close()
+		if err == nil {
+			return resp, nil
+		}
+	}
+	if err == nil {
+		err = errors.New("no coordinator is running")
+	}
+	return resp, err
+}
+
+func isDone(p *daemon) bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// leaderID is the leader a running coordinator names ("" if none).
+func (d *demo) leaderID() string {
+	p, err := d.peers()
+	if err != nil {
+		return ""
+	}
+	for _, peer := range p.Peers {
+		if peer.State == "leader" {
+			return peer.ID
+		}
+	}
+	return ""
+}
+
+// waitPeers waits until the cluster has n peers and a leader.
+func (d *demo) waitPeers(n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		p, err := d.peers()
+		leaders, reachable := 0, 0
+		for _, peer := range p.Peers {
+			if peer.State == "leader" {
+				leaders++
+			}
+			if peer.State == "leader" || peer.State == "follower" {
+				reachable++
+			}
+		}
+		if err == nil && len(p.Peers) == n && leaders == 1 && reachable == n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the coordinators did not form a cluster of %d with a leader within %s (peers %+v, %v)", n, timeout, p.Peers, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// killLeader kill -9s the leader and returns how long until another
+// coordinator leads.
+func (d *demo) killLeader() (time.Duration, string, error) {
+	old := d.leaderID()
+	if old == "" {
+		return 0, "", errors.New("no leader to kill")
+	}
+	say("\n$ kill -9 <pid of the leader, %s>   # in the middle of the update", old)
+	start := time.Now()
+	d.daemons[old].kill9()
+	for {
+		if id := d.leaderID(); id != "" && id != old {
+			took := time.Since(start)
+			say("# %s leads after %s", id, took.Round(time.Millisecond))
+			return took, old, nil
+		}
+		if time.Since(start) > 30*time.Second {
+			return 0, old, errors.New("no new leader within 30s of killing " + old)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func say(format string, args ...any) { fmt.Printf(format+"\n", args...) }
 
 // cli runs and echoes `baton args...` as a user would type it.
 func (d *demo) cli(args ...string) (string, error) {
 	say("\n$ baton %s", strings.Join(args, " "))
 	cmd := exec.Command(d.bin, args...)
-	cmd.Env = append(os.Environ(), "BATON_ADDR=http://"+d.apiAddr)
+	cmd.Dir = d.work
+	cmd.Env = append(os.Environ(), "BATON_ADDR="+strings.Join(d.addrs, ","))
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
@@ -250,7 +429,8 @@ func (d *demo) cli(args ...string) (string, error) {
 func (d *demo) logsTail(service, id string, n int) error {
 	say("\n$ baton serve logs %s %s --tail %d --no-follow", service, id, n)
 	cmd := exec.Command(d.bin, "serve", "logs", service, id, "--tail", strconv.Itoa(n), "--no-follow")
-	cmd.Env = append(os.Environ(), "BATON_ADDR=http://"+d.apiAddr)
+	cmd.Dir = d.work
+	cmd.Env = append(os.Environ(), "BATON_ADDR="+strings.Join(d.addrs, ","))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("baton serve logs: %w: %s", err, out)
@@ -259,14 +439,37 @@ func (d *demo) logsTail(service, id string, n int) error {
 	return nil
 }
 
+// httpClient bounds the demo's own API calls: a coordinator that was
+// killed must not hold a poll up.
+var httpClient = &http.Client{Timeout: 3 * time.Second}
+
+// get decodes GET path from the first running coordinator that answers.
+func (d *demo) get(path string, v any) error {
+	var err error = errors.New("no coordinator is running")
+	for _, c := range d.coords {
+		if p := d.daemons[c.id]; p == nil || isDone(p) {
+			continue
+		}
+		var resp *http.Response
+		resp, err = httpClient.Get("http://" + c.api + path)
+		if err != nil {
+			continue
+		}
+		err = json.NewDecoder(resp.Body).Decode(v)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode == http.StatusOK {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("GET %s: %s", path, resp.Status)
+		}
+	}
+	return err
+}
+
 func (d *demo) status() (protocol.StatusResponse, error) {
 	var st protocol.StatusResponse
-	resp, err := http.Get("http://" + d.apiAddr + "/v1/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return st, d.get("/v1/status", &st)
 }
 
 func (d *demo) waitFor(timeout time.Duration, what string, ok func(protocol.StatusResponse) bool) (protocol.StatusResponse, error) {
@@ -286,17 +489,12 @@ func (d *demo) waitFor(timeout time.Duration, what string, ok func(protocol.Stat
 func (d *demo) waitAgents(n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := http.Get("http://" + d.apiAddr + "/v1/agents")
-		if err == nil {
-			var agents []protocol.Agent
-			_ = json.NewDecoder(resp.Body).Decode(&agents)
-			resp.Body.Close()
-			if len(agents) >= n {
-				return nil
-			}
+		var agents []protocol.Agent
+		if err := d.get("/v1/agents", &agents); err == nil && len(agents) >= n {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("baton dev did not register %d agents within %s", n, timeout)
+			return fmt.Errorf("the coordinators did not register %d agents within %s", n, timeout)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -23,9 +23,10 @@ const maxLBPort = 65535
 type FSM struct {
 	mu    sync.RWMutex
 	state *State
-	// onApply, if set, is called after each applied entry, outside the
-	// lock, so the leader can react to changes promptly.
-	onApply func(index uint64)
+	// onApply, if set, is called after each applied command, outside the
+	// lock, with whether the command was rejected (the FSM's error), so
+	// the leader can react to changes promptly.
+	onApply func(index uint64, t CommandType, rejected bool)
 	// pending are the current command's changes to the index (see
 	// flushIndex); guarded by mu.
 	pending indexChanges
@@ -96,7 +97,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 	f.gen++
 	f.mu.Unlock()
 	if f.onApply != nil {
-		f.onApply(l.Index)
+		_, rejected := res.(error)
+		f.onApply(l.Index, t, rejected)
 	}
 	return res
 }

@@ -28,6 +28,7 @@ type metrics struct {
 	snapshots        *prometheus.CounterVec
 
 	forwarded       *prometheus.CounterVec
+	fsmApplied      *prometheus.CounterVec
 	invalidMessages *prometheus.CounterVec
 	reconcilePanics prometheus.Counter
 	desiredTooLarge prometheus.Counter
@@ -103,6 +104,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "baton_coordinator_snapshots_total",
 			Help: "Raft snapshots this node asked for because its log grew past --snapshot-bytes, by result.",
 		}, []string{"result"}),
+		fsmApplied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_coordinator_fsm_applied_total",
+			Help: "Commands this node's FSM applied from the Raft log (every node applies every command, replays included), by type and result (ok, or rejected by a guard).",
+		}, []string{"type", "result"}),
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_coordinator_forwarded_requests_total",
 			Help: "API requests this node forwarded to the leader and got an answer for, by method.",
@@ -123,6 +128,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	reg.MustRegister(m.commands, m.replicas, m.isLeader, m.raftState, m.appliedIndex,
 		m.flips, m.flipSeconds, m.reconciles, m.agentsAlive, m.lbsLive,
 		m.invalidMessages, m.reconcilePanics, m.desiredTooLarge,
-		m.reconcileSeconds, m.applySeconds, m.phaseSeconds, m.desiredSent, m.specRequests, m.snapshots, m.forwarded)
+		m.reconcileSeconds, m.applySeconds, m.phaseSeconds, m.desiredSent, m.specRequests, m.snapshots, m.forwarded, m.fsmApplied)
 	return m
 }

@@ -87,8 +87,13 @@ func New(cfg Config) (*Server, error) {
 
 		badMessages: logutil.NewLimiter(10 * time.Second),
 	}
-	s.fsm.onApply = func(index uint64) {
+	s.fsm.onApply = func(index uint64, t CommandType, rejected bool) {
 		s.metrics.appliedIndex.Set(float64(index))
+		result := "ok"
+		if rejected {
+			result = "rejected"
+		}
+		s.metrics.fsmApplied.WithLabelValues(t.String(), result).Inc()
 		s.Kick()
 	}
 	natsURL := cfg.NATSURL

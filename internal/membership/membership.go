@@ -51,6 +51,11 @@ func (r Role) valid() bool {
 // DefaultPort is the gossip port (TCP and UDP) when none is given.
 const DefaultPort = 7402
 
+// DefaultBindAddr is host:DefaultPort.
+func DefaultBindAddr(host string) string {
+	return net.JoinHostPort(host, strconv.Itoa(DefaultPort))
+}
+
 // Meta is what a node gossips about itself. It travels as JSON in
 // memberlist's node meta and must stay under memberlist.MetaMaxSize (512
 // bytes): New and UpdateMeta refuse a larger one.
@@ -269,7 +274,7 @@ func New(cfg Config) (*Pool, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.BindAddr == "" {
-		cfg.BindAddr = net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultPort))
+		cfg.BindAddr = DefaultBindAddr("0.0.0.0")
 	}
 	if cfg.ProbeInterval <= 0 {
 		cfg.ProbeInterval = DefaultProbeInterval

@@ -26,6 +26,7 @@ import (
 	"github.com/baton-dev/baton/agent/gpu"
 	"github.com/baton-dev/baton/internal/bus"
 	"github.com/baton-dev/baton/internal/logutil"
+	"github.com/baton-dev/baton/internal/membership"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -65,6 +66,8 @@ type Agent struct {
 	started  atomic.Bool
 	httpAddr atomic.Value // string: bound address, set by Run
 	advAddr  atomic.Value // string: address advertised to the coordinator
+	// pool is the gossip pool, set by Run when gossip is on (/healthz).
+	pool atomic.Pointer[membership.Pool]
 
 	pubMu   sync.Mutex // serialises publish; taken before mu
 	nc      *bus.Conn  // set by Run before any publish; guarded by pubMu
@@ -260,8 +263,30 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-httpDone
 	}()
 
+	natsURL := a.cfg.NATSURL
+	if a.cfg.GossipAddr != "" {
+		pool, err := membership.New(membership.Config{
+			Meta:      membership.Meta{Role: membership.RoleAgent, ID: a.cfg.ID, API: adv},
+			BindAddr:  a.cfg.GossipAddr,
+			Join:      a.cfg.Join,
+			Logger:    a.logger,
+			SecretKey: a.cfg.GossipKey,
+		})
+		if err != nil {
+			return fmt.Errorf("agent gossip: %w", err)
+		}
+		a.pool.Store(pool)
+		defer leavePool(pool, a.logger)
+		if natsURL == "" {
+			if natsURL, err = pool.WaitForNATS(ctx, a.logger); err != nil {
+				return nil // ctx ended: stopped before it could start
+			}
+			a.logger.Info("coordinators found over gossip", "nats_url", natsURL)
+		}
+	}
+
 	nc, err := bus.Connect(bus.Config{
-		URL:    a.cfg.NATSURL,
+		URL:    natsURL,
 		Name:   "baton-agent-" + a.cfg.ID,
 		Logger: a.logger,
 		// Publishing while disconnected fails instead of queueing stale
@@ -270,7 +295,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		OnConnect:         a.publish,
 	})
 	if err != nil {
-		return fmt.Errorf("agent nats connect to %s: %w", a.cfg.NATSURL, err)
+		return fmt.Errorf("agent nats connect to %s: %w", natsURL, err)
 	}
 	defer nc.Close()
 	a.pubMu.Lock()
@@ -292,7 +317,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent subscribe %s: %w", protocol.AgentDesiredSubject(a.cfg.ID), err)
 	}
-	a.logger.Info("agent started", "http_addr", a.HTTPAddr(), "nats_url", a.cfg.NATSURL,
+	a.logger.Info("agent started", "http_addr", a.HTTPAddr(), "nats_url", natsURL,
 		"host", a.cfg.Host, "cpus", a.cpus, "memory_gb", a.memGB, "gpus", len(a.gpuList),
 		"replica_user", a.user.name, "isolation", a.iso.describe())
 
@@ -627,3 +652,14 @@ func (a *Agent) killOrphans() {
 
 // closedChan is an always-closed channel.
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// leavePool leaves the gossip pool gracefully (the others see "left", not
+// "failed") and stops gossip.
+func leavePool(pool *membership.Pool, log *slog.Logger) {
+	if err := pool.Leave(1500 * time.Millisecond); err != nil {
+		log.Debug("gossip leave", "error", err)
+	}
+	if err := pool.Shutdown(); err != nil {
+		log.Debug("gossip shutdown", "error", err)
+	}
+}

@@ -39,6 +39,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/baton-dev/baton/internal/membership"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -50,8 +51,22 @@ type Config struct {
 	// (protocol.AgentIDFromHostname), so "GPU-Node.example.com" becomes
 	// "gpu-node-example-com".
 	ID string
-	// NATSURL is the NATS server to connect to. Default nats://127.0.0.1:4222.
+	// NATSURL is the NATS server, or a comma-separated list of servers, to
+	// connect to. Default nats://127.0.0.1:4222, unless Join is set: then
+	// empty means the NATS URLs of the alive coordinators learnt over
+	// gossip (Run waits for one).
 	NATSURL string
+	// GossipAddr is host:port where the agent joins the gossip pool (TCP
+	// and UDP). Default: no gossip unless Join is set, then Host:7402.
+	GossipAddr string
+	// Join lists the gossip addresses (host:port) of any pool members,
+	// typically the coordinators; the agent joins them in the background,
+	// retrying until one answers. Default none (no gossip unless
+	// GossipAddr is set).
+	Join []string
+	// GossipKey encrypts gossip (16, 24 or 32 bytes; the same on every
+	// member). Default none.
+	GossipKey []byte
 	// HTTPAddr is where the logs, /metrics and /healthz server listens.
 	// Default 127.0.0.1:7403; ":0" picks a free port (see Agent.HTTPAddr).
 	HTTPAddr string
@@ -197,7 +212,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("--id: %w", err)
 	}
 	def := DefaultConfig()
-	if cfg.NATSURL == "" {
+	if cfg.NATSURL == "" && len(cfg.Join) == 0 {
 		cfg.NATSURL = def.NATSURL
 	}
 	if cfg.HTTPAddr == "" {
@@ -205,6 +220,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Host == "" {
 		cfg.Host = def.Host
+	}
+	if cfg.GossipAddr == "" && len(cfg.Join) > 0 {
+		cfg.GossipAddr = membership.DefaultBindAddr(cfg.Host)
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = def.DataDir

@@ -46,6 +46,10 @@ func (a *Agent) handleHealth(w http.ResponseWriter, _ *http.Request) {
 	nc := a.nc
 	a.pubMu.Unlock()
 	first, natsLine := "ok", "nats: not started"
+	pool := a.pool.Load()
+	if nc == nil && pool != nil && a.cfg.NATSURL == "" {
+		first, natsLine = "unhealthy: no coordinator known", "nats: waiting for a coordinator over gossip"
+	}
 	if nc != nil {
 		if err := nc.Health(); err != nil {
 			first, natsLine = "unhealthy: nats down", "nats: "+err.Error()
@@ -56,7 +60,11 @@ func (a *Agent) handleHealth(w http.ResponseWriter, _ *http.Request) {
 	if first != "ok" {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
-	_, _ = io.WriteString(w, first+"\n"+natsLine+"\nisolation: "+a.iso.describe()+"\nreplica user: "+a.user.name+"\n")
+	gossipLine := ""
+	if pool != nil {
+		gossipLine = pool.Health() + "\n"
+	}
+	_, _ = io.WriteString(w, first+"\n"+natsLine+"\n"+gossipLine+"isolation: "+a.iso.describe()+"\nreplica user: "+a.user.name+"\n")
 }
 
 // writeError writes an APIError body.

@@ -91,7 +91,6 @@ func newCoordinatorCmd() *cobra.Command {
 	f.Int64Var(&cfg.SnapshotBytes, "snapshot-bytes", cfg.SnapshotBytes, "take a Raft snapshot once this many bytes of commands were applied since the last one")
 	f.BoolVar(&dev, "dev", false, "use the fast dev timings (short reconcile, drain and agent timeouts)")
 	_ = cmd.MarkFlagRequired("data-dir")
-	cmd.MarkFlagsMutuallyExclusive("bootstrap", "bootstrap-expect")
 	logs.register(cmd)
 	return cmd
 }
@@ -103,6 +102,8 @@ func checkBootstrapFlags(bootstrapGiven, bootstrap bool, expect int, join []stri
 	switch {
 	case expect < 0:
 		return fmt.Errorf("--bootstrap-expect %d: use the number of coordinators (3 or 5)", expect)
+	case bootstrapGiven && bootstrap && expect > 0:
+		return errors.New("--bootstrap starts a cluster of one and cannot be used with --bootstrap-expect: use --bootstrap-expect N (the same N) on every coordinator of a cluster, or --bootstrap alone for a single coordinator")
 	case bootstrapGiven && bootstrap && len(join) > 0:
 		return errors.New("--bootstrap starts a cluster of one and cannot be used with --join: drop --bootstrap (the leader adds a coordinator that joins) or use --bootstrap-expect N on every coordinator")
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/baton-dev/baton/internal/membership"
 )
 
 // Config configures a Node. The zero value of any field means its default;
@@ -18,8 +20,22 @@ type Config struct {
 	// ID names this LB in acks and stats. Default: "<hostname>-<pid>", or a
 	// random id when the hostname is unknown.
 	ID string
-	// NATSURL is the control plane's NATS server. Default nats://127.0.0.1:4222.
+	// NATSURL is the control plane's NATS server, or a comma-separated
+	// list of servers. Default nats://127.0.0.1:4222, unless Join is set:
+	// then empty means the NATS URLs of the alive coordinators learnt over
+	// gossip (Run waits for one).
 	NATSURL string
+	// GossipAddr is host:port where the node joins the gossip pool (TCP
+	// and UDP). Default: no gossip unless Join is set, then BindHost:7402.
+	GossipAddr string
+	// Join lists the gossip addresses (host:port) of any pool members,
+	// typically the coordinators; the node joins them in the background,
+	// retrying until one answers. Default none (no gossip unless
+	// GossipAddr is set).
+	Join []string
+	// GossipKey encrypts gossip (16, 24 or 32 bytes; the same on every
+	// member). Default none.
+	GossipKey []byte
 	// BindHost is the host every service port listens on. Default 0.0.0.0
 	// (DevConfig: 127.0.0.1). Several LBs on one machine each take their own
 	// loopback address (127.0.0.11, 127.0.0.12, ...).
@@ -96,11 +112,14 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ID == "" {
 		c.ID = d.ID
 	}
-	if c.NATSURL == "" {
+	if c.NATSURL == "" && len(c.Join) == 0 {
 		c.NATSURL = d.NATSURL
 	}
 	if c.BindHost == "" {
 		c.BindHost = d.BindHost
+	}
+	if c.GossipAddr == "" && len(c.Join) > 0 {
+		c.GossipAddr = membership.DefaultBindAddr(c.BindHost)
 	}
 	if c.AdminAddr == "" {
 		c.AdminAddr = d.AdminAddr

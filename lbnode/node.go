@@ -30,6 +30,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/baton-dev/baton/internal/bus"
+	"github.com/baton-dev/baton/internal/membership"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -60,6 +62,8 @@ type Node struct {
 	syncFailing bool
 	// bus is the NATS connection, set by Run (read by /healthz).
 	bus atomic.Pointer[bus.Conn]
+	// pool is the gossip pool, set by Run when gossip is on (/healthz).
+	pool atomic.Pointer[membership.Pool]
 
 	// mu guards services, deleted, closed and the fields of each service
 	// marked "guarded by Node.mu". Requests never take it.
@@ -171,8 +175,39 @@ func (n *Node) Run(ctx context.Context) error {
 		<-adminErr
 	}()
 
+	natsURL := n.cfg.NATSURL
+	if n.cfg.GossipAddr != "" {
+		pool, err := membership.New(membership.Config{
+			Meta:      membership.Meta{Role: membership.RoleLB, ID: n.cfg.ID, API: n.advertisedAdmin()},
+			BindAddr:  n.cfg.GossipAddr,
+			Join:      n.cfg.Join,
+			Logger:    n.log,
+			SecretKey: n.cfg.GossipKey,
+		})
+		if err != nil {
+			n.shutdown()
+			return fmt.Errorf("lb gossip: %w", err)
+		}
+		n.pool.Store(pool)
+		defer func() {
+			if err := pool.Leave(1500 * time.Millisecond); err != nil {
+				n.log.Debug("gossip leave", "error", err)
+			}
+			if err := pool.Shutdown(); err != nil {
+				n.log.Debug("gossip shutdown", "error", err)
+			}
+		}()
+		if natsURL == "" {
+			if natsURL, err = pool.WaitForNATS(ctx, n.log); err != nil {
+				n.shutdown()
+				return nil // ctx ended before a coordinator was known
+			}
+			n.log.Info("coordinators found over gossip", "nats_url", natsURL)
+		}
+	}
+
 	nc, err := bus.Connect(bus.Config{
-		URL:           n.cfg.NATSURL,
+		URL:           natsURL,
 		Name:          "baton-lb " + n.cfg.ID,
 		Logger:        n.log,
 		ReconnectWait: 500 * time.Millisecond,
@@ -190,7 +225,7 @@ func (n *Node) Run(ctx context.Context) error {
 		n.shutdown()
 		return fmt.Errorf("subscribe to %s: %w", protocol.SubjectRoutesAll, err)
 	}
-	n.log.Info("lb started", "nats_url", n.cfg.NATSURL, "bind_host", n.cfg.BindHost, "admin_addr", n.AdminAddr())
+	n.log.Info("lb started", "nats_url", natsURL, "bind_host", n.cfg.BindHost, "admin_addr", n.AdminAddr())
 
 	ticker := time.NewTicker(n.cfg.SyncInterval)
 	defer ticker.Stop()
@@ -218,6 +253,18 @@ loop:
 	n.shutdown()
 	n.log.Info("lb stopped")
 	return runErr
+}
+
+// advertisedAdmin is the admin address others can reach: the bound one,
+// with BindHost for an unspecified IP.
+func (n *Node) advertisedAdmin() string {
+	addr := n.adminLn.Addr().(*net.TCPAddr)
+	if addr.IP.IsUnspecified() && n.cfg.BindHost != "" {
+		if ip := net.ParseIP(n.cfg.BindHost); ip == nil || !ip.IsUnspecified() {
+			return net.JoinHostPort(n.cfg.BindHost, strconv.Itoa(addr.Port))
+		}
+	}
+	return addr.String()
 }
 
 // triggerSync asks Run's loop for a sync soon; it never blocks.
@@ -461,12 +508,19 @@ func (n *Node) adminHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		line := "nats: not started"
+		pool := n.pool.Load()
+		if pool != nil && n.cfg.NATSURL == "" {
+			line = "nats: waiting for a coordinator over gossip"
+		}
 		if nc := n.bus.Load(); nc != nil {
 			if err := nc.Health(); err != nil {
 				line = "nats: " + err.Error() + "; serving the last route tables"
 			} else {
 				line = "nats: connected to " + nc.ConnectedURL()
 			}
+		}
+		if pool != nil {
+			line += "\n" + pool.Health()
 		}
 		_, _ = w.Write([]byte("ok\n" + line + "\n"))
 	})

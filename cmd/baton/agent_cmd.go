@@ -24,6 +24,9 @@ func newAgentCmd() *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
+			if len(cfg.Join) > 0 && !cmd.Flags().Changed("nats-url") {
+				cfg.NATSURL = "" // learnt from the coordinators over gossip
+			}
 			cfg.Labels, err = parseLabels(labels)
 			if err != nil {
 				return err
@@ -58,7 +61,9 @@ func newAgentCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.ID, "id", "", "agent id: 1-63 lowercase letters, digits and dashes (default: derived from the host name, e.g. gpu-node-example-com)")
-	f.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server URL")
+	f.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server URL, or a comma-separated list (with --join: default the coordinators' NATS URLs, learnt over gossip)")
+	f.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses (host:port, comma-separated) of any cluster members, typically the coordinators; joined in the background, retrying until one answers")
+	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "host:port to gossip on, TCP and UDP (default with --join: --host and port 7402)")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "listen address for logs, /metrics and /healthz")
 	f.StringVar(&cfg.Host, "host", cfg.Host, "address replicas on this machine are reached at")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for replica work dirs and logs")

@@ -20,6 +20,9 @@ func newLBCmd() *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
+			if len(cfg.Join) > 0 && !cmd.Flags().Changed("nats-url") {
+				cfg.NATSURL = "" // learnt from the coordinators over gossip
+			}
 			if dev {
 				d := lbnode.DevConfig()
 				cfg.SyncInterval, cfg.DialTimeout, cfg.ShutdownTimeout = d.SyncInterval, d.DialTimeout, d.ShutdownTimeout
@@ -35,7 +38,9 @@ func newLBCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.ID, "id", cfg.ID, "LB id used in acks and stats")
-	f.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server URL")
+	f.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server URL, or a comma-separated list (with --join: default the coordinators' NATS URLs, learnt over gossip)")
+	f.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses (host:port, comma-separated) of any cluster members, typically the coordinators; joined in the background, retrying until one answers")
+	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "host:port to gossip on, TCP and UDP (default with --join: --bind-host and port 7402)")
 	f.StringVar(&cfg.BindHost, "bind-host", cfg.BindHost, "host every service port listens on")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", cfg.AdminAddr, "listen address for /metrics, /healthz and /v1/routes")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", cfg.SyncInterval, "how often to re-fetch every route table")

@@ -49,6 +49,8 @@ bench: build ## benchmarks: the LB proxy against a direct connection; the contro
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./lbnode/
 	$(GO) test -run '^$$' -bench . -benchmem ./coordinator/
 	$(BIN) sim --agents 100,300,1000 --pass-agents 2000
+	@# Durability: a three-node cluster applies 100,000 commands, stops and starts.
+	BATON_DURABILITY_COMMANDS=100000 $(GO) test -count=1 -run '^TestRestartAfterManyCommands$$' -v ./coordinator/ 2>&1 | grep -E 'durability_test|^(ok|FAIL|---)'
 
 # Every decoder of outside input: the task parser, each NATS message (as
 # the coordinator, agents and LBs receive them), FSM Apply for every

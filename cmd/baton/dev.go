@@ -54,6 +54,10 @@ CLI at all of them:
   baton dev --coordinators 3
   export BATON_ADDR=http://127.0.0.1:7400,http://127.0.0.2:7400,http://127.0.0.3:7400
   baton operator raft list-peers
+  baton operator members
+
+The agents and the LB join the coordinators' gossip too (on ports the OS
+picks), so operator members lists them.
 
 (On macOS only 127.0.0.1 answers by default; add the others first, e.g.
 sudo ifconfig lo0 alias 127.0.0.2 up.)`,
@@ -118,14 +122,19 @@ sudo ifconfig lo0 alias 127.0.0.2 up.)`,
 				runners = append(runners, coord.Run)
 			}
 			// Agents and the LB know every coordinator's NATS server, so
-			// that they reconnect to another when one goes.
+			// that they reconnect to another when one goes. With several
+			// coordinators they also join the coordinators' gossip pool
+			// (`baton operator members` lists them, and one that stops
+			// answering is declared failed there).
 			natsURL := strings.Join(natsURLs, ",")
+			join := gossipJoin(ccfgs)
 
 			for i, spec := range specs {
 				acfg := agent.DevConfig()
 				acfg.ID = fmt.Sprintf("agent-%d", i+1)
 				acfg.NATSURL = natsURL
 				acfg.HTTPAddr = "127.0.0.1:0"
+				acfg.Join, acfg.GossipAddr = join, memberGossipAddr(join, acfg.Host)
 				acfg.DataDir = filepath.Join(dataDir, acfg.ID)
 				acfg.CPUs, acfg.MemoryGB, acfg.Accelerators, acfg.Region = spec.cpus, spec.memory, spec.accelerators, spec.region
 				if acfg.Region == "" {
@@ -144,6 +153,7 @@ sudo ifconfig lo0 alias 127.0.0.2 up.)`,
 			lcfg.NATSURL = natsURL
 			lcfg.BindHost = lbHost
 			lcfg.AdminAddr = lbAdmin
+			lcfg.Join, lcfg.GossipAddr = join, memberGossipAddr(join, lbHost)
 			lcfg.Logger = logger
 			lcfg.Registry = reg
 			lb, err := lbnode.New(lcfg)
@@ -270,6 +280,30 @@ func (l devLayout) configs() ([]coordinator.Config, error) {
 		cfgs[i] = c
 	}
 	return cfgs, nil
+}
+
+// gossipJoin returns the coordinators' gossip addresses for agents and LBs
+// to join: none for the single-node dev cluster, which has no gossip.
+func gossipJoin(ccfgs []coordinator.Config) []string {
+	var join []string
+	for _, c := range ccfgs {
+		if c.Clustered() {
+			join = append(join, c.GossipAddr)
+		}
+	}
+	return join
+}
+
+// memberGossipAddr is the gossip address of an agent or LB of baton dev
+// on host: a port the OS picks there (memberlist binds TCP on port 0,
+// then UDP on the same port), so that it never clashes with a
+// coordinator's or another member's on the same loopback address; "" (no
+// gossip) where there is nothing to join.
+func memberGossipAddr(join []string, host string) string {
+	if len(join) == 0 {
+		return ""
+	}
+	return net.JoinHostPort(host, "0")
 }
 
 // loopbackHosts returns n hosts for addr (host:port, host an IPv4 loopback

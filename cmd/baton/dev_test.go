@@ -124,3 +124,27 @@ func TestDevRefusesZeroCoordinators(t *testing.T) {
 		}
 	}
 }
+
+// TestDevMemberGossip checks that with several coordinators agents and
+// the LB join the coordinators' gossip on a port of their own host the OS
+// picks, and that the single-node dev cluster has no gossip.
+func TestDevMemberGossip(t *testing.T) {
+	one, err := defaultLayout(1).configs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if join := gossipJoin(one); join != nil || memberGossipAddr(join, "127.0.0.1") != "" {
+		t.Errorf("one coordinator: join %v, member gossip %q; want none", join, memberGossipAddr(join, "127.0.0.1"))
+	}
+	three, err := defaultLayout(3).configs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := gossipJoin(three)
+	if want := []string{"127.0.0.1:7402", "127.0.0.2:7402", "127.0.0.3:7402"}; !reflect.DeepEqual(join, want) {
+		t.Errorf("join %v, want %v", join, want)
+	}
+	if got := memberGossipAddr(join, "127.0.0.1"); got != "127.0.0.1:0" {
+		t.Errorf("member gossip %q, want 127.0.0.1:0", got)
+	}
+}

@@ -34,6 +34,22 @@ func WaitFor(t testing.TB, timeout time.Duration, check func() error) {
 	}
 }
 
+// Never calls check every 100 ms for d and fails the test as soon as it
+// returns an error: the way to assert that something does not happen.
+func Never(t testing.TB, d time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if err := check(); err != nil {
+			t.Fatalf("happened within %s: %v", d, err)
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // NATS starts an embedded NATS server on a free loopback port for the
 // test's lifetime and returns its URL.
 func NATS(t testing.TB) string {

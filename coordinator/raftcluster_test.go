@@ -228,3 +228,46 @@ func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
 }
+
+// A coordinator started later with only --join (no --bootstrap-expect) is
+// added as a voter by the leader, and takes part in the next election.
+func TestJoiningCoordinatorBecomesVoter(t *testing.T) {
+	c := newRaftCluster(t, 3)
+	c.leader()
+	cfg := c.cfgs[0]
+	cfg.NodeID = "c4"
+	cfg.DataDir = t.TempDir()
+	cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
+	cfg.RaftAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
+	cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
+	cfg.Join = []string{c.cfgs[1].GossipAddr}
+	cfg.BootstrapExpect = 0
+	c.cfgs = append(c.cfgs, cfg)
+	c.nodes = append(c.nodes, nil)
+	c.cancel = append(c.cancel, nil)
+	c.done = append(c.done, nil)
+	c.start(3)
+	testutil.WaitFor(t, 15*time.Second, func() error {
+		var peers protocol.RaftPeersResponse
+		a := c.do(3, "GET", "/v1/operator/raft/peers", nil)
+		if err := json.Unmarshal(a.body, &peers); err != nil {
+			return err
+		}
+		for _, p := range peers.Peers {
+			if p.ID == "c4" && p.Voter && p.State == "follower" {
+				return nil
+			}
+		}
+		return fmt.Errorf("c4 not a voter yet: %s", a.body)
+	})
+	// The joined node forwards writes like any other.
+	a := c.do(3, "POST", "/v1/services", protocol.UpRequest{Name: "via-c4", YAML: clusterTask})
+	if a.code != http.StatusCreated {
+		t.Fatalf("up via the joined node: %d %s", a.code, a.body)
+	}
+	var members protocol.MembersResponse
+	a = c.do(3, "GET", "/v1/operator/members", nil)
+	if err := json.Unmarshal(a.body, &members); err != nil || len(members.Members) != 4 {
+		t.Fatalf("members: %s", a.body)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/spf13/cobra"
 
@@ -28,6 +29,17 @@ func newCoordinatorCmd() *cobra.Command {
 			}
 			if !flags.Changed("gossip-addr") && !cfg.Clustered() {
 				cfg.GossipAddr = "" // a lone coordinator gossips only when asked to
+			}
+			// In a cluster the other machines must reach this one's gossip
+			// and NATS: by default on the host of --raft-addr, which Raft
+			// already requires to be reachable.
+			if host, _, err := net.SplitHostPort(cfg.RaftAddr); err == nil && cfg.Clustered() {
+				if !flags.Changed("gossip-addr") {
+					cfg.GossipAddr = net.JoinHostPort(host, "7402")
+				}
+				if !flags.Changed("nats-host") {
+					cfg.NATSHost = host
+				}
 			}
 			if dev {
 				d := coordinator.DevConfig()
@@ -74,11 +86,11 @@ func newCoordinatorCmd() *cobra.Command {
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "bootstrap a single-node cluster when the data dir is empty (a lone coordinator; not with --bootstrap-expect or --join)")
 	f.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "wait until this many coordinators (3 or 5) have found each other over gossip, then bootstrap the cluster with all of them")
 	f.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses (host:port, comma-separated) of any members to join; a new coordinator is added as a voter by the leader")
-	f.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "gossip (memberlist) listen address, TCP and UDP")
+	f.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "gossip (memberlist) listen address, TCP and UDP (in a cluster: default the --raft-addr host, port 7402)")
 	f.IntVar(&cfg.NATSClusterPort, "nats-cluster-port", cfg.NATSClusterPort, "port (on --nats-host) where the embedded NATS server takes routes from the other coordinators")
 	f.DurationVar(&cfg.RaftTimeout, "raft-timeout", cfg.RaftTimeout, "Raft heartbeat and election timeout (hashicorp/raft's default 1s; the leader lease is half of it); lower fails over faster on a quiet LAN")
 	f.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS server URL (default: embed one)")
-	f.StringVar(&cfg.NATSHost, "nats-host", cfg.NATSHost, "embedded NATS listen host")
+	f.StringVar(&cfg.NATSHost, "nats-host", cfg.NATSHost, "embedded NATS listen host (in a cluster: default the --raft-addr host)")
 	f.IntVar(&cfg.NATSPort, "nats-port", cfg.NATSPort, "embedded NATS listen port")
 	f.StringVar(&cfg.LBHost, "lb-host", cfg.LBHost, "host shown in service endpoints (where clients reach the LBs)")
 	f.IntVar(&cfg.FirstLBPort, "first-lb-port", cfg.FirstLBPort, "lowest LB port given to a service")

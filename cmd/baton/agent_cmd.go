@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 
 	"github.com/spf13/cobra"
 
@@ -26,6 +27,13 @@ func newAgentCmd() *cobra.Command {
 			cfg.Logger = logger
 			if len(cfg.Join) > 0 && !cmd.Flags().Changed("nats-url") {
 				cfg.NATSURL = "" // learnt from the coordinators over gossip
+			}
+			// The coordinator fetches replica logs from this server: by
+			// default it listens where replicas are reached, not on
+			// loopback alone (and two agents of one machine, each on its
+			// own --host, do not collide).
+			if cmd.Flags().Changed("host") && !cmd.Flags().Changed("http-addr") {
+				cfg.HTTPAddr = net.JoinHostPort(cfg.Host, "7403")
 			}
 			cfg.Labels, err = parseLabels(labels)
 			if err != nil {
@@ -64,7 +72,7 @@ func newAgentCmd() *cobra.Command {
 	f.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server URL, or a comma-separated list (with --join: default the coordinators' NATS URLs, learnt over gossip)")
 	f.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses (host:port, comma-separated) of any cluster members, typically the coordinators; joined in the background, retrying until one answers")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "host:port to gossip on, TCP and UDP (default with --join: --host and port 7402)")
-	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "listen address for logs, /metrics and /healthz")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "listen address for logs, /metrics and /healthz (default: the --host address, port 7403, when --host is given)")
 	f.StringVar(&cfg.Host, "host", cfg.Host, "address replicas on this machine are reached at")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for replica work dirs and logs")
 	f.Float64Var(&cfg.CPUs, "cpus", 0, "CPUs to offer (default: all detected)")

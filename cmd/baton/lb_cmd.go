@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net"
+
 	"github.com/spf13/cobra"
 
 	"github.com/baton-dev/baton/lbnode"
@@ -22,6 +24,11 @@ func newLBCmd() *cobra.Command {
 			cfg.Logger = logger
 			if len(cfg.Join) > 0 && !cmd.Flags().Changed("nats-url") {
 				cfg.NATSURL = "" // learnt from the coordinators over gossip
+			}
+			// Two LBs of one machine, each on its own --bind-host, do not
+			// collide on the admin port.
+			if cmd.Flags().Changed("bind-host") && !cmd.Flags().Changed("admin-addr") && cfg.BindHost != "" && cfg.BindHost != "0.0.0.0" && cfg.BindHost != "::" {
+				cfg.AdminAddr = net.JoinHostPort(cfg.BindHost, "7404")
 			}
 			if dev {
 				d := lbnode.DevConfig()

@@ -10,11 +10,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +21,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/internal/loadgen"
+	"github.com/baton-dev/baton/internal/localcluster"
 	"github.com/baton-dev/baton/internal/procscan"
 	"github.com/baton-dev/baton/protocol"
 )
@@ -38,18 +37,12 @@ func main() {
 }
 
 type demo struct {
-	coordArgs map[string][]string
-	bin       string
-	dir       string
-	work      string // a world-readable copy of examples/, where the CLI runs
-	addrs     []string
-	daemons   map[string]*daemon
-	coords    []coordinator
-}
-
-// coordinator is one of the demo's three coordinators.
-type coordinator struct {
-	id, api string
+	bin     string
+	dir     string
+	work    string // a world-readable copy of examples/, where the CLI runs
+	addrs   []string
+	procs   *localcluster.Procs
+	cluster *localcluster.Cluster
 }
 
 // The demo's machines, each its own loopback address: three coordinators,
@@ -76,17 +69,17 @@ func run(bin string, workers int) (err error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
 	}
-	d := &demo{bin: bin, dir: dir, work: filepath.Join(dir, "work"), daemons: map[string]*daemon{}}
+	d := &demo{bin: bin, dir: dir, work: filepath.Join(dir, "work"), procs: localcluster.NewProcs(bin, dir)}
 	if err := os.CopyFS(filepath.Join(d.work, "examples"), os.DirFS("examples")); err != nil {
 		return fmt.Errorf("copy examples: %w", err)
 	}
 	defer func() {
-		d.stopAll()
+		d.procs.StopAll(30 * time.Second)
 		if left := procscan.WithEnv("BATON_SERVICE=http-server"); len(left) > 0 {
 			err = errors.Join(err, fmt.Errorf("replica processes left behind: %v", left))
 		}
 		if err != nil {
-			d.logTails()
+			d.procs.LogTails(os.Stderr, 25)
 		}
 	}()
 	if err := d.startCluster(); err != nil {
@@ -183,10 +176,10 @@ func run(bin string, workers int) (err error) {
 
 	// 5. the killed coordinator comes back with its data dir and rejoins
 	say("\n# %s restarts with its data dir", killed)
-	if err := d.startCoordinator(killed); err != nil {
+	if err := d.cluster.StartCoordinator(killed); err != nil {
 		return err
 	}
-	if err := d.waitPeers(3, 30*time.Second); err != nil {
+	if err := d.cluster.WaitPeers(3, 30*time.Second); err != nil {
 		return err
 	}
 	if _, err := d.cli("operator", "raft", "list-peers"); err != nil {
@@ -233,52 +226,30 @@ func run(bin string, workers int) (err error) {
 // startCluster starts the coordinators, agents and LB and waits until the
 // coordinators have a leader and every agent has registered.
 func (d *demo) startCluster() error {
-	var gossip []string
-	ports := map[string]int{}
-	for i, h := range coordHosts {
-		for _, p := range []struct {
-			name string
-			want int
-		}{{"api", 7400}, {"raft", 7401}, {"gossip", 7402}, {"nats", 4222}, {"cluster", 6222}} {
-			port, err := portOn(h, p.want)
-			if err != nil {
-				return err
-			}
-			ports[fmt.Sprintf("%d-%s", i, p.name)] = port
-		}
-		gossip = append(gossip, fmt.Sprintf("%s:%d", h, ports[fmt.Sprintf("%d-gossip", i)]))
+	lbPort, err := localcluster.PortOn(lbHost, 30001)
+	if err != nil {
+		return err
 	}
-	d.coordArgs = map[string][]string{}
-	for i, h := range coordHosts {
-		id := fmt.Sprintf("c%d", i+1)
-		api := fmt.Sprintf("%s:%d", h, ports[fmt.Sprintf("%d-api", i)])
-		lbPort, err := portOn(lbHost, 30001)
-		if err != nil {
-			return err
-		}
-		d.coordArgs[id] = []string{"coordinator", "--dev", "--node-id", id, "--data-dir", filepath.Join(d.dir, id),
-			"--http-addr", api, "--raft-addr", fmt.Sprintf("%s:%d", h, ports[fmt.Sprintf("%d-raft", i)]),
-			"--gossip-addr", gossip[i], "--nats-host", h, "--nats-port", strconv.Itoa(ports[fmt.Sprintf("%d-nats", i)]),
-			"--nats-cluster-port", strconv.Itoa(ports[fmt.Sprintf("%d-cluster", i)]),
-			"--bootstrap-expect", "3", "--join", strings.Join(gossip, ","),
-			"--lb-host", lbHost, "--first-lb-port", strconv.Itoa(lbPort)}
-		d.coords = append(d.coords, coordinator{id: id, api: api})
-		d.addrs = append(d.addrs, "http://"+api)
+	coords, err := localcluster.Coordinators(coordHosts, d.dir,
+		"--dev", "--lb-host", lbHost, "--first-lb-port", strconv.Itoa(lbPort))
+	if err != nil {
+		return err
 	}
+	d.cluster = localcluster.NewCluster(d.procs, coords)
+	d.addrs = d.cluster.APIs()
+	gossip := d.cluster.GossipAddrs()
 	say("$ baton coordinator --node-id c1 --http-addr %s ... --bootstrap-expect 3 --join %s   # and c2, c3",
-		d.coords[0].api, strings.Join(gossip, ","))
-	for _, c := range d.coords {
-		if err := d.startCoordinator(c.id); err != nil {
-			return err
-		}
+		coords[0].API, strings.Join(gossip, ","))
+	if err := d.cluster.StartAll(); err != nil {
+		return err
 	}
-	if err := d.waitPeers(3, 30*time.Second); err != nil {
+	if err := d.cluster.WaitPeers(3, 30*time.Second); err != nil {
 		return err
 	}
 	join := strings.Join(gossip, ",")
 	for i, h := range agentHosts {
 		id := fmt.Sprintf("agent-%d", i+1)
-		gp, err := portOn(h, 7402)
+		gp, err := localcluster.PortOn(h, localcluster.GossipPort)
 		if err != nil {
 			return err
 		}
@@ -288,16 +259,16 @@ func (d *demo) startCluster() error {
 		if i == 3 {
 			args = append(args, "--accelerators", "A100:1")
 		}
-		if _, err := d.start(id, args...); err != nil {
+		if _, err := d.procs.Start(id, args...); err != nil {
 			return err
 		}
 	}
 	say("$ baton agent --id agent-1 --host %s --join %s ...   # and agent-2..4 on %s", agentHosts[0], join, strings.Join(agentHosts[1:], ", "))
-	gp, err := portOn(lbHost, 7402)
+	gp, err := localcluster.PortOn(lbHost, localcluster.GossipPort)
 	if err != nil {
 		return err
 	}
-	if _, err := d.start("lb-1", "lb", "--dev", "--id", "lb-1", "--bind-host", lbHost, "--admin-addr", lbHost+":0",
+	if _, err := d.procs.Start("lb-1", "lb", "--dev", "--id", "lb-1", "--bind-host", lbHost, "--admin-addr", lbHost+":0",
 		"--gossip-addr", fmt.Sprintf("%s:%d", lbHost, gp), "--join", join); err != nil {
 		return err
 	}
@@ -306,95 +277,18 @@ func (d *demo) startCluster() error {
 	return d.waitAgents(len(agentHosts), 60*time.Second)
 }
 
-func (d *demo) startCoordinator(id string) error {
-	_, err := d.start(id, d.coordArgs[id]...)
-	return err
-}
-
-// peers asks the coordinators in turn for the Raft peers.
-func (d *demo) peers() (protocol.RaftPeersResponse, error) {
-	var resp protocol.RaftPeersResponse
-	var err error
-	for _, c := range d.coords {
-		if p := d.daemons[c.id]; p == nil || isDone(p) {
-			continue
-		}
-		var r *http.Response
-		r, err = httpClient.Get("http://" + c.api + "/v1/operator/raft/peers")
-		if err != nil {
-			continue
-		}
-		err = json.NewDecoder(r.Body).Decode(&resp)
-		r.Body.Close()
-		if err == nil {
-			return resp, nil
-		}
-	}
-	if err == nil {
-		err = errors.New("no coordinator is running")
-	}
-	return resp, err
-}
-
-func isDone(p *daemon) bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// leaderID is the leader a running coordinator names ("" if none).
-func (d *demo) leaderID() string {
-	p, err := d.peers()
-	if err != nil {
-		return ""
-	}
-	for _, peer := range p.Peers {
-		if peer.State == "leader" {
-			return peer.ID
-		}
-	}
-	return ""
-}
-
-// waitPeers waits until the cluster has n peers and a leader.
-func (d *demo) waitPeers(n int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		p, err := d.peers()
-		leaders, reachable := 0, 0
-		for _, peer := range p.Peers {
-			if peer.State == "leader" {
-				leaders++
-			}
-			if peer.State == "leader" || peer.State == "follower" {
-				reachable++
-			}
-		}
-		if err == nil && len(p.Peers) == n && leaders == 1 && reachable == n {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the coordinators did not form a cluster of %d with a leader within %s (peers %+v, %v)", n, timeout, p.Peers, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // killLeader kill -9s the leader and returns how long until another
 // coordinator leads.
 func (d *demo) killLeader() (time.Duration, string, error) {
-	old := d.leaderID()
+	old := d.cluster.LeaderID()
 	if old == "" {
 		return 0, "", errors.New("no leader to kill")
 	}
 	say("\n$ kill -9 <pid of the leader, %s>   # in the middle of the update", old)
 	start := time.Now()
-	d.daemons[old].kill9()
+	d.procs.Proc(old).Kill9()
 	for {
-		if id := d.leaderID(); id != "" && id != old {
+		if id := d.cluster.LeaderID(); id != "" && id != old {
 			took := time.Since(start)
 			say("# %s leads after %s", id, took.Round(time.Millisecond))
 			return took, old, nil
@@ -439,37 +333,9 @@ func (d *demo) logsTail(service, id string, n int) error {
 	return nil
 }
 
-// httpClient bounds the demo's own API calls: a coordinator that was
-// killed must not hold a poll up.
-var httpClient = &http.Client{Timeout: 3 * time.Second}
-
-// get decodes GET path from the first running coordinator that answers.
-func (d *demo) get(path string, v any) error {
-	var err error = errors.New("no coordinator is running")
-	for _, c := range d.coords {
-		if p := d.daemons[c.id]; p == nil || isDone(p) {
-			continue
-		}
-		var resp *http.Response
-		resp, err = httpClient.Get("http://" + c.api + path)
-		if err != nil {
-			continue
-		}
-		err = json.NewDecoder(resp.Body).Decode(v)
-		resp.Body.Close()
-		if err == nil && resp.StatusCode == http.StatusOK {
-			return nil
-		}
-		if err == nil {
-			err = fmt.Errorf("GET %s: %s", path, resp.Status)
-		}
-	}
-	return err
-}
-
 func (d *demo) status() (protocol.StatusResponse, error) {
 	var st protocol.StatusResponse
-	return st, d.get("/v1/status", &st)
+	return st, d.cluster.Get("/v1/status", &st)
 }
 
 func (d *demo) waitFor(timeout time.Duration, what string, ok func(protocol.StatusResponse) bool) (protocol.StatusResponse, error) {
@@ -490,7 +356,7 @@ func (d *demo) waitAgents(n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		var agents []protocol.Agent
-		if err := d.get("/v1/agents", &agents); err == nil && len(agents) >= n {
+		if err := d.cluster.Get("/v1/agents", &agents); err == nil && len(agents) >= n {
 			return nil
 		}
 		if time.Now().After(deadline) {

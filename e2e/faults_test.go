@@ -349,13 +349,45 @@ func (fc *faultCluster) restart(name string) {
 }
 
 // stop freezes a node's process group (SIGSTOP): it holds its sockets and
-// answers nothing, as a machine that hangs.
+// answers nothing, as a machine that hangs. It returns once every thread
+// of the node's process is stopped: a thread in an uninterruptible wait
+// (an fsync) takes the signal only when the wait ends, and the process
+// may answer meanwhile.
 func (fc *faultCluster) stop(name string) {
 	fc.t.Helper()
 	fc.signalGroup(name, syscall.SIGSTOP)
 	fc.mu.Lock()
 	fc.stopped[name] = true
 	fc.mu.Unlock()
+	pid := fc.proc(name).cmd.Process.Pid
+	testutil.WaitFor(fc.t, 10*time.Second, func() error {
+		return allThreadsStopped(pid)
+	})
+}
+
+// allThreadsStopped returns nil when every thread of process pid is in
+// state T (stopped), from /proc.
+func allThreadsStopped(pid int) error {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, task := range tasks {
+		stat, err := os.ReadFile(filepath.Join(dir, task.Name(), "stat"))
+		if err != nil {
+			continue // the thread exited
+		}
+		// "tid (comm) S ...": the state follows the last ')'.
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 || i+2 >= len(stat) {
+			return fmt.Errorf("thread %s: unparsable stat %q", task.Name(), stat)
+		}
+		if state := stat[i+2]; state != 'T' {
+			return fmt.Errorf("thread %s of %d is in state %c, not stopped yet", task.Name(), pid, state)
+		}
+	}
+	return nil
 }
 
 // cont thaws a node stopped with stop.
@@ -393,7 +425,7 @@ func (fc *faultCluster) waitHealthy(name string, timeout time.Duration) {
 	testutil.WaitFor(fc.t, timeout, func() error {
 		select {
 		case <-p.done:
-			fc.t.Fatalf("%s exited while starting:\n%s", name, logTail(p.logPath, 40))
+			fc.t.Fatalf("%s exited while starting (%s):\n%s", name, p.cmd.ProcessState, logTail(p.logPath, 40))
 		default:
 		}
 		code, body, err := faultGet(url, time.Second)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/internal/loadgen"
+	"github.com/baton-dev/baton/internal/procscan"
 	"github.com/baton-dev/baton/internal/testutil"
 	"github.com/baton-dev/baton/protocol"
 )
@@ -410,9 +411,10 @@ func TestAgentKilledAndFrozen(t *testing.T) {
 		t.Fatal(err)
 	}
 	var frozen string
+	frozenReplica := 0
 	for _, r := range st.Replicas {
 		if r.Status == protocol.ReplicaReady {
-			frozen = r.Agent
+			frozen, frozenReplica = r.Agent, r.ID
 			break
 		}
 	}
@@ -420,8 +422,12 @@ func TestAgentKilledAndFrozen(t *testing.T) {
 	time.Sleep(30 * time.Second)
 	fc.cont(frozen)
 	fc.waitAgentsAlive(3)
-	// Afterwards: two live replicas, each on its own agent, each one
-	// process tree; none left on the thawed agent beyond what status says.
+	// Afterwards: the frozen agent's replica was replaced while it slept
+	// and is stopped now that it woke (not re-adopted beside its
+	// replacement); two live replicas, each with its processes.
+	replicaProcs := func(id int) []int {
+		return procscan.WithEnv(fc.base.marker(), "BATON_SERVICE=ag", fmt.Sprintf("BATON_REPLICA_ID=%d", id))
+	}
 	testutil.WaitFor(t, 30*time.Second, func() error {
 		st, err := fc.status()
 		if err != nil {
@@ -431,8 +437,16 @@ func TestAgentKilledAndFrozen(t *testing.T) {
 		if ready != 2 || live != 2 {
 			return fmt.Errorf("%d READY, %d live replicas: %+v", ready, live, st.Replicas)
 		}
-		if procs := fc.base.replicaProcesses("ag"); len(procs) > 2*4 {
-			return fmt.Errorf("%d replica processes", len(procs))
+		for _, r := range st.Replicas {
+			if r.ID == frozenReplica && !r.Status.IsFailed() {
+				return fmt.Errorf("replica %d of the frozen agent is %s, not replaced", r.ID, r.Status)
+			}
+			if !r.Status.IsFailed() && len(replicaProcs(r.ID)) == 0 {
+				return fmt.Errorf("live replica %d has no process", r.ID)
+			}
+		}
+		if p := replicaProcs(frozenReplica); len(p) > 0 {
+			return fmt.Errorf("replica %d still runs on the thawed agent %s: pids %v", frozenReplica, frozen, p)
 		}
 		return nil
 	})
@@ -444,8 +458,12 @@ func TestAgentKilledAndFrozen(t *testing.T) {
 		if _, live := readyOf(st, "ag", 1); live != 2 {
 			return fmt.Errorf("%d live replicas after the thaw", live)
 		}
+		if p := replicaProcs(frozenReplica); len(p) > 0 {
+			return fmt.Errorf("replica %d runs again: pids %v", frozenReplica, p)
+		}
 		return nil
 	})
+	t.Logf("agent %s frozen 30 s: its replica %d was replaced and, after the thaw, stopped", frozen, frozenReplica)
 	tr.stop(t)
 }
 

@@ -45,12 +45,14 @@ check: ## gofmt, vet, staticcheck (pinned in go.mod), builds for macOS and witho
 	    cp /tmp/baton-go.mod.bak go.mod; cp /tmp/baton-go.sum.bak go.sum; exit 1; fi
 	./scripts/check-imports.sh
 
-bench: build ## benchmarks: the LB proxy against a direct connection; the controller's passes; the coordinator at fleet scale (baton sim)
+bench: build ## benchmarks: the LB proxy against a direct connection; the controller's passes; the coordinator at fleet scale (baton sim); a coordinator cluster's failover, writes and agent failure detection
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./lbnode/
 	$(GO) test -run '^$$' -bench . -benchmem ./coordinator/
 	$(BIN) sim --agents 100,300,1000 --pass-agents 2000
 	@# Durability: a three-node cluster applies 100,000 commands, stops and starts.
 	BATON_DURABILITY_COMMANDS=100000 $(GO) test -count=1 -run '^TestRestartAfterManyCommands$$' -v ./coordinator/ 2>&1 | grep -E 'durability_test|^(ok|FAIL|---)'
+	@# A coordinator cluster as separate processes: failover, API writes, agent failure detection.
+	$(GO) run ./internal/clusterbench --baton $(BIN)
 
 # Every decoder of outside input: the task parser, each NATS message (as
 # the coordinator, agents and LBs receive them), FSM Apply for every

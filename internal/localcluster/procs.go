@@ -101,8 +101,8 @@ func (ps *Procs) Running(name string) bool {
 	return p != nil && p.Running()
 }
 
-// all returns the daemons, by name.
-func (ps *Procs) all() []*Proc {
+// All returns the daemons (the last started under each name), by name.
+func (ps *Procs) All() []*Proc {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	out := make([]*Proc, 0, len(ps.procs))
@@ -133,7 +133,7 @@ func (p *Proc) Kill9() {
 // leave gossip), then SIGKILL to the process group of any still running
 // after grace. A grace of 0 kills them all at once.
 func (ps *Procs) StopAll(grace time.Duration) {
-	procs := ps.all()
+	procs := ps.All()
 	if grace <= 0 {
 		for _, p := range procs {
 			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
@@ -156,7 +156,7 @@ func (ps *Procs) StopAll(grace time.Duration) {
 // KillAllNow sends SIGKILL to every daemon's process group without
 // waiting (a signal handler's last act).
 func (ps *Procs) KillAllNow() {
-	for _, p := range ps.all() {
+	for _, p := range ps.All() {
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	}
 }
@@ -164,7 +164,7 @@ func (ps *Procs) KillAllNow() {
 // LogTails writes the last n lines of every daemon's log to w (after a
 // failure).
 func (ps *Procs) LogTails(w io.Writer, n int) {
-	for _, p := range ps.all() {
+	for _, p := range ps.All() {
 		buf, err := os.ReadFile(p.LogPath)
 		if err != nil {
 			continue

@@ -116,8 +116,8 @@ func run(bin string, workers int) (err error) {
 	go func() {
 		loadDone <- loadgen.Run(ctx, loadgen.Config{URL: "http://" + endpoint + "/", Workers: workers, MaxDuration: 5 * time.Minute})
 	}()
-	streamsDone := make(chan streamCount, 1)
-	go func() { streamsDone <- runStreams(ctx, "http://"+endpoint+"/stream", 2) }()
+	streamsDone := make(chan loadgen.StreamResult, 1)
+	go func() { streamsDone <- loadgen.Streams(ctx, "http://"+endpoint+"/stream", 2, 5, 100000) }()
 	time.Sleep(2 * time.Second) // version-1 traffic before the update
 
 	// 3. update, and kill -9 the leader while it is under way
@@ -205,19 +205,19 @@ func run(bin string, workers int) (err error) {
 	say("served by version 1:                   %d", sum.ByVersion[1])
 	say("served by version 2:                   %d", sum.ByVersion[2])
 	say("started after first v2, served by v1:  %d", sum.StaleAfterFlip)
-	say("event streams completed / cut:         %d / %d", streams.completed, streams.cut)
+	say("event streams completed / cut:         %d / %d", streams.Completed, streams.Cut)
 	say("leader failover (kill -9 -> new leader): %s", failover.Round(time.Millisecond))
 	say("time from update to flip:              %s (the leader killed meanwhile)", flipAt.Sub(updateAt).Round(time.Millisecond))
 	say("time from flip to old replicas gone:   %s", goneAt.Sub(flipAt).Round(time.Millisecond))
 	for _, e := range sum.FirstErrors {
 		say("  failure: %s", e)
 	}
-	for _, e := range streams.errors {
+	for _, e := range streams.Errors {
 		say("  stream cut: %s", e)
 	}
-	if sum.Failed > 0 || sum.StaleAfterFlip > 0 || streams.cut > 0 {
+	if sum.Failed > 0 || sum.StaleAfterFlip > 0 || streams.Cut > 0 {
 		return fmt.Errorf("%d requests failed, %d were served by the old version after the flip, %d streams were cut",
-			sum.Failed, sum.StaleAfterFlip, streams.cut)
+			sum.Failed, sum.StaleAfterFlip, streams.Cut)
 	}
 	say("OK: no request failed and no stream was cut during the update, though the leader was killed")
 	return nil
@@ -231,7 +231,9 @@ func (d *demo) startCluster() error {
 		return err
 	}
 	coords, err := localcluster.Coordinators(coordHosts, d.dir,
-		"--dev", "--lb-host", lbHost, "--first-lb-port", strconv.Itoa(lbPort))
+		// The LAN setting docs/cluster.md recommends: a killed leader is
+		// replaced in well under a second.
+		"--dev", "--raft-timeout", "300ms", "--lb-host", lbHost, "--first-lb-port", strconv.Itoa(lbPort))
 	if err != nil {
 		return err
 	}

@@ -45,7 +45,7 @@ check: ## gofmt, vet, staticcheck (pinned in go.mod), builds for macOS and witho
 	    cp /tmp/baton-go.mod.bak go.mod; cp /tmp/baton-go.sum.bak go.sum; exit 1; fi
 	./scripts/check-imports.sh
 
-bench: build ## benchmarks: the LB proxy against a direct connection; the controller's passes; the coordinator at fleet scale (baton sim); durability; the coordinator cluster (failover, writes, detection); a coordinator cluster's failover, writes and agent failure detection
+bench: build ## benchmarks: the LB proxy against a direct connection; the controller's passes; the coordinator at fleet scale (baton sim); durability; a coordinator cluster's failover, writes and agent failure detection
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./lbnode/
 	$(GO) test -run '^$$' -bench . -benchmem ./coordinator/
 	$(BIN) sim --agents 100,300,1000 --pass-agents 2000

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -30,16 +31,17 @@ func (s *Server) startGossip() error {
 	if addr == "" {
 		addr = DefaultConfig().GossipAddr
 	}
+	raftHost, _, _ := net.SplitHostPort(s.cfg.RaftAddr)
 	meta := membership.Meta{
 		Role:   membership.RoleCoordinator,
 		ID:     s.cfg.NodeID,
-		API:    s.HTTPAddr(),
+		API:    advertised(s.HTTPAddr(), raftHost),
 		Raft:   s.cfg.RaftAddr,
-		NATS:   s.NATSURL(),
+		NATS:   advertisedURL(s.NATSURL(), raftHost),
 		Expect: s.cfg.BootstrapExpect,
 	}
 	if s.natsSrv != nil {
-		meta.NATSCluster = s.natsSrv.ClusterURL()
+		meta.NATSCluster = advertisedURL(s.natsSrv.ClusterURL(), raftHost)
 	}
 	pool, err := membership.New(membership.Config{
 		Meta: meta, BindAddr: addr, Join: s.cfg.Join,
@@ -50,6 +52,29 @@ func (s *Server) startGossip() error {
 	}
 	s.pool = pool
 	return nil
+}
+
+// advertised is a bound address as others reach it: an unspecified host
+// (0.0.0.0, ::) is replaced by host (the --raft-addr host, which Raft
+// already requires others to reach).
+func advertised(bound, host string) string {
+	h, port, err := net.SplitHostPort(bound)
+	if err != nil || host == "" {
+		return bound
+	}
+	if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
+		return net.JoinHostPort(host, port)
+	}
+	return bound
+}
+
+// advertisedURL is advertised for a scheme://host:port URL.
+func advertisedURL(u, host string) string {
+	scheme, addr, ok := strings.Cut(u, "://")
+	if !ok {
+		return u
+	}
+	return scheme + "://" + advertised(addr, host)
 }
 
 // watchCluster follows the gossip pool: it keeps the NATS routes pointed
@@ -115,20 +140,34 @@ func (s *Server) tryBootstrap(ctx context.Context) {
 		s.bootstrapped.Store(true) // a leader added this node
 		return
 	}
+	if s.cfg.BootstrapExpect > 1 && !s.pool.Joined() {
+		s.logLimited("bootstrap-wait", "waiting to join the gossip pool before bootstrapping", "expect", s.cfg.BootstrapExpect)
+		return
+	}
+	// Only coordinators that expect the same number bootstrap together; one
+	// started with --join alone waits to be added by the leader.
 	var peers []membership.Member
 	for _, m := range s.pool.Alive(membership.RoleCoordinator) {
-		if m.Meta.Expect != 0 && m.Meta.Expect != s.cfg.BootstrapExpect {
+		switch {
+		case m.Meta.Expect == 0:
+			continue
+		case m.Meta.Expect != s.cfg.BootstrapExpect:
 			s.logLimited("bootstrap-expect-mismatch", "coordinators disagree on --bootstrap-expect; not bootstrapping",
 				"node_id", m.Meta.ID, "theirs", m.Meta.Expect, "ours", s.cfg.BootstrapExpect)
 			return
-		}
-		if m.Meta.Raft == "" {
+		case m.Meta.Raft == "":
 			return
 		}
 		peers = append(peers, m)
 	}
 	if len(peers) < s.cfg.BootstrapExpect {
 		s.logLimited("bootstrap-wait", "waiting for coordinators to bootstrap the cluster",
+			"found", len(peers), "expect", s.cfg.BootstrapExpect)
+		return
+	}
+	if len(peers) > s.cfg.BootstrapExpect {
+		// Which N would be a guess, and two guesses make two clusters.
+		s.logLimited("bootstrap-too-many", "more coordinators expect to bootstrap than --bootstrap-expect says; not bootstrapping (start them with the same, right number)",
 			"found", len(peers), "expect", s.cfg.BootstrapExpect)
 		return
 	}
@@ -156,7 +195,11 @@ func (s *Server) tryBootstrap(ctx context.Context) {
 		})
 	}
 	slices.SortFunc(conf.Servers, func(a, b raft.Server) int { return strings.Compare(string(a.ID), string(b.ID)) })
-	if err := s.raft.raft.BootstrapCluster(conf).Error(); err != nil && err != raft.ErrCantBootstrap {
+	if err := s.raft.raft.BootstrapCluster(conf).Error(); err != nil {
+		if err == raft.ErrCantBootstrap {
+			s.bootstrapped.Store(true) // it has state after all
+			return
+		}
 		s.log.Error("bootstrap raft", "error", err)
 		return
 	}
@@ -177,7 +220,7 @@ func peerCount(ctx context.Context, addr string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := forwardClient.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -210,6 +253,17 @@ func (s *Server) addVoters() {
 		if addr == "" || known[id] == addr {
 			continue
 		}
+		// A voter that cannot be reached would count toward the quorum
+		// without voting: a wrong --raft-addr or a firewall could cost
+		// the cluster its majority. Add only a node whose Raft port
+		// answers.
+		conn, err := net.DialTimeout("tcp", string(addr), time.Second)
+		if err != nil {
+			s.logLimited("voter-unreachable:"+string(id), "not adding a coordinator whose raft address does not answer",
+				"node_id", id, "raft", addr, "error", err)
+			continue
+		}
+		conn.Close()
 		if err := s.raft.raft.AddVoter(id, addr, 0, 10*time.Second).Error(); err != nil {
 			s.log.Warn("add coordinator as a voter", "node_id", id, "raft", addr, "error", err)
 			continue
@@ -256,6 +310,14 @@ func (s *Server) quorum() (reachable, voters int, missing []string) {
 // noQuorum returns the message for writes refused because a majority of
 // the voters is unreachable, or "" when a majority is reachable.
 func (s *Server) noQuorum() string {
+	if s.raft.raft.State() == raft.Follower {
+		// A follower in touch with its leader is part of a majority,
+		// whatever gossip says (a node that joined through a member that
+		// is gone may see few others).
+		if _, id := s.raft.raft.LeaderWithID(); id != "" && time.Since(s.raft.raft.LastContact()) < s.staleAfter() {
+			return ""
+		}
+	}
 	reachable, voters, missing := s.quorum()
 	if voters == 0 || reachable > voters/2 {
 		return ""

@@ -88,25 +88,34 @@ func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 // read wraps a handler that reads state: it sets the freshness headers,
 // and serves ?consistent through the leader.
 func (s *Server) read(h http.HandlerFunc) http.HandlerFunc {
+	// consistent serves a ?consistent read on this node, which must lead;
+	// forward calls it too when this node comes to lead while it waits.
+	var consistent http.HandlerFunc
+	consistent = func(w http.ResponseWriter, r *http.Request) {
+		// A barrier commits in this term and returns once the FSM has
+		// applied everything before it: the state read after it holds
+		// every write acknowledged before the read began.
+		if err := s.raft.raft.Barrier(s.holdTimeout()).Error(); err != nil {
+			if (errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost)) && r.Context().Value(forwardKey{}) == nil {
+				s.forward(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, []byte(nil))), nil, consistent)
+				return
+			}
+			writeError(w, http.StatusServiceUnavailable, protocol.CodeNoLeader,
+				"cannot confirm leadership for a consistent read: "+err.Error()+"; retry shortly")
+			return
+		}
+		r = r.WithContext(context.WithValue(r.Context(), consistentKey{}, true))
+		s.setFreshness(w, r)
+		h(w, r)
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Has("consistent") {
 			if s.raft.raft.State() != raft.Leader {
-				s.forward(w, r, nil, h)
+				s.forward(w, r, nil, consistent)
 				return
 			}
-			// A barrier commits in this term and returns once the FSM has
-			// applied everything before it: the state read after it holds
-			// every write acknowledged before the read began.
-			if err := s.raft.raft.Barrier(s.holdTimeout()).Error(); err != nil {
-				if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-					s.forward(w, r, nil, h)
-					return
-				}
-				writeError(w, http.StatusServiceUnavailable, protocol.CodeNoLeader,
-					"cannot confirm leadership for a consistent read: "+err.Error())
-				return
-			}
-			r = r.WithContext(context.WithValue(r.Context(), consistentKey{}, true))
+			consistent(w, r)
+			return
 		}
 		s.setFreshness(w, r)
 		h(w, r)
@@ -131,10 +140,15 @@ func (s *Server) freshness(r *http.Request) (index uint64, stale bool, knownLead
 	} else {
 		lastContact = -1
 	}
-	stale = !knownLeader || lastContact < 0 || lastContact > max(s.cfg.RaftTimeout, 500*time.Millisecond) ||
+	stale = !knownLeader || lastContact < 0 || lastContact > s.staleAfter() ||
 		(s.pool != nil && !s.memberAlive(membership.RoleCoordinator, string(id))) || s.noQuorum() != ""
 	return index, stale, knownLeader, lastContact
 }
+
+// staleAfter is how long a follower may go without hearing from the
+// leader before its reads are marked stale: a Raft timeout, at least
+// 500 ms.
+func (s *Server) staleAfter() time.Duration { return max(s.cfg.RaftTimeout, 500*time.Millisecond) }
 
 func (s *Server) setFreshness(w http.ResponseWriter, r *http.Request) {
 	index, stale, known, lc := s.freshness(r)
@@ -168,7 +182,13 @@ func (s *Server) leaderAPI() (id, api string) {
 // node becomes the leader meanwhile, h handles the request here (h nil:
 // answer not_leader).
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, h http.HandlerFunc) {
-	hops, _ := strconv.Atoi(r.Header.Get(hopsHeader))
+	hops := 0
+	if v := r.Header.Get(hopsHeader); v != "" {
+		var err error
+		if hops, err = strconv.Atoi(v); err != nil || hops < 0 {
+			hops = maxForwardHops
+		}
+	}
 	if hops >= maxForwardHops {
 		writeError(w, http.StatusServiceUnavailable, protocol.CodeNotLeader, fmt.Sprintf(
 			"forwarded %d times without reaching the leader (an election is under way); retry shortly", hops))
@@ -193,12 +213,16 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, h 
 			if err == nil {
 				return
 			}
-			if sent {
+			if sent && body == nil && r.Method == http.MethodGet {
+				// A read changes nothing: try again, maybe elsewhere.
+				lastErr = fmt.Errorf("leader %s at %s: %w", id, api, err)
+			} else if sent {
 				writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, fmt.Sprintf(
 					"forwarded to the leader %s at %s, which did not answer (%v); the change may or may not have been made: check `baton serve status` before retrying", id, api, err))
 				return
+			} else {
+				lastErr = fmt.Errorf("leader %s at %s: %w", id, api, err)
 			}
-			lastErr = fmt.Errorf("leader %s at %s: %w", id, api, err)
 		}
 		if msg := s.noQuorum(); msg != "" {
 			writeError(w, http.StatusServiceUnavailable, protocol.CodeNoQuorum, msg)
@@ -257,6 +281,10 @@ func (s *Server) proxyTo(w http.ResponseWriter, r *http.Request, body []byte, ad
 	defer resp.Body.Close()
 	s.metrics.forwarded.WithLabelValues(r.Method).Inc()
 	for k, vs := range resp.Header {
+		switch http.CanonicalHeaderKey(k) {
+		case "Connection", "Keep-Alive", "Transfer-Encoding", "Te", "Trailer", "Upgrade", "Proxy-Connection":
+			continue // hop-by-hop: about the connection to the leader
+		}
 		w.Header()[k] = vs
 	}
 	w.WriteHeader(resp.StatusCode)

@@ -26,12 +26,12 @@ func (s *Server) handleRaftPeers(w http.ResponseWriter, r *http.Request) {
 	for _, srv := range f.Configuration().Servers {
 		p := protocol.RaftPeer{ID: string(srv.ID), Address: string(srv.Address), Voter: srv.Suffrage == raft.Voter}
 		switch {
-		case srv.ID == leader:
-			p.State = "leader"
 		case string(srv.ID) == s.cfg.NodeID:
 			p.State = strings.ToLower(s.raft.raft.State().String())
 		case s.pool != nil && !s.memberAlive(membership.RoleCoordinator, string(srv.ID)):
 			p.State = "unreachable"
+		case srv.ID == leader:
+			p.State = "leader"
 		default:
 			p.State = "follower"
 		}
@@ -66,6 +66,17 @@ func (s *Server) handleRemovePeer(w http.ResponseWriter, r *http.Request) {
 	if voters == 1 && id == s.cfg.NodeID {
 		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, fmt.Sprintf(
 			"%q is the only voter; removing it would leave no cluster", id))
+		return
+	}
+	if s.pool != nil && id != s.cfg.NodeID && s.memberAlive(membership.RoleCoordinator, id) {
+		// The leader adds every alive coordinator back as a voter.
+		writeError(w, http.StatusConflict, protocol.CodeBadRequest, fmt.Sprintf(
+			"%q is alive in gossip and would be added back at once; stop it first, then remove it (remove-peer is for coordinators that are gone)", id))
+		return
+	}
+	if reachable, _, _ := s.quorum(); s.pool != nil && reachable <= (voters-1)/2 {
+		writeError(w, http.StatusConflict, protocol.CodeBadRequest, fmt.Sprintf(
+			"removing %q would leave %d voters of which only %d are reachable, no majority; bring coordinators back first", id, voters-1, reachable-1))
 		return
 	}
 	if err := s.raft.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {

@@ -81,7 +81,7 @@ func openRaft(cfg Config, fsm *FSM, notify chan bool) (*raftNode, error) {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	rc.Logger = hlog
-	if cfg.RaftTimeout < time.Second {
+	if cfg.RaftTimeout != time.Second {
 		scale := func(d time.Duration) time.Duration {
 			return time.Duration(float64(d) * float64(cfg.RaftTimeout) / float64(time.Second))
 		}
@@ -99,9 +99,14 @@ func openRaft(cfg Config, fsm *FSM, notify chan bool) (*raftNode, error) {
 	// its configuration turns out to have other voters.
 	normal := raft.ReloadableConfig{TrailingLogs: rc.TrailingLogs, SnapshotInterval: rc.SnapshotInterval,
 		SnapshotThreshold: rc.SnapshotThreshold, HeartbeatTimeout: rc.HeartbeatTimeout, ElectionTimeout: rc.ElectionTimeout}
-	rc.HeartbeatTimeout = min(rc.HeartbeatTimeout, singleVoterTimeout)
-	rc.ElectionTimeout = min(rc.ElectionTimeout, singleVoterTimeout)
-	rc.LeaderLeaseTimeout = min(rc.LeaderLeaseTimeout, rc.HeartbeatTimeout)
+	// The lease cannot be reloaded: a node that is (to be) one of several
+	// starts with the normal timeouts.
+	short := !cfg.Clustered()
+	if short {
+		rc.HeartbeatTimeout = min(rc.HeartbeatTimeout, singleVoterTimeout)
+		rc.ElectionTimeout = min(rc.ElectionTimeout, singleVoterTimeout)
+		rc.LeaderLeaseTimeout = min(rc.LeaderLeaseTimeout, rc.HeartbeatTimeout)
+	}
 
 	existing, err := raft.HasExistingState(wal, wal, snaps)
 	if err != nil {
@@ -131,7 +136,7 @@ func openRaft(cfg Config, fsm *FSM, notify chan bool) (*raftNode, error) {
 		}
 	}
 	n := &raftNode{raft: r, wal: wal, meta: meta, transport: transport, startIndex: startIndex,
-		startCommand: lastCommandIndex(wal, startIndex), existing: existing, fsm: fsm, id: rc.LocalID, normal: normal, short: true}
+		startCommand: lastCommandIndex(wal, startIndex), existing: existing, fsm: fsm, id: rc.LocalID, normal: normal, short: short}
 	if err := n.adjustTimeouts(); err != nil {
 		r.Shutdown()
 		transport.Close()

@@ -153,7 +153,9 @@ func (c *controller) reconcileAgents(st *State, heard map[string]heardFrom, now 
 			}
 			continue
 		}
-		if why := c.gossipDown(membership.RoleAgent, id, heard[id].at); why != "" {
+		// A new leader believes only gossip verdicts given since it leads:
+		// it gives every agent a full timeout, as below.
+		if why := c.gossipDown(membership.RoleAgent, id, later(heard[id].at, c.leaderSince)); why != "" {
 			changes = append(changes, AgentAliveChange{ID: id, Reason: fmt.Sprintf("agent %s lost: %s", id, why)})
 			c.log.Warn("agent lost", "agent_id", id, "gossip", why)
 			continue
@@ -187,6 +189,14 @@ func (c *controller) reconcileAgents(st *State, heard map[string]heardFrom, now 
 		changed = true
 	}
 	return changed
+}
+
+// later returns the later of two times.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // gossipDown says why gossip shows a member failed or gone since lastHeard

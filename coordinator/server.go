@@ -62,6 +62,9 @@ func checkConfig(cfg Config) error {
 	if cfg.BootstrapExpect < 0 {
 		return fmt.Errorf("coordinator: --bootstrap-expect %d: use the number of coordinators (3 or 5), or leave it out for one", cfg.BootstrapExpect)
 	}
+	if cfg.BootstrapExpect == 1 && len(cfg.Join) > 0 {
+		return errors.New("coordinator: --bootstrap-expect 1 with --join would bootstrap a cluster of one beside the one it joins: use --bootstrap-expect N (the same N) on every coordinator, or --join alone to be added to a running cluster")
+	}
 	for _, j := range cfg.Join {
 		if strings.TrimSpace(j) == "" {
 			return errors.New("coordinator: --join has an empty address; use host:port of any member's gossip address, comma-separated")
@@ -178,6 +181,16 @@ func (s *Server) transferLeadership() {
 	s.log.Info("leadership transferred before shutdown")
 }
 
+// closeAll releases what New opened, for a Run that fails to start.
+func (s *Server) closeAll() {
+	s.apiLn.Close()
+	if s.pool != nil {
+		_ = s.pool.Shutdown()
+	}
+	_ = s.raft.Close()
+	s.closeNATS()
+}
+
 func (s *Server) closeNATS() {
 	if s.nc != nil {
 		s.nc.Close()
@@ -219,11 +232,15 @@ func (s *Server) Kick() {
 // Run serves the API and runs the controller while this node leads, until
 // ctx ends; then it shuts everything down.
 func (s *Server) Run(ctx context.Context) error {
+	// Everything below stops with ctx, also when the API server fails.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	apiErr := make(chan error, 1)
 	if s.cfg.DebugAddr != "" {
 		dbg, err := startDebugServer(s.cfg.DebugAddr, s.log)
 		if err != nil {
+			s.closeAll()
 			return err
 		}
 		defer dbg.Close()
@@ -260,8 +277,9 @@ func (s *Server) Run(ctx context.Context) error {
 	case err = <-apiErr:
 		s.log.Error("api server failed", "error", err)
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	cancel()
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelShutdown()
 	_ = s.api.Shutdown(shutdownCtx)
 	wg.Wait()
 	s.transferLeadership()

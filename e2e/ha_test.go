@@ -170,9 +170,9 @@ type traffic struct {
 	streams loadgen.StreamResult
 }
 
-// startTraffic puts 3 request clients and 1 event stream on each LB's
-// endpoint for the service.
-func (fc *faultCluster) startTraffic(endpointPort string) *traffic {
+// startTraffic puts 3 request clients (and, with streams, 1 event stream)
+// on each LB's endpoint for the service.
+func (fc *faultCluster) startTraffic(endpointPort string, streams bool) *traffic {
 	ctx, cancel := context.WithCancel(context.Background())
 	tr := &traffic{cancel: cancel}
 	for _, lb := range fc.lbs {
@@ -184,6 +184,9 @@ func (fc *faultCluster) startTraffic(endpointPort string) *traffic {
 			tr.results = append(tr.results, res...)
 			tr.mu.Unlock()
 		})
+		if !streams {
+			continue
+		}
 		tr.wg.Go(func() {
 			s := loadgen.Streams(ctx, base+"/stream", 1, 5, 10000)
 			tr.mu.Lock()
@@ -212,7 +215,7 @@ func (tr *traffic) stop(t *testing.T) loadgen.Summary {
 	sum := loadgen.Summarize(tr.results)
 	t.Logf("load: %d requests (%d failed; by version %v), %d event streams completed, %d cut",
 		sum.Sent, sum.Failed, sum.ByVersion, tr.streams.Completed, tr.streams.Cut)
-	if sum.Failed > 0 || tr.streams.Cut > 0 || sum.Sent == 0 || tr.streams.Completed == 0 {
+	if sum.Failed > 0 || tr.streams.Cut > 0 || sum.Sent == 0 {
 		t.Fatalf("requests failed: %d %v; streams cut: %d %v", sum.Failed, sum.FirstErrors, tr.streams.Cut, tr.streams.Errors)
 	}
 	return sum
@@ -269,7 +272,7 @@ func TestLeaderKilledDuringUpdate(t *testing.T) {
 	})
 	port := portOf(st.Services[0].Endpoint)
 	fc.waitLBsRoute("ha", 1, 2, 20*time.Second)
-	tr := fc.startTraffic(port)
+	tr := fc.startTraffic(port, true)
 	time.Sleep(time.Second) // version-1 traffic first
 
 	v2 := exampleTaskWith(t, `VERSION: "1"`, `VERSION: "2"`)
@@ -329,7 +332,7 @@ func TestLeaderKilledDuringUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr = fc.startTraffic(port)
+	tr = fc.startTraffic(port, true)
 	fc.kill9(natsCoord)
 	testutil.WaitFor(t, 20*time.Second, func() error {
 		c, err := fc.lbNATSCoordinator("lb-1")
@@ -366,7 +369,10 @@ func TestAgentKilledAndFrozen(t *testing.T) {
 	})
 	port := portOf(st.Services[0].Endpoint)
 	fc.waitLBsRoute("ag", 1, 2, 20*time.Second)
-	tr := fc.startTraffic(port)
+	// Plain requests only: a stream that a killed machine was serving is
+	// cut whatever the LB does (the LB retries a request only before the
+	// replica answered).
+	tr := fc.startTraffic(port, false)
 	time.Sleep(time.Second)
 
 	victim := st.Replicas[0].Agent
@@ -482,22 +488,44 @@ func TestMinorityAndFullRestart(t *testing.T) {
 		return nil
 	})
 	fc.waitLBsRoute("keep", 1, 2, 20*time.Second)
-	tr := fc.startTraffic(portOf(before.Services[0].Endpoint))
+	tr := fc.startTraffic(portOf(before.Services[0].Endpoint), true)
 	time.Sleep(time.Second)
 
 	survivor := fc.coords[2]
 	fc.kill9(fc.coords[0])
 	fc.kill9(fc.coords[1])
+	// Until gossip declares them failed (a few seconds), a write may reach
+	// Raft and end with an unknown outcome (it stays in the survivor's log
+	// and may be committed later); once it has, writes are refused at once.
 	testutil.WaitFor(t, 30*time.Second, func() error {
-		_, errOut, err := fc.cli("serve", "up", "examples/http_server/task.yaml", "-n", "refused", "-y")
-		if err == nil {
-			return fmt.Errorf("a write was accepted with 1 of 3 coordinators")
+		var members protocol.MembersResponse
+		if err := fc.get("/v1/operator/members", &members); err != nil {
+			return err
 		}
-		if !strings.Contains(errOut, "no quorum: 1 of 3 coordinators reachable") {
-			return fmt.Errorf("write refused without the quorum message: %s", errOut)
+		failed := 0
+		for _, m := range members.Members {
+			if m.Role == "coordinator" && m.ID != survivor && m.Status == "failed" {
+				failed++
+			}
+		}
+		if failed != 2 {
+			return fmt.Errorf("gossip shows %d of 2 coordinators failed: %+v", failed, members.Members)
 		}
 		return nil
 	})
+	for range 3 {
+		start := time.Now()
+		_, errOut, err := fc.cli("serve", "up", "examples/http_server/task.yaml", "-n", "refused", "-y")
+		if err == nil {
+			t.Fatal("a write was accepted with 1 of 3 coordinators")
+		}
+		if !strings.Contains(errOut, "no quorum: 1 of 3 coordinators reachable") {
+			t.Fatalf("write refused without the quorum message: %s", errOut)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("the refusal took %s", took)
+		}
+	}
 	out := fc.mustCLI("serve", "status", "--json")
 	var st protocol.StatusResponse
 	if err := json.Unmarshal([]byte(out), &st); err != nil {

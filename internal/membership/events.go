@@ -55,6 +55,11 @@ func (e *events) NotifyLeave(n *memberlist.Node) { (*Pool)(e).record(n, StatusFa
 // for a join (a new member or one that came back).
 func (p *Pool) record(n *memberlist.Node, st Status, joined bool) {
 	meta, ok := decodeMeta(n.Meta)
+	if ok && n.Name != string(meta.Role)+"/"+meta.ID {
+		// A member named for one node claiming to be another: believe
+		// neither (it could make a coordinator re-address a Raft voter).
+		meta, ok = Meta{}, false
+	}
 	if !ok && n.Name != p.name {
 		if allow, _ := p.badMeta.Allow(n.Name); allow {
 			p.log.Warn("gossip member with unreadable meta; listing it without a role", "member", n.Name, "addr", n.Address(), "meta_bytes", len(n.Meta))

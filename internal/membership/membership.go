@@ -544,15 +544,17 @@ func (p *Pool) Alive(role Role) []Member {
 	return out
 }
 
-// Member returns the member with role and id, alive or not.
+// Member returns the member with role and id, alive or not. It is one
+// map lookup: the leader asks it for every agent on every pass.
 func (p *Pool) Member(role Role, id string) (Member, bool) {
 	name := string(role) + "/" + id
-	for _, m := range p.Members() {
-		if m.Name == name {
-			return m, true
-		}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := p.members[name]
+	if m == nil || m.Meta.Role != role || (!m.alive() && time.Since(m.Since) > p.cfg.RememberFor) {
+		return Member{}, false
 	}
-	return Member{}, false
+	return *m, true
 }
 
 // NumMembers is the number of alive (or suspect) members, this node

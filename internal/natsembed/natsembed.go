@@ -3,6 +3,7 @@
 package natsembed
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -108,11 +109,15 @@ func (s *Server) SetRoutes(urls []string) error {
 	if slices.Equal(want, s.routes) {
 		return nil
 	}
+	// A bad URL (from a member's gossip) is left out; the others still
+	// get their routes.
 	parsed := make([]*url.URL, 0, len(want))
+	var bad []error
 	for _, u := range want {
 		pu, err := url.Parse(u)
-		if err != nil {
-			return fmt.Errorf("route %q: %w", u, err)
+		if err != nil || (pu.Scheme != "nats-route" && pu.Scheme != "nats") || pu.Port() == "" {
+			bad = append(bad, fmt.Errorf("route %q is not nats-route://host:port", u))
+			continue
 		}
 		parsed = append(parsed, pu)
 	}
@@ -125,7 +130,7 @@ func (s *Server) SetRoutes(urls []string) error {
 		return fmt.Errorf("nats routes: %w", err)
 	}
 	s.routes = want
-	return nil
+	return errors.Join(bad...)
 }
 
 // ClientURL is the nats:// URL clients connect to.

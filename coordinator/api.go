@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,15 +24,25 @@ const maxRequestBytes = 4 << 20
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/services", s.write(s.handleUp))
-	mux.HandleFunc("POST /v1/services/{name}/update", s.write(s.handleUpdate))
-	mux.HandleFunc("DELETE /v1/services/{name}", s.write(s.handleDown))
-	mux.HandleFunc("GET /v1/status", s.read(s.handleStatus))
-	mux.HandleFunc("GET /v1/services/{name}/replicas/{id}/logs", s.handleLogs)
-	mux.HandleFunc("GET /v1/agents", s.read(s.handleAgents))
+	const (
+		read, deploy, operator, management = protocol.PolicyRead, protocol.PolicyDeploy, protocol.PolicyOperator, protocol.PolicyManagement
+	)
+	mux.HandleFunc("POST /v1/services", s.write(s.authz(deploy, s.handleUp)))
+	mux.HandleFunc("POST /v1/services/{name}/update", s.write(s.authz(deploy, s.handleUpdate)))
+	mux.HandleFunc("DELETE /v1/services/{name}", s.write(s.authz(deploy, s.handleDown)))
+	mux.HandleFunc("GET /v1/status", s.read(s.authz(read, s.handleStatus)))
+	mux.HandleFunc("GET /v1/services/{name}/replicas/{id}/logs", s.authz(read, s.handleLogs))
+	mux.HandleFunc("GET /v1/agents", s.read(s.authz(read, s.handleAgents)))
+	// The operator's peer list is also how a coordinator that waits to
+	// bootstrap asks the others whether a cluster exists: it needs no
+	// token.
 	mux.HandleFunc("GET /v1/operator/raft/peers", s.read(s.handleRaftPeers))
-	mux.HandleFunc("DELETE /v1/operator/raft/peers/{id}", s.write(s.handleRemovePeer))
-	mux.HandleFunc("GET /v1/operator/members", s.read(s.handleMembers))
+	mux.HandleFunc("DELETE /v1/operator/raft/peers/{id}", s.write(s.authz(operator, s.handleRemovePeer)))
+	mux.HandleFunc("GET /v1/operator/members", s.read(s.authz(operator, s.handleMembers)))
+	mux.HandleFunc("POST /v1/acl/bootstrap", s.write(s.handleACLBootstrap))
+	mux.HandleFunc("POST /v1/acl/tokens", s.write(s.authz(management, s.handleACLTokenCreate)))
+	mux.HandleFunc("GET /v1/acl/tokens", s.read(s.authz(management, s.handleACLTokenList)))
+	mux.HandleFunc("DELETE /v1/acl/tokens/{id}", s.write(s.authz(management, s.handleACLTokenRevoke)))
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
 	id := s.cfg.NodeID
@@ -207,6 +218,9 @@ func (s *Server) handleUp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, protocol.CodeInvalidName, err.Error())
 		return
 	}
+	if !mayTouch(w, r, req.Name) {
+		return
+	}
 	res, _, err := s.raftApply(CmdCreateService, CreateServiceCmd{
 		Name: req.Name, Spec: *spec, YAML: req.YAML, FirstPort: s.cfg.FirstLBPort, At: time.Now(),
 	})
@@ -226,6 +240,9 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
+	if !mayTouch(w, r, name) {
+		return
+	}
 	var req protocol.UpdateRequest
 	if !decodeBody(w, r, &req) {
 		return
@@ -266,6 +283,9 @@ func (s *Server) handleDown(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
+	if !mayTouch(w, r, name) {
+		return
+	}
 	res, _, err := s.raftApply(CmdDeleteService, DeleteServiceCmd{Service: name, At: time.Now()})
 	if err != nil {
 		s.applyError(w, r, err)
@@ -299,6 +319,11 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp.Index, resp.Stale = index, stale
+	if t := requestToken(r); t != nil && len(t.Services) > 0 {
+		// A token limited to some services sees only those.
+		resp.Services = slices.DeleteFunc(resp.Services, func(v protocol.ServiceStatusView) bool { return !tokenCovers(r, v.Name) })
+		resp.Replicas = slices.DeleteFunc(resp.Replicas, func(v protocol.ReplicaStatusView) bool { return !tokenCovers(r, v.ServiceName) })
+	}
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -380,6 +405,9 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
+	if !mayTouch(w, r, name) {
+		return
+	}
 	id, err := strconv.Atoi(r.PathValue("id"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "replica id must be a number, like 3")

@@ -28,6 +28,9 @@ const (
 	CmdRemoveAgent    CommandType = 12
 	CmdUpsertAgents   CommandType = 13
 	CmdSetAgentsAlive CommandType = 14
+	CmdACLBootstrap   CommandType = 15
+	CmdACLTokenCreate CommandType = 16
+	CmdACLTokenRevoke CommandType = 17
 )
 
 func (t CommandType) String() string {
@@ -60,6 +63,12 @@ func (t CommandType) String() string {
 		return "upsert_agents"
 	case CmdSetAgentsAlive:
 		return "set_agents_alive"
+	case CmdACLBootstrap:
+		return "acl_bootstrap"
+	case CmdACLTokenCreate:
+		return "acl_token_create"
+	case CmdACLTokenRevoke:
+		return "acl_token_revoke"
 	}
 	return fmt.Sprintf("command(%d)", byte(t))
 }
@@ -211,4 +220,20 @@ func encodeCommand(t CommandType, cmd any) ([]byte, error) {
 		return nil, fmt.Errorf("encode %s: %w", t, err)
 	}
 	return append([]byte{byte(t)}, payload...), nil
+}
+
+// ACLBootstrapCmd turns ACLs on the first time: it stores the first
+// management token. A second bootstrap is rejected.
+type ACLBootstrapCmd struct {
+	Token protocol.ACLToken `json:"token"`
+}
+
+// ACLTokenCreateCmd stores a new token (its secret's hash only).
+type ACLTokenCreateCmd struct {
+	Token protocol.ACLToken `json:"token"`
+}
+
+// ACLTokenRevokeCmd deletes a token by its accessor id.
+type ACLTokenRevokeCmd struct {
+	AccessorID string `json:"accessor_id"`
 }

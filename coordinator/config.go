@@ -34,6 +34,10 @@ type Config struct {
 	// GossipAddr is the memberlist (gossip) listen address, TCP and UDP.
 	// Default 127.0.0.1:7402.
 	GossipAddr string
+	// GossipKey, if set, encrypts gossip (AES, 16, 24 or 32 bytes); every
+	// coordinator, agent and LB of the cluster needs the same key, and a
+	// node with another key or none cannot join. Default none: plain gossip.
+	GossipKey []byte
 	// NATSClusterPort is where the embedded NATS server accepts routes from
 	// the other coordinators' servers (on NATSHost), when this node is part
 	// of a cluster (BootstrapExpect or Join set). Default 6222; -1 picks a
@@ -62,6 +66,10 @@ type Config struct {
 	// many bytes of commands were applied since the last one, besides
 	// hashicorp/raft's own threshold of 2048 entries. Default 32 MiB.
 	SnapshotBytes int64
+	// ACLs requires an ACL token on every API request but /healthz and
+	// /metrics (see acl.go); `baton acl bootstrap` makes the first one.
+	// Default false.
+	ACLs bool
 	// DebugAddr, when set, serves Go's pprof handlers (/debug/pprof/) on
 	// this address. Default off.
 	DebugAddr string

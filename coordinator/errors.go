@@ -22,5 +22,11 @@ var (
 	ErrNotLeader = errors.New("not the leader")
 	// ErrOutcomeUnknown means leadership was lost while a command was in
 	// flight: it may or may not have been applied.
+	// ErrACLBootstrapped means the ACLs were bootstrapped before.
+	ErrACLBootstrapped = errors.New("ACLs were already bootstrapped")
+	// ErrTokenNotFound means no token has the given accessor id.
+	ErrTokenNotFound = errors.New("ACL token not found")
+	// ErrTokenExists means a token with that accessor id exists.
+	ErrTokenExists    = errors.New("ACL token exists")
 	ErrOutcomeUnknown = errors.New("leadership lost while applying; the change may or may not have been made")
 )

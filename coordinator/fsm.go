@@ -166,6 +166,18 @@ func (f *FSM) prepare(t CommandType, buf []byte, index uint64) func() any {
 		var cmd RemoveAgentCmd
 		decode(buf, &cmd)
 		return func() any { return f.applyRemoveAgent(&cmd) }
+	case CmdACLBootstrap:
+		var cmd ACLBootstrapCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyACLBootstrap(&cmd) }
+	case CmdACLTokenCreate:
+		var cmd ACLTokenCreateCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyACLTokenCreate(&cmd) }
+	case CmdACLTokenRevoke:
+		var cmd ACLTokenRevokeCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyACLTokenRevoke(&cmd) }
 	}
 	panic(fmt.Sprintf("fsm: unknown command type %d at index %d", byte(t), index))
 }

@@ -20,11 +20,30 @@ type State struct {
 	Agents   map[string]*protocol.Agent   `json:"agents"`
 	// Index is the Raft index of the last applied command.
 	Index uint64 `json:"index"`
+	// ACL holds the API's tokens.
+	ACL ACLState `json:"acl"`
 
 	// idx, when set, indexes this state's replicas, services and agents.
 	// Clone and Indexed set it; the FSM's own state has none (it changes
 	// under every Apply), so lookups there scan.
 	idx *stateIndex
+}
+
+// ACLState is whether ACLs were bootstrapped and the tokens, by accessor
+// id. The FSM replaces a token whole, never edits one.
+type ACLState struct {
+	Bootstrapped bool                          `json:"bootstrapped,omitempty"`
+	Tokens       map[string]*protocol.ACLToken `json:"tokens,omitempty"`
+}
+
+// TokenBySecretHash finds a token by its secret's hash.
+func (a *ACLState) TokenBySecretHash(hash string) *protocol.ACLToken {
+	for _, t := range a.Tokens {
+		if t.SecretHash == hash {
+			return t
+		}
+	}
+	return nil
 }
 
 // stateIndex is built once per copy of the state, so that a reconcile
@@ -61,6 +80,7 @@ func (s *State) Clone() *State {
 		Replicas: maps.Clone(s.Replicas),
 		Agents:   make(map[string]*protocol.Agent, len(s.Agents)),
 		Index:    s.Index,
+		ACL:      ACLState{Bootstrapped: s.ACL.Bootstrapped, Tokens: maps.Clone(s.ACL.Tokens)},
 	}
 	if c.Replicas == nil {
 		c.Replicas = map[string]*protocol.Replica{}

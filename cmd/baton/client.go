@@ -46,7 +46,9 @@ const requestTimeout = 30 * time.Second
 // then be applied twice; reads (GET) are the exception, being harmless to
 // repeat.
 type apiClient struct {
-	addrs   []string
+	addrs []string
+	// token is the ACL token's secret sent with every request ("" none).
+	token   string
 	http    *http.Client
 	backoff time.Duration // wait between rounds of not_leader answers; notLeaderBackoff
 
@@ -140,13 +142,16 @@ const dialTimeout = 5 * time.Second
 // invocation, so that it remembers which address answered.
 type addrFlag struct {
 	value string
+	token string
 	cl    *apiClient
 }
 
-// register adds --addr to cmd and its subcommands.
+// register adds --addr and --token to cmd and its subcommands.
 func (a *addrFlag) register(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&a.value, "addr", "",
 		"coordinator addresses, comma-separated, tried in order (default $BATON_ADDR, else "+defaultAddr+")")
+	cmd.PersistentFlags().StringVar(&a.token, "token", "",
+		"ACL token secret sent with every request (default $BATON_TOKEN)")
 }
 
 // client returns the client for --addr (else $BATON_ADDR, else
@@ -160,6 +165,10 @@ func (a *addrFlag) client() (*apiClient, error) {
 		return nil, err
 	}
 	a.cl = newAPIClient(addrs...)
+	a.cl.token = strings.TrimSpace(a.token)
+	if a.cl.token == "" {
+		a.cl.token = strings.TrimSpace(os.Getenv("BATON_TOKEN"))
+	}
 	return a.cl, nil
 }
 
@@ -425,6 +434,9 @@ func (c *apiClient) sendTo(ctx context.Context, addr, method, path string, q url
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set(protocol.HeaderToken, c.token)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		cancel()

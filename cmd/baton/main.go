@@ -39,7 +39,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newCoordinatorCmd(), newAgentCmd(), newLBCmd(), newDevCmd(), newServeCmd(), newOperatorCmd(), newSimCmd())
+	root.AddCommand(newCoordinatorCmd(), newAgentCmd(), newLBCmd(), newDevCmd(), newServeCmd(), newOperatorCmd(), newACLCmd(), newSimCmd(), newTLSCmd())
 	return root
 }
 

@@ -45,7 +45,8 @@ func (s *Server) startGossip() error {
 	}
 	pool, err := membership.New(membership.Config{
 		Meta: meta, BindAddr: addr, Join: s.cfg.Join,
-		Logger: s.log.With("component", "gossip"),
+		Logger:    s.log.With("component", "gossip"),
+		SecretKey: s.cfg.GossipKey,
 	})
 	if err != nil {
 		return fmt.Errorf("gossip on %s: %w", addr, err)

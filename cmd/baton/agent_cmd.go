@@ -15,6 +15,7 @@ func newAgentCmd() *cobra.Command {
 	var labels, replicaEnv []string
 	var dev bool
 	var portRange, logMaxSize string
+	var gossipKey gossipKeyFlag
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run an agent: report this machine's capacity and run the replicas assigned to it",
@@ -41,6 +42,9 @@ func newAgentCmd() *cobra.Command {
 			}
 			if cfg.ReplicaEnv, err = agent.ParseReplicaEnv(replicaEnv); err != nil {
 				return fmt.Errorf("--replica-env: %w", err)
+			}
+			if cfg.GossipKey, err = gossipKey.key(); err != nil {
+				return err
 			}
 			if cfg.PortRange, err = parsePortRange(portRange); err != nil {
 				return err
@@ -72,6 +76,7 @@ func newAgentCmd() *cobra.Command {
 	f.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server URL, or a comma-separated list (with --join: default the coordinators' NATS URLs, learnt over gossip)")
 	f.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses (host:port, comma-separated) of any cluster members, typically the coordinators; joined in the background, retrying until one answers")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "host:port to gossip on, TCP and UDP (default with --join: --host and port 7402)")
+	gossipKey.register(cmd)
 	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "listen address for logs, /metrics and /healthz (default: the --host address, port 7403, when --host is given)")
 	f.StringVar(&cfg.Host, "host", cfg.Host, "address replicas on this machine are reached at")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for replica work dirs and logs")

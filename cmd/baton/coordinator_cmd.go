@@ -14,6 +14,7 @@ func newCoordinatorCmd() *cobra.Command {
 	cfg := coordinator.DefaultConfig()
 	var logs logFlags
 	var dev bool
+	var gossipKey gossipKeyFlag
 	cmd := &cobra.Command{
 		Use:   "coordinator",
 		Short: "Run a coordinator: Raft state, the HTTP API, the controller and (by default) an embedded NATS server",
@@ -69,6 +70,9 @@ func newCoordinatorCmd() *cobra.Command {
 				cfg = d
 			}
 			cfg.Logger = logger
+			if cfg.GossipKey, err = gossipKey.key(); err != nil {
+				return err
+			}
 			s, err := coordinator.New(cfg)
 			if err != nil {
 				return err
@@ -102,6 +106,7 @@ func newCoordinatorCmd() *cobra.Command {
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go's pprof handlers (/debug/pprof/) on this address, e.g. 127.0.0.1:7409 (off by default)")
 	f.Int64Var(&cfg.SnapshotBytes, "snapshot-bytes", cfg.SnapshotBytes, "take a Raft snapshot once this many bytes of commands were applied since the last one")
 	f.BoolVar(&dev, "dev", false, "use the fast dev timings (short reconcile, drain and agent timeouts)")
+	gossipKey.register(cmd)
 	_ = cmd.MarkFlagRequired("data-dir")
 	logs.register(cmd)
 	return cmd

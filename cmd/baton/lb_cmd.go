@@ -12,6 +12,7 @@ func newLBCmd() *cobra.Command {
 	cfg := lbnode.DefaultConfig()
 	var logs logFlags
 	var dev bool
+	var gossipKey gossipKeyFlag
 	cmd := &cobra.Command{
 		Use:   "lb",
 		Short: "Run an LB node: serve each service's port and route to its ready replicas",
@@ -22,6 +23,9 @@ func newLBCmd() *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
+			if cfg.GossipKey, err = gossipKey.key(); err != nil {
+				return err
+			}
 			if len(cfg.Join) > 0 && !cmd.Flags().Changed("nats-url") {
 				cfg.NATSURL = "" // learnt from the coordinators over gossip
 			}
@@ -48,6 +52,7 @@ func newLBCmd() *cobra.Command {
 	f.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server URL, or a comma-separated list (with --join: default the coordinators' NATS URLs, learnt over gossip)")
 	f.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses (host:port, comma-separated) of any cluster members, typically the coordinators; joined in the background, retrying until one answers")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "host:port to gossip on, TCP and UDP (default with --join: --bind-host and port 7402)")
+	gossipKey.register(cmd)
 	f.StringVar(&cfg.BindHost, "bind-host", cfg.BindHost, "host every service port listens on")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", cfg.AdminAddr, "listen address for /metrics, /healthz and /v1/routes")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", cfg.SyncInterval, "how often to re-fetch every route table")

@@ -17,7 +17,7 @@ type operatorCLI struct {
 }
 
 // newOperatorCmd returns `baton operator` with `raft list-peers`, `raft
-// remove-peer` and `members`.
+// remove-peer`, `members` and `gossip keygen` (operator_gossip.go).
 func newOperatorCmd() *cobra.Command {
 	return (&operatorCLI{}).command()
 }
@@ -41,7 +41,7 @@ The commands talk to the coordinators at --addr, else $BATON_ADDR, else
 		SilenceErrors: true,
 	}
 	raft.AddCommand(c.listPeersCmd(), c.removePeerCmd())
-	cmd.AddCommand(raft, c.membersCmd())
+	cmd.AddCommand(raft, c.membersCmd(), gossipCmd())
 	return cmd
 }
 

@@ -15,7 +15,9 @@ import (
 // gossip round, so what the pool reports itself (a member failed) is
 // enough: the complaints about reaching a member are Debug, and any other
 // Error or Warn line goes out at most once per logEvery per kind (its
-// first words), the rest at Debug.
+// first words), the rest at Debug. A message that failed decryption (a
+// node with another gossip key, or none, or a stranger) is one kind,
+// logged at Warn with a hint.
 type logWriter struct {
 	log     *slog.Logger
 	limiter *logutil.Limiter
@@ -47,6 +49,12 @@ func (w *logWriter) Write(b []byte) (int, error) {
 			// one was declared failed; it is taken once that is.
 			level = slog.LevelWarn
 		}
+		kind := logKind(msg)
+		var args []any
+		if keyMismatch(msg) {
+			level, kind = slog.LevelWarn, "key mismatch"
+			args = []any{"hint", "a node with another gossip key or none tried to talk to this one; every member needs the same key"}
+		}
 		if level > slog.LevelDebug {
 			for _, q := range quiet {
 				if strings.HasPrefix(msg, q) {
@@ -56,16 +64,23 @@ func (w *logWriter) Write(b []byte) (int, error) {
 			}
 		}
 		if level > slog.LevelDebug {
-			if ok, held := w.limiter.Allow(logKind(msg)); !ok {
+			if ok, held := w.limiter.Allow(kind); !ok {
 				level = slog.LevelDebug
 			} else if held > 0 {
-				w.log.Log(context.Background(), level, "memberlist: "+msg, "similar_held_back", held)
-				continue
+				args = append(args, "similar_held_back", held)
 			}
 		}
-		w.log.Log(context.Background(), level, "memberlist: "+msg)
+		w.log.Log(context.Background(), level, "memberlist: "+msg, args...)
 	}
 	return len(b), nil
+}
+
+// keyMismatch reports whether msg is memberlist's complaint about a
+// message it could not decrypt, or a plain one where encryption is on,
+// or the reverse.
+func keyMismatch(msg string) bool {
+	return (strings.HasPrefix(msg, "failed to receive:") || strings.HasPrefix(msg, "Decrypt packet failed")) &&
+		strings.Contains(strings.ToLower(msg), "crypt")
 }
 
 // parseLogLine splits "[LEVEL] memberlist: message" into a level and the

@@ -146,8 +146,10 @@ type Config struct {
 	GossipInterval time.Duration
 	// RetryJoinInterval is the pause between join attempts. Default 1s.
 	RetryJoinInterval time.Duration
-	// SecretKey, if set, encrypts gossip (AES, 16, 24 or 32 bytes); every
-	// member must use the same key. Default none.
+	// SecretKey, if set, encrypts and authenticates gossip (AES-GCM with
+	// a 16, 24 or 32 byte key, memberlist's keyring); every member must use
+	// the same key. A node with another key or none cannot join, and what
+	// it sends is dropped. Default none: gossip is plain.
 	SecretKey []byte
 	// RememberFor is how long failed and left members stay listed by
 	// Members (memberlist itself forgets them after 30s). A member that
@@ -298,6 +300,12 @@ func New(cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
+	var keyring *memberlist.Keyring
+	if len(cfg.SecretKey) > 0 {
+		if keyring, err = newKeyring(cfg.SecretKey); err != nil {
+			return nil, err
+		}
+	}
 
 	name := string(cfg.Meta.Role) + "/" + cfg.Meta.ID
 	p := &Pool{
@@ -332,7 +340,11 @@ func New(cfg Config) (*Pool, error) {
 	// A join to an address that does not answer (a powered-off machine)
 	// waits this long; push/pull on a LAN takes milliseconds.
 	mc.TCPTimeout = tcpTimeout
-	mc.SecretKey = cfg.SecretKey
+	// With a keyring, refuse plain messages and never send any (both
+	// are memberlist's defaults; written here because they are the point).
+	mc.Keyring = keyring
+	mc.GossipVerifyIncoming = true
+	mc.GossipVerifyOutgoing = true
 	mc.Delegate = (*delegate)(p)
 	mc.Events = (*events)(p)
 	mc.Conflict = (*conflicts)(p)
@@ -354,8 +366,20 @@ func New(cfg Config) (*Pool, error) {
 		defer close(p.joinDone)
 		p.joinLoop(ctx, join)
 	}()
-	p.log.Info("gossip started", "addr", p.Local().Addr, "join", strings.Join(cfg.Join, ","))
+	p.log.Info("gossip started", "addr", p.Local().Addr, "join", strings.Join(cfg.Join, ","), "encrypted", keyring != nil)
 	return p, nil
+}
+
+// newKeyring is a keyring holding key, checked to be an AES key.
+func newKeyring(key []byte) (*memberlist.Keyring, error) {
+	if l := len(key); l != 16 && l != 24 && l != 32 {
+		return nil, fmt.Errorf("membership: gossip key is %d bytes: use 16, 24 or 32 (AES-128, -192 or -256)", l)
+	}
+	kr, err := memberlist.NewKeyring(nil, key)
+	if err != nil {
+		return nil, fmt.Errorf("membership: gossip key: %w", err)
+	}
+	return kr, nil
 }
 
 // splitBindAddr parses host:port, resolving a host name to an IP.
@@ -414,6 +438,7 @@ func (p *Pool) joinLoop(ctx context.Context, addrs []string) {
 			return true
 		}
 	}
+	keyWarned := false
 	for attempt := 0; ; attempt++ {
 		n, err := p.tryJoin(addrs)
 		if err == nil && p.ml.NumMembers() > 1 {
@@ -426,7 +451,12 @@ func (p *Pool) joinLoop(ctx context.Context, addrs []string) {
 		if err == nil {
 			err = errors.New("only this node answered")
 		}
-		if attempt == 0 {
+		if !keyWarned && strings.Contains(strings.ToLower(err.Error()), "crypt") {
+			// Deterministic, unlike a seed not up yet: say it loudly once.
+			keyWarned = true
+			p.log.Warn("gossip join refused: this node's gossip key, or its lack of one, differs from the members'; retrying",
+				"join", strings.Join(addrs, ","), "encrypted", len(p.cfg.SecretKey) > 0, "error", err)
+		} else if attempt == 0 {
 			p.log.Info("gossip join failed; retrying", "join", strings.Join(addrs, ","), "every", p.cfg.RetryJoinInterval, "error", err)
 		} else {
 			p.log.Debug("gossip join failed; retrying", "join", strings.Join(addrs, ","), "error", err)

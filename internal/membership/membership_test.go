@@ -383,20 +383,122 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 }
 
-func TestSecretKey(t *testing.T) {
-	key := []byte("0123456789abcdef")
-	cfg := testConfig(t, RoleCoordinator, "c1", "127.0.0.11")
-	cfg.SecretKey = key
-	c := startPool(t, cfg)
-	cfg = testConfig(t, RoleAgent, "gpu-1", "127.0.0.12", c.Local().Addr)
-	cfg.SecretKey = key
-	a := startPool(t, cfg)
-	testutil.WaitFor(t, 5*time.Second, func() error {
-		if !a.Joined() || len(c.Alive(RoleAgent)) != 1 {
-			return errors.New("not joined yet")
+// syncBuffer is a bytes.Buffer safe for the pools' concurrent logs.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestGossipKey(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	other := []byte("fedcba9876543210")
+	var logs syncBuffer
+	keyed := func(role Role, id, host string, join ...string) *Pool {
+		cfg := testConfig(t, role, id, host, join...)
+		cfg.SecretKey = key
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		return startPool(t, cfg)
+	}
+	c := keyed(RoleCoordinator, "c1", "127.0.0.11")
+	seed := c.Local().Addr
+	members := []*Pool{c, keyed(RoleAgent, "gpu-1", "127.0.0.12", seed), keyed(RoleLB, "lb-1", "127.0.0.13", seed)}
+
+	// Two outsiders join the same seed: one with another key, one with none.
+	cfg := testConfig(t, RoleAgent, "wrong-key", "127.0.0.14", seed)
+	cfg.SecretKey = other
+	wrong := startPool(t, cfg)
+	plain := startPool(t, testConfig(t, RoleAgent, "no-key", "127.0.0.15", seed))
+	outsiders := []*Pool{wrong, plain}
+
+	for _, p := range members {
+		testutil.WaitFor(t, 5*time.Second, func() error {
+			if n := len(aliveAll(p)); n != 3 {
+				return fmt.Errorf("%s sees %d alive members, want 3: %+v", p.name, n, p.Members())
+			}
+			return nil
+		})
+	}
+	// Let the outsiders retry their join (every 100ms) for a while; at no
+	// point may anyone see them, nor they anyone.
+	check := func() {
+		t.Helper()
+		for _, p := range members {
+			for _, m := range p.Members() {
+				if m.Meta.ID == "wrong-key" || m.Meta.ID == "no-key" {
+					t.Fatalf("%s lists outsider %s (%s)", p.name, m.Name, m.Status)
+				}
+			}
 		}
-		return nil
-	})
+		for _, o := range outsiders {
+			if o.Joined() {
+				t.Fatalf("%s joined the encrypted pool", o.name)
+			}
+			if ms := o.Members(); len(ms) != 1 {
+				t.Fatalf("%s lists %+v, want only itself", o.name, ms)
+			}
+		}
+	}
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		check()
+		time.Sleep(50 * time.Millisecond)
+	}
+	check()
+	for _, o := range outsiders {
+		if n := o.joinAttempts.Load(); n < 5 {
+			t.Errorf("%s made %d join attempts in 2s, want several (the test did not test)", o.name, n)
+		}
+	}
+
+	// The members complained about the outsiders' messages, rate-limited:
+	// each kind of complaint at most once at Warn or Error in these 2s.
+	seen := map[string]int{}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if !strings.Contains(line, "level=WARN") && !strings.Contains(line, "level=ERROR") {
+			continue
+		}
+		_, msg, _ := strings.Cut(line, "msg=")
+		seen[logKind(strings.TrimPrefix(msg, `"`))]++
+	}
+	if len(seen) == 0 {
+		t.Errorf("no warning about the outsiders' messages; logs:\n%s", logs.String())
+	}
+	for kind, n := range seen {
+		if n > 1 {
+			t.Errorf("%d warnings of kind %q in 2s, want at most 1 (rate-limited); logs:\n%s", n, kind, logs.String())
+		}
+	}
+}
+
+func TestGossipKeySize(t *testing.T) {
+	for _, n := range []int{1, 15, 17, 31, 33, 64} {
+		cfg := testConfig(t, RoleAgent, "x", "127.0.0.1")
+		cfg.SecretKey = make([]byte, n)
+		p, err := New(cfg)
+		if err == nil {
+			_ = p.Shutdown()
+			t.Fatalf("New with a %d-byte key succeeded", n)
+		}
+		if want := fmt.Sprintf("gossip key is %d bytes: use 16, 24 or 32", n); !strings.Contains(err.Error(), want) {
+			t.Errorf("%d-byte key: error %q does not say %q", n, err, want)
+		}
+	}
+	for _, n := range []int{16, 24, 32} {
+		cfg := testConfig(t, RoleAgent, "x", "127.0.0.1")
+		cfg.SecretKey = make([]byte, n)
+		startPool(t, cfg).Shutdown()
+	}
 }
 
 func TestLogWriterLevels(t *testing.T) {
@@ -410,6 +512,8 @@ func TestLogWriterLevels(t *testing.T) {
 		"[WARN] memberlist: Was able to connect to x over TCP but UDP probes failed",
 		"[INFO] memberlist: Marking x as failed",
 		"[DEBUG] memberlist: Stream connection from=1.2.3.4:5",
+		"[ERR] memberlist: failed to receive: No installed keys could decrypt the message from=1.2.3.4:5",
+		"[ERR] memberlist: Decrypt packet failed: No installed keys could decrypt the message from=1.2.3.4:5",
 	}
 	for _, l := range lines {
 		if _, err := w.Write([]byte(l + "\n")); err != nil {
@@ -424,6 +528,8 @@ func TestLogWriterLevels(t *testing.T) {
 		`level=DEBUG msg="memberlist: Was able to connect`,
 		`level=DEBUG msg="memberlist: Marking x as failed"`,
 		`level=DEBUG msg="memberlist: Stream connection`,
+		`level=WARN msg="memberlist: failed to receive: No installed keys could decrypt the message from=1.2.3.4:5" hint=`,
+		`level=DEBUG msg="memberlist: Decrypt packet failed`,
 	}
 	got := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(got) != len(want) {

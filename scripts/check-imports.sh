@@ -16,6 +16,7 @@ forbid "$mod/lbnode/..." "^$mod/(coordinator|agent)" "coordinator or agent"
 forbid "$mod/agent/..." "^$mod/coordinator" "coordinator"
 # The gossip pool is shared by every daemon: it knows none of them.
 forbid "$mod/internal/membership" "^$mod/(coordinator|agent|lbnode)|github.com/hashicorp/raft" "a daemon package or raft"
+forbid "$mod/internal/tlsutil" "^$mod/(coordinator|agent|lbnode)|github.com/hashicorp/raft" "a daemon package or raft"
 bad=$(go list -f '{{join .Imports "\n"}}' "$mod/protocol" | grep "^$mod/" || true)
 if [ -n "$bad" ]; then echo "import boundary: protocol imports baton packages: $bad"; fail=1; fi
 [ $fail -eq 0 ] && echo "import boundaries ok"

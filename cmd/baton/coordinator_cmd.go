@@ -49,6 +49,7 @@ func newCoordinatorCmd() *cobra.Command {
 				d.NATSURL, d.NATSHost, d.NATSPort, d.LBHost, d.FirstLBPort = cfg.NATSURL, cfg.NATSHost, cfg.NATSPort, cfg.LBHost, cfg.FirstLBPort
 				d.DebugAddr, d.SnapshotBytes = cfg.DebugAddr, cfg.SnapshotBytes
 				d.Bootstrap, d.BootstrapExpect, d.Join, d.GossipAddr, d.NATSClusterPort = cfg.Bootstrap, cfg.BootstrapExpect, cfg.Join, cfg.GossipAddr, cfg.NATSClusterPort
+				d.ACLs = cfg.ACLs
 				if flags.Changed("raft-timeout") {
 					d.RaftTimeout = cfg.RaftTimeout
 				}
@@ -103,6 +104,7 @@ func newCoordinatorCmd() *cobra.Command {
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", cfg.DrainDelay, "how long a retired replica keeps running after the LBs report no requests in flight to it")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "longest wait for requests in flight to a retired replica before it is stopped")
 	f.DurationVar(&cfg.ProgressDeadline, "progress-deadline", cfg.ProgressDeadline, "how long a new version may go without a new READY replica before it fails")
+	f.BoolVar(&cfg.ACLs, "acl", false, "require an ACL token on every API request but /healthz and /metrics (`baton acl bootstrap` makes the first)")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go's pprof handlers (/debug/pprof/) on this address, e.g. 127.0.0.1:7409 (off by default)")
 	f.Int64Var(&cfg.SnapshotBytes, "snapshot-bytes", cfg.SnapshotBytes, "take a Raft snapshot once this many bytes of commands were applied since the last one")
 	f.BoolVar(&dev, "dev", false, "use the fast dev timings (short reconcile, drain and agent timeouts)")

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/baton-dev/baton/internal/tlsutil"
 )
 
 // Config configures a coordinator. Zero fields take DefaultConfig's values
@@ -66,6 +68,10 @@ type Config struct {
 	// many bytes of commands were applied since the last one, besides
 	// hashicorp/raft's own threshold of 2048 entries. Default 32 MiB.
 	SnapshotBytes int64
+	// TLS names the CA, certificate and key (made by `baton tls`) this
+	// coordinator uses: with a CA set, the API is HTTPS, and coordinators
+	// reach each other (forwarding, Raft) with mutual TLS. Default none.
+	TLS tlsutil.Files
 	// ACLs requires an ACL token on every API request but /healthz and
 	// /metrics (see acl.go); `baton acl bootstrap` makes the first one.
 	// Default false.

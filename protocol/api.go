@@ -28,6 +28,9 @@ type UpRequest struct {
 	BaseDir string `json:"base_dir,omitempty"`
 	// Envs override or fill in the task's envs (the CLI's --env).
 	Envs map[string]string `json:"envs,omitempty"`
+	// Secrets override or fill in the task's secrets (the CLI's --secret).
+	// No answer repeats them.
+	Secrets map[string]string `json:"secrets,omitempty"`
 }
 
 // UpdateRequest adds a new version to a service.
@@ -39,6 +42,9 @@ type UpdateRequest struct {
 	Mode string `json:"mode,omitempty"`
 	// Envs override or fill in the task's envs (the CLI's --env).
 	Envs map[string]string `json:"envs,omitempty"`
+	// Secrets override or fill in the task's secrets (the CLI's --secret).
+	// No answer repeats them.
+	Secrets map[string]string `json:"secrets,omitempty"`
 }
 
 // ServiceResponse answers up, update and down.

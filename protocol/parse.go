@@ -114,6 +114,23 @@ func ParseTask(filename string, data []byte) (*TaskSpec, error) {
 // Field `--env KEY`, printed without a line as `file: --env KEY: message`.
 // overrides is not modified.
 func ParseTaskWithEnvs(filename string, data []byte, overrides map[string]string) (*TaskSpec, error) {
+	return ParseTaskWithOverrides(filename, data, overrides, nil)
+}
+
+// ParseTaskWithOverrides is ParseTaskWithEnvs with secret overrides too, as
+// the CLI's `--secret KEY=VALUE` flags give them. A task's secrets
+// (SkyPilot's `secrets:` section, NAME: value pairs) work as its envs do:
+// an override replaces or adds one, and a secret written without a value
+// must get one from secrets, or it is an error at its line:
+// `secrets.HF_TOKEN: has no value; pass it with --secret HF_TOKEN=VALUE`.
+// They land in TaskSpec.Secrets, not Envs.
+//
+// A name may not be both an env and a secret (in the file or among the
+// overrides): that is an error at the secret. Envs and secrets count
+// together against MaxEnvs and MaxEnvsBytes. A problem with a secret
+// override has Field `--secret KEY`. No message quotes a secret's value.
+// envs and secrets are not modified.
+func ParseTaskWithOverrides(filename string, data []byte, envs, secrets map[string]string) (*TaskSpec, error) {
 	if filename == "" {
 		filename = "<input>"
 	}
@@ -132,18 +149,19 @@ func ParseTaskWithEnvs(filename string, data []byte, overrides map[string]string
 	if err != nil {
 		return nil, yamlError(filename, err)
 	}
-	p := &taskParser{file: filename, anchors: map[string][]*ast.AnchorNode{}, lines: map[string]int{}}
+	p := &taskParser{file: filename, anchors: map[string][]*ast.AnchorNode{}, lines: map[string]int{},
+		fileEnvs: map[envKind][]string{}, required: map[envKind]map[string]int{}}
 	for _, doc := range file.Docs {
 		if doc != nil && doc.Body != nil {
 			ast.Walk(p, doc.Body)
 		}
 	}
 	spec := p.parseFile(file)
-	envs := spec
-	if envs == nil {
-		envs = &TaskSpec{} // only to report bad overrides
+	target := spec
+	if target == nil {
+		target = &TaskSpec{} // only to report bad overrides
 	}
-	p.applyEnvOverrides(envs, overrides)
+	p.applyOverrides(target, envs, secrets)
 	if len(p.errs) == 0 {
 		sort.SliceStable(p.warns, func(i, j int) bool { return p.warns[i].Line < p.warns[j].Line })
 		for _, w := range p.warns {
@@ -223,12 +241,13 @@ type taskParser struct {
 	warns   []*SpecError
 	anchors map[string][]*ast.AnchorNode // by name, in document order
 	lines   map[string]int               // TaskSpec.Lines
-	// fileEnvs are the names of the file's envs, in document order, for
-	// checkEnvLimits.
-	fileEnvs []string
-	// requiredEnvs are the envs written without a value, by name, with
-	// their lines; applyEnvOverrides reports those no override fills.
-	requiredEnvs map[string]int
+	// fileEnvs are the names of the file's envs and of its secrets (by
+	// kind), in document order, for checkEnvLimits.
+	fileEnvs map[envKind][]string
+	// required are the envs and secrets written without a value, by kind
+	// and name, with their lines; applyOverrides reports those no override
+	// fills.
+	required map[envKind]map[string]int
 }
 
 // mark records the line of a key for TaskSpec.Lines.

@@ -180,7 +180,7 @@ func TestParseTaskEnvLimits(t *testing.T) {
 			name: "too many envs in the file",
 			data: envsOf("E", MaxEnvs+1, "v"),
 			lines: []string{
-				"task.yaml:261: envs.E256: is env 257 of 257; a task has at most 256 envs, the file's and --env's together (put the rest in a file in workdir and read it in run)",
+				"task.yaml:261: envs.E256: is env 257 of 257; a task has at most 256 envs and secrets, the file's and the command line's together (put the rest in a file in workdir and read it in run)",
 			},
 		},
 		{
@@ -188,14 +188,14 @@ func TestParseTaskEnvLimits(t *testing.T) {
 			data: envsOf("E", 200, "v"),
 			over: overridesOf("O", 60),
 			lines: []string{
-				"task.yaml: --env O56: is env 257 of 260; a task has at most 256 envs, the file's and --env's together (put the rest in a file in workdir and read it in run)",
+				"task.yaml: --env O56: is env 257 of 260; a task has at most 256 envs and secrets, the file's and the command line's together (put the rest in a file in workdir and read it in run)",
 			},
 		},
 		{
 			name: "names and values too large in the file",
 			data: withMinimal("envs:", "  A: "+strings.Repeat("a", 16000), "  B: "+strings.Repeat("b", 16000), "  C: "+strings.Repeat("c", 1000)),
 			lines: []string{
-				"task.yaml:7: envs.C: the envs' names and values come to 33003 bytes, the file's and --env's together, and pass the limit of 32768 here " + keep,
+				"task.yaml:7: envs.C: the names and values of the envs and secrets come to 33003 bytes, the file's and the command line's together, and pass the limit of 32768 here " + keep,
 			},
 		},
 		{
@@ -203,7 +203,7 @@ func TestParseTaskEnvLimits(t *testing.T) {
 			data: withMinimal("envs:", "  A: "+strings.Repeat("a", 16384)),
 			over: map[string]string{"Z": strings.Repeat("z", 16383)},
 			lines: []string{
-				"task.yaml: --env Z: the envs' names and values come to 32769 bytes, the file's and --env's together, and pass the limit of 32768 here " + keep,
+				"task.yaml: --env Z: the names and values of the envs and secrets come to 32769 bytes, the file's and the command line's together, and pass the limit of 32768 here " + keep,
 			},
 		},
 		{

@@ -17,7 +17,7 @@ func TestParseTaskInvalid(t *testing.T) {
 			name:   "unknown top-level key",
 			data:   withMinimal("rnu: echo"),
 			prefix: "task.yaml:4: rnu: ",
-			substr: "unknown key; did you mean run? (valid keys here: envs, name, num_nodes, resources, run, service, setup, workdir)",
+			substr: "unknown key; did you mean run? (valid keys here: envs, name, num_nodes, resources, run, secrets, service, setup, workdir)",
 		},
 		{
 			name:   "unknown service key",

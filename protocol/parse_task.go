@@ -9,7 +9,8 @@ import (
 	"github.com/goccy/go-yaml/ast"
 )
 
-// The top level of a task file, its envs, and the --env overrides.
+// The top level of a task file, its envs and secrets, and the --env and
+// --secret overrides.
 
 const runHint = "give the command that starts the server (e.g. run: python -m http.server $PORT)"
 
@@ -103,7 +104,9 @@ func (p *taskParser) topKey(e entry, spec *TaskSpec, top *topLevel) {
 		spec.Run = p.parseRun(e)
 		p.noNUL("run", e, spec.Run)
 	case e.key == "envs":
-		spec.Envs = p.parseEnvs(e)
+		spec.Envs = p.parseEnvs(e, kindEnv)
+	case e.key == "secrets":
+		spec.Secrets = p.parseEnvs(e, kindSecret)
 	case e.key == "num_nodes":
 		if n, ok := p.integer("num_nodes", e.value, e.line, wholeNumber(1, "1")); ok && n != 1 {
 			p.errorf(lineAt(e.value, e.line), "num_nodes", "%d is not supported; baton runs each replica on one machine, so remove num_nodes or set it to 1", n)
@@ -153,101 +156,230 @@ func (p *taskParser) cloudKey(field string, e entry) {
 	p.warnf(e.line, field, "ignored: baton places replicas on its own agents")
 }
 
-// parseEnvs reads envs. An env with no value is required: it is left out
-// of the map and recorded in p.requiredEnvs for applyEnvOverrides.
-func (p *taskParser) parseEnvs(e entry) map[string]string {
+// envKind is one of the two sections of environment variables a task
+// has: envs, which baton shows, and secrets, whose values it never shows.
+// Both reach the replica's environment.
+type envKind struct {
+	section string // "envs" or "secrets", the field names in messages
+	flag    string // "--env" or "--secret"
+	secret  bool
+}
+
+var (
+	kindEnv    = envKind{section: "envs", flag: "--env"}
+	kindSecret = envKind{section: "secrets", flag: "--secret", secret: true}
+)
+
+// parseEnvs reads envs or secrets (NAME: value pairs). A name with no
+// value is required: it is left out of the map and recorded in
+// p.required for applyOverrides. A secret's value is never quoted in a
+// message.
+func (p *taskParser) parseEnvs(e entry, kind envKind) map[string]string {
 	if p.isNull(e.value) {
 		return nil
 	}
-	es, ok := p.mapping("envs", e.value, e.line, "NAME: value pairs")
-	if !ok || len(es) == 0 {
+	r, _ := p.resolve(e.value)
+	es, ok := p.entries(kind.section, r)
+	if !ok {
+		got := describe(r)
+		if kind.secret {
+			got = describeKind(r)
+		}
+		p.errorf(e.line, kind.section, "must be a mapping of NAME: value pairs, got %s", got)
+		return nil
+	}
+	if len(es) == 0 {
 		return nil
 	}
 	envs := make(map[string]string, len(es))
 	for _, kv := range es {
 		if !envNameRE.MatchString(kv.key) {
-			p.errorf(kv.line, "envs", "%s", envNameMessage(kv.key))
-			continue
-		}
-		p.mark(join("envs", kv.key), kv.line)
-		p.fileEnvs = append(p.fileEnvs, kv.key)
-		if p.isNull(kv.value) {
-			if p.requiredEnvs == nil {
-				p.requiredEnvs = map[string]int{}
+			if kind.secret {
+				// NAME=value written as a key holds the value.
+				p.errorf(kv.line, kind.section, "a name is not a valid environment variable name (not repeated here, in case it holds the value); write NAME: value, with letters, digits and _ in NAME, not starting with a digit")
+			} else {
+				p.errorf(kv.line, kind.section, "%s", envNameMessage(kv.key))
 			}
-			p.requiredEnvs[kv.key] = lineAt(kv.value, kv.line)
 			continue
 		}
-		if v, ok := p.scalarText(join("envs", kv.key), kv.value, kv.line, fmt.Sprintf("a string, number or boolean (e.g. %s: value)", kv.key)); ok {
+		field := join(kind.section, kv.key)
+		p.mark(field, kv.line)
+		p.fileEnvs[kind] = append(p.fileEnvs[kind], kv.key)
+		if p.isNull(kv.value) {
+			if p.required[kind] == nil {
+				p.required[kind] = map[string]int{}
+			}
+			p.required[kind][kv.key] = lineAt(kv.value, kv.line)
+			continue
+		}
+		if v, ok := p.envValue(field, kv, kind); ok {
 			envs[kv.key] = v
 		}
 	}
 	return envs
 }
 
-// applyEnvOverrides puts the --env overrides into spec.Envs and reports
-// invalid override names, required envs that no override fills, and envs
-// past the limits.
-func (p *taskParser) applyEnvOverrides(spec *TaskSpec, overrides map[string]string) {
+// envValue reads the value of one env or secret: a string, number or
+// boolean, as written.
+func (p *taskParser) envValue(field string, kv entry, kind envKind) (string, bool) {
+	what := fmt.Sprintf("a string, number or boolean (e.g. %s: value)", kv.key)
+	if !kind.secret {
+		return p.scalarText(field, kv.value, kv.line, what)
+	}
+	r, _ := p.resolve(kv.value)
+	switch r.(type) {
+	case *ast.StringNode, *ast.LiteralNode, *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode, *ast.InfinityNode, *ast.NanNode:
+		return p.scalarText(field, kv.value, kv.line, what)
+	}
+	p.errorf(lineAt(kv.value, kv.line), field, "must be %s, got %s", what, describeKind(r))
+	return "", false
+}
+
+// describeKind names a resolved node's kind without its value, for
+// messages about secrets.
+func describeKind(n ast.Node) string {
+	switch n.(type) {
+	case *ast.StringNode, *ast.LiteralNode:
+		return "a string"
+	case *ast.IntegerNode, *ast.FloatNode, *ast.InfinityNode, *ast.NanNode:
+		return "a number"
+	case *ast.BoolNode:
+		return "a boolean"
+	}
+	return describe(n) // nothing, a mapping, a list, ...: no value to hide
+}
+
+// applyOverrides puts the --env and --secret overrides into spec.Envs and
+// spec.Secrets and reports invalid override names, a name that is both an
+// env and a secret, required envs and secrets that no override fills, and
+// envs and secrets past the limits (counted together).
+func (p *taskParser) applyOverrides(spec *TaskSpec, envs, secrets map[string]string) {
+	envApplied := p.applyKind(&spec.Envs, envs, kindEnv)
+	secretApplied := p.applyKind(&spec.Secrets, secrets, kindSecret)
+	clash := p.checkDisjoint(envs, secrets)
+	p.reportMissing(envs, kindEnv, clash)
+	p.reportMissing(secrets, kindSecret, clash)
+	if len(clash) > 0 {
+		return
+	}
+	srcs := p.envSources(envs, envApplied, kindEnv)
+	srcs = append(srcs, p.envSources(secrets, secretApplied, kindSecret)...)
+	p.checkEnvLimits(spec, srcs)
+}
+
+// applyKind puts the overrides of one kind into *dst and returns the valid
+// names, sorted.
+func (p *taskParser) applyKind(dst *map[string]string, overrides map[string]string, kind envKind) []string {
 	keys := make([]string, 0, len(overrides))
 	for k := range overrides {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	var applied []string // valid override names, sorted
+	var applied []string
 	for _, k := range keys {
 		if err := ValidateEnvName(k); err != nil {
-			p.errs = append(p.errs, &SpecError{File: p.file, Line: 0, Field: overrideField(k),
-				Message: err.Error() + "; write --env NAME=VALUE"})
+			p.errs = append(p.errs, &SpecError{File: p.file, Line: 0, Field: overrideField(kind, k),
+				Message: err.Error() + "; write " + kind.flag + " NAME=VALUE"})
 			continue
 		}
-		if spec.Envs == nil {
-			spec.Envs = make(map[string]string, len(overrides))
+		if *dst == nil {
+			*dst = make(map[string]string, len(overrides))
 		}
-		spec.Envs[k] = overrides[k]
+		(*dst)[k] = overrides[k]
 		applied = append(applied, k)
 	}
+	return applied
+}
+
+// checkDisjoint reports each name that is both an env and a secret (in
+// the file or on the command line), at the secret, and returns them.
+func (p *taskParser) checkDisjoint(envs, secrets map[string]string) map[string]bool {
+	envAt := map[string]string{} // name -> where the env is, for the message
+	for _, k := range p.fileEnvs[kindEnv] {
+		envAt[k] = fmt.Sprintf("envs.%s on line %d", k, p.lines[join("envs", k)])
+	}
+	for k := range envs {
+		if _, ok := envAt[k]; !ok {
+			envAt[k] = "--env " + k
+		}
+	}
+	secretLine := map[string]int{}
+	for _, k := range p.fileSecrets() {
+		secretLine[k] = p.lines[join("secrets", k)]
+	}
+	for k := range secrets {
+		if _, ok := secretLine[k]; !ok {
+			secretLine[k] = 0
+		}
+	}
+	names := make([]string, 0, len(secretLine))
+	for k := range secretLine {
+		if _, ok := envAt[k]; ok {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	clash := make(map[string]bool, len(names))
+	for _, k := range names {
+		clash[k] = true
+		_, fromFlag := secrets[k]
+		src := envSource{name: k, kind: kindSecret, line: secretLine[k]}
+		if fromFlag {
+			src.line = 0
+		}
+		p.envErrorf(src, "is also an env (%s); a name can be an env or a secret, not both: remove one of them", envAt[k])
+	}
+	return clash
+}
+
+// fileSecrets are the names of the file's secrets, in document order.
+func (p *taskParser) fileSecrets() []string { return p.fileEnvs[kindSecret] }
+
+// reportMissing reports the required envs or secrets of kind that no
+// override fills, except names already reported as a clash.
+func (p *taskParser) reportMissing(overrides map[string]string, kind envKind, clash map[string]bool) {
 	var missing []string
-	for k := range p.requiredEnvs {
-		if _, ok := overrides[k]; !ok {
+	for k := range p.required[kind] {
+		if _, ok := overrides[k]; !ok && !clash[k] {
 			missing = append(missing, k)
 		}
 	}
 	sort.Strings(missing)
 	for _, k := range missing {
-		p.errorf(p.requiredEnvs[k], join("envs", k), "has no value; pass it with --env %s=VALUE", k)
+		p.errorf(p.required[kind][k], join(kind.section, k), "has no value; pass it with %s %s=VALUE", kind.flag, k)
 	}
-	p.checkEnvLimits(spec.Envs, p.envSources(overrides, applied))
 }
 
 // overrideField is the Field of a problem with the override of name.
-func overrideField(name string) string {
+func overrideField(kind envKind, name string) string {
 	if !plainKeyRE.MatchString(name) {
 		name = strconv.Quote(name)
 	}
-	return "--env " + name
+	return kind.flag + " " + name
 }
 
-// envSource is one env and where its value came from: a line of the file,
-// or 0 for an --env override.
+// envSource is one env or secret and where its value came from: a line of
+// the file, or 0 for an --env or --secret override.
 type envSource struct {
 	name string
+	kind envKind
 	line int
 }
 
-// envSources lists the envs: the file's in document order (those no
-// override replaced, with a value), then the applied overrides.
-func (p *taskParser) envSources(overrides map[string]string, applied []string) []envSource {
-	out := make([]envSource, 0, len(p.fileEnvs)+len(applied))
-	for _, k := range p.fileEnvs {
+// envSources lists the envs or secrets of kind: the file's in document
+// order (those no override replaced, with a value), then the applied
+// overrides.
+func (p *taskParser) envSources(overrides map[string]string, applied []string, kind envKind) []envSource {
+	out := make([]envSource, 0, len(p.fileEnvs[kind])+len(applied))
+	for _, k := range p.fileEnvs[kind] {
 		_, overridden := overrides[k]
-		_, required := p.requiredEnvs[k]
+		_, required := p.required[kind][k]
 		if !overridden && !required {
-			out = append(out, envSource{name: k, line: p.lines[join("envs", k)]})
+			out = append(out, envSource{name: k, kind: kind, line: p.lines[join(kind.section, k)]})
 		}
 	}
 	for _, k := range applied {
-		out = append(out, envSource{name: k})
+		out = append(out, envSource{name: k, kind: kind})
 	}
 	return out
 }
@@ -255,22 +387,31 @@ func (p *taskParser) envSources(overrides map[string]string, applied []string) [
 // envErrorf reports a problem with one env at its source.
 func (p *taskParser) envErrorf(src envSource, format string, args ...any) {
 	if src.line == 0 {
-		p.errs = append(p.errs, &SpecError{File: p.file, Field: overrideField(src.name), Message: fmt.Sprintf(format, args...)})
+		p.errs = append(p.errs, &SpecError{File: p.file, Field: overrideField(src.kind, src.name), Message: fmt.Sprintf(format, args...)})
 		return
 	}
-	p.errorf(src.line, join("envs", src.name), format, args...)
+	p.errorf(src.line, join(src.kind.section, src.name), format, args...)
 }
 
 // envAdvice ends the messages about env sizes.
 const envAdvice = "keep large values in a file in workdir and read it in run"
 
-// checkEnvLimits checks the envs of a task, the file's and the overrides
-// together, against MaxEnvValueBytes, MaxEnvs and MaxEnvsBytes. A count or
-// total over its limit is reported at the env that passes it.
-func (p *taskParser) checkEnvLimits(envs map[string]string, srcs []envSource) {
+// checkEnvLimits checks the envs and secrets of a task, the file's and the
+// overrides together, against MaxEnvValueBytes, MaxEnvs and MaxEnvsBytes.
+// A count or total over its limit is reported at the one that passes it.
+// No message quotes a value.
+func (p *taskParser) checkEnvLimits(spec *TaskSpec, srcs []envSource) {
+	value := func(src envSource) (string, bool) {
+		m := spec.Envs
+		if src.kind.secret {
+			m = spec.Secrets
+		}
+		v, ok := m[src.name]
+		return v, ok
+	}
 	bad := false
 	for _, src := range srcs {
-		v, ok := envs[src.name]
+		v, ok := value(src)
 		switch {
 		case !ok:
 		case len(v) > MaxEnvValueBytes:
@@ -285,18 +426,19 @@ func (p *taskParser) checkEnvLimits(envs map[string]string, srcs []envSource) {
 		return // the checks below would only add noise
 	}
 	if len(srcs) > MaxEnvs {
-		p.envErrorf(srcs[MaxEnvs], "is env %d of %d; a task has at most %d envs, the file's and --env's together (put the rest in a file in workdir and read it in run)",
+		p.envErrorf(srcs[MaxEnvs], "is env %d of %d; a task has at most %d envs and secrets, the file's and the command line's together (put the rest in a file in workdir and read it in run)",
 			MaxEnvs+1, len(srcs), MaxEnvs)
 		return
 	}
 	total, past := 0, -1
 	for i, src := range srcs {
-		if total += len(src.name) + len(envs[src.name]); total > MaxEnvsBytes && past < 0 {
+		v, _ := value(src)
+		if total += len(src.name) + len(v); total > MaxEnvsBytes && past < 0 {
 			past = i
 		}
 	}
 	if past >= 0 {
-		p.envErrorf(srcs[past], "the envs' names and values come to %d bytes, the file's and --env's together, and pass the limit of %d here (%s)",
+		p.envErrorf(srcs[past], "the names and values of the envs and secrets come to %d bytes, the file's and the command line's together, and pass the limit of %d here (%s)",
 			total, MaxEnvsBytes, envAdvice)
 	}
 }

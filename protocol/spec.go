@@ -14,10 +14,16 @@ type TaskSpec struct {
 	// Workdir is the directory setup and run execute in. The CLI resolves a
 	// relative path against its own working directory before sending the
 	// spec; empty means a fresh directory per replica on the agent.
-	Workdir   string            `json:"workdir,omitempty"`
-	Setup     string            `json:"setup,omitempty"`
-	Run       string            `json:"run"`
-	Envs      map[string]string `json:"envs,omitempty"`
+	Workdir string            `json:"workdir,omitempty"`
+	Setup   string            `json:"setup,omitempty"`
+	Run     string            `json:"run"`
+	Envs    map[string]string `json:"envs,omitempty"`
+	// Secrets are envs whose values baton never shows: no CLI output, API
+	// answer or log line carries them. They reach the replica's
+	// environment beside Envs; no name is in both. The values are stored
+	// in the Raft state and sent to the agents that run the replicas, as
+	// the rest of the spec is.
+	Secrets   map[string]string `json:"secrets,omitempty"`
 	Service   ServiceSpec       `json:"service"`
 	Resources Resources         `json:"resources"`
 	// Warnings are notes for the user (cloud-only fields that baton ignores).

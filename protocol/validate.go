@@ -330,7 +330,7 @@ func (a *ReplicaAssignment) validate() error {
 // Validate checks the invariants every stored or received spec must keep,
 // the ones ParseTask guarantees for what it returns: a run command, a
 // probe path, known policies, replica counts and seconds in range, env
-// names and sizes, an absolute workdir. It is for specs that did not come
+// names and sizes (secrets' too), an absolute workdir. It is for specs that did not come
 // straight from ParseTask (agents check what the coordinator sends them).
 func (t *TaskSpec) Validate() error {
 	if strings.TrimSpace(t.Run) == "" {
@@ -344,6 +344,26 @@ func (t *TaskSpec) Validate() error {
 	}
 	if err := ValidateEnvs(t.Envs); err != nil {
 		return fieldError("envs", err)
+	}
+	if len(t.Secrets) > 0 {
+		// Envs and secrets share the limits; no name is in both. The
+		// messages name secrets, never their values.
+		all := make(map[string]string, len(t.Envs)+len(t.Secrets))
+		for k, v := range t.Envs {
+			all[k] = v
+		}
+		for k, v := range t.Secrets {
+			if _, ok := t.Envs[k]; ok {
+				return fmt.Errorf("secrets.%s: is also an env; a name can be an env or a secret, not both", k)
+			}
+			all[k] = v
+		}
+		if err := ValidateEnvs(t.Secrets); err != nil {
+			return fieldError("secrets", err)
+		}
+		if err := ValidateEnvs(all); err != nil {
+			return fieldError("envs and secrets", err)
+		}
 	}
 	s := &t.Service
 	p := &s.ReadinessProbe

@@ -216,10 +216,11 @@ func ParseReplicaEnv(settings []string) (map[string]string, error) {
 
 // replicaEnv is a replica's whole environment, later entries winning: the
 // documented base (PATH, HOME, USER, LOGNAME, SHELL, LANG, TMPDIR), the
-// agent's --replica-env settings, the task's envs, then what baton sets:
-// PORT, CUDA_VISIBLE_DEVICES, the BATON_* variables and the SKYPILOT_*
-// ones that SkyServe task YAMLs use, for a single-node replica. Nothing of
-// the agent's own environment is passed unless --replica-env names it.
+// agent's --replica-env settings, the task's envs and secrets, then what
+// baton sets: PORT, CUDA_VISIBLE_DEVICES, the BATON_* variables and the
+// SKYPILOT_* ones that SkyServe task YAMLs use, for a single-node
+// replica. Nothing of the agent's own environment is passed unless
+// --replica-env names it.
 func (a *Agent) replicaEnv(r *replica, port int) []string {
 	home := a.user.home
 	if fi, err := os.Stat(home); home == "" || err != nil || !fi.IsDir() || a.user.canReach(home) != nil {
@@ -238,6 +239,11 @@ func (a *Agent) replicaEnv(r *replica, port int) []string {
 		vars[k] = v
 	}
 	for k, v := range r.asg.Spec.Envs {
+		vars[k] = v
+	}
+	// A secret's name is never an env's (the parser and Validate refuse
+	// that), so the order of these two does not matter.
+	for k, v := range r.asg.Spec.Secrets {
 		vars[k] = v
 	}
 	for k, v := range map[string]string{

@@ -131,13 +131,13 @@ func abbreviate(s string) string {
 
 // parseSpec parses a task YAML sent by the CLI, writing the error response
 // itself on failure.
-func parseSpec(w http.ResponseWriter, r *http.Request, filename, text, baseDir string, envs map[string]string) (*protocol.TaskSpec, bool) {
+func parseSpec(w http.ResponseWriter, r *http.Request, filename, text, baseDir string, envs, secrets map[string]string) (*protocol.TaskSpec, bool) {
 	if err := checkRequestFile(filename, baseDir); err != nil {
 		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, r.Method+" "+r.URL.Path+": request body: "+err.Error())
 		return nil, false
 	}
 	filename = taskFilename(filename)
-	spec, err := protocol.ParseTaskWithEnvs(filename, []byte(text), envs)
+	spec, err := protocol.ParseTaskWithOverrides(filename, []byte(text), envs, secrets)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, protocol.CodeInvalidSpec, err.Error())
 		return nil, false
@@ -200,7 +200,7 @@ func (s *Server) handleUp(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	spec, ok := parseSpec(w, r, req.Filename, req.YAML, req.BaseDir, req.Envs)
+	spec, ok := parseSpec(w, r, req.Filename, req.YAML, req.BaseDir, req.Envs, req.Secrets)
 	if !ok {
 		return
 	}
@@ -256,7 +256,7 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("update mode %q: use blue_green (the default) or rolling", mode))
 		return
 	}
-	spec, ok := parseSpec(w, r, req.Filename, req.YAML, req.BaseDir, req.Envs)
+	spec, ok := parseSpec(w, r, req.Filename, req.YAML, req.BaseDir, req.Envs, req.Secrets)
 	if !ok {
 		return
 	}

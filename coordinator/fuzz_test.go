@@ -226,7 +226,7 @@ func FuzzAPIBodies(f *testing.F) {
 		}
 		var spec *protocol.TaskSpec
 		if ok {
-			spec, ok = parseSpec(w, r, filename, text, baseDir, envs)
+			spec, ok = parseSpec(w, r, filename, text, baseDir, envs, nil)
 		}
 		if !ok {
 			var e protocol.APIError

@@ -93,9 +93,9 @@ func TestParseTaskSecrets(t *testing.T) {
 		{
 			name:    "bad --secret name",
 			data:    yml(minimal...),
-			secrets: map[string]string{"1BAD": secretValue},
+			secrets: map[string]string{"1BAD": "x", secretValue: "y"},
 			lines: []string{
-				`task.yaml: --secret 1BAD: "1BAD" is not a valid environment variable name; use letters, digits and _, not starting with a digit (e.g. MODEL_NAME); write --secret NAME=VALUE`,
+				`task.yaml: --secret: a name is not a valid environment variable name (not repeated here, in case it holds the value); write --secret NAME=VALUE, with letters, digits and _ in NAME, not starting with a digit`,
 			},
 		},
 		{

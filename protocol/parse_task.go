@@ -276,8 +276,19 @@ func (p *taskParser) applyKind(dst *map[string]string, overrides map[string]stri
 	}
 	sort.Strings(keys)
 	var applied []string
+	badSecret := false
 	for _, k := range keys {
 		if err := ValidateEnvName(k); err != nil {
+			if kind.secret {
+				// A value sent as a name must not be repeated either, so
+				// the names are not told apart: one message for all.
+				if !badSecret {
+					p.errs = append(p.errs, &SpecError{File: p.file, Line: 0, Field: kind.flag,
+						Message: "a name is not a valid environment variable name (not repeated here, in case it holds the value); write --secret NAME=VALUE, with letters, digits and _ in NAME, not starting with a digit"})
+				}
+				badSecret = true
+				continue
+			}
 			p.errs = append(p.errs, &SpecError{File: p.file, Line: 0, Field: overrideField(kind, k),
 				Message: err.Error() + "; write " + kind.flag + " NAME=VALUE"})
 			continue

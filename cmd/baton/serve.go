@@ -68,7 +68,7 @@ The commands talk to the coordinators at --addr, else $BATON_ADDR, else
 func (c *serveCLI) upCmd() *cobra.Command {
 	var name string
 	var yes bool
-	var envFlags []string
+	var envFlags, secretFlags []string
 	cmd := &cobra.Command{
 		Use:   "up TASK.yaml",
 		Short: "Start a service from a task YAML",
@@ -83,7 +83,11 @@ func (c *serveCLI) upCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, spec, err := readTask(file, envs)
+			secrets, err := parseSecretFlags(secretFlags)
+			if err != nil {
+				return err
+			}
+			data, spec, err := readTask(file, envs, secrets)
 			if err != nil {
 				return err
 			}
@@ -120,7 +124,7 @@ func (c *serveCLI) upCmd() *cobra.Command {
 				return err
 			}
 			resp, err := cl.Up(contextOf(cmd), protocol.UpRequest{
-				Name: name, YAML: string(data), Filename: file, BaseDir: cwd, Envs: envs,
+				Name: name, YAML: string(data), Filename: file, BaseDir: cwd, Envs: envs, Secrets: secrets,
 			})
 			if err != nil {
 				return err
@@ -135,6 +139,7 @@ func (c *serveCLI) upCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&name, "name", "n", "", "service name (default the task's name: field, else a generated service-xxxx)")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	addEnvFlag(cmd, &envFlags)
+	addSecretFlag(cmd, &secretFlags)
 	return cmd
 }
 
@@ -168,10 +173,46 @@ func parseEnvFlags(flags []string) (map[string]string, error) {
 	return envs, nil
 }
 
+// addSecretFlag adds --secret, SkyPilot's way to set or override the
+// task's secrets: envs whose values baton never shows.
+func addSecretFlag(cmd *cobra.Command, secretFlags *[]string) {
+	cmd.Flags().StringArrayVar(secretFlags, "secret", nil,
+		"set a secret of the task, overriding the YAML: --secret KEY=VALUE, or --secret KEY to take KEY from this shell (repeatable; "+
+			"the value reaches the replicas' environment and is never shown; --secret KEY keeps it off this command line)")
+}
+
+// parseSecretFlags turns --secret flags into overrides, as parseEnvFlags
+// does for --env. No message repeats a value.
+func parseSecretFlags(flags []string) (map[string]string, error) {
+	if len(flags) == 0 {
+		return nil, nil
+	}
+	secrets := make(map[string]string, len(flags))
+	for _, f := range flags {
+		key, value, hasValue := strings.Cut(f, "=")
+		if err := protocol.ValidateEnvName(key); err != nil {
+			if hasValue {
+				return nil, fmt.Errorf("--secret: %w; write --secret KEY=VALUE", err)
+			}
+			// Without '=' the whole flag may be a value pasted alone.
+			return nil, errors.New("--secret: the name is not a valid environment variable name (not repeated here, in case it is the value); write --secret KEY=VALUE, or --secret KEY to take KEY from this shell")
+		}
+		if !hasValue {
+			v, ok := os.LookupEnv(key)
+			if !ok {
+				return nil, fmt.Errorf("--secret %s: %s is not set in this shell; write --secret %s=VALUE", key, key, key)
+			}
+			value = v
+		}
+		secrets[key] = value
+	}
+	return secrets, nil
+}
+
 func (c *serveCLI) updateCmd() *cobra.Command {
 	var mode string
 	var yes bool
-	var envFlags []string
+	var envFlags, secretFlags []string
 	cmd := &cobra.Command{
 		Use:   "update NAME TASK.yaml",
 		Short: "Roll a service out to a new version with no downtime",
@@ -196,7 +237,11 @@ rolling replaces old replicas one at a time as new ones become READY.`,
 			if err != nil {
 				return err
 			}
-			data, spec, err := readTask(file, envs)
+			secrets, err := parseSecretFlags(secretFlags)
+			if err != nil {
+				return err
+			}
+			data, spec, err := readTask(file, envs, secrets)
 			if err != nil {
 				return err
 			}
@@ -215,7 +260,7 @@ rolling replaces old replicas one at a time as new ones become READY.`,
 				return err
 			}
 			resp, err := cl.Update(contextOf(cmd), name, protocol.UpdateRequest{
-				YAML: string(data), Filename: file, BaseDir: cwd, Mode: mode, Envs: envs,
+				YAML: string(data), Filename: file, BaseDir: cwd, Mode: mode, Envs: envs, Secrets: secrets,
 			})
 			if err != nil {
 				return err
@@ -238,6 +283,7 @@ rolling replaces old replicas one at a time as new ones become READY.`,
 	cmd.Flags().StringVar(&mode, "mode", protocol.UpdateBlueGreen, "update mode: blue_green or rolling")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	addEnvFlag(cmd, &envFlags)
+	addSecretFlag(cmd, &secretFlags)
 	return cmd
 }
 
@@ -443,7 +489,7 @@ func (c *serveCLI) confirm(cmd *cobra.Command, yes bool, summary string) (bool, 
 
 // readTask reads and parses a task file locally, so a bad file fails before
 // the cluster is contacted.
-func readTask(file string, envs map[string]string) ([]byte, *protocol.TaskSpec, error) {
+func readTask(file string, envs, secrets map[string]string) ([]byte, *protocol.TaskSpec, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -451,7 +497,7 @@ func readTask(file string, envs map[string]string) ([]byte, *protocol.TaskSpec, 
 		}
 		return nil, nil, fmt.Errorf("read task file: %w", err)
 	}
-	spec, err := protocol.ParseTaskWithEnvs(file, data, envs)
+	spec, err := protocol.ParseTaskWithOverrides(file, data, envs, secrets)
 	if err != nil {
 		return nil, nil, err
 	}

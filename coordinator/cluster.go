@@ -178,7 +178,7 @@ func (s *Server) tryBootstrap(ctx context.Context) {
 		if m.Meta.ID == s.cfg.NodeID {
 			continue
 		}
-		n, err := peerCount(ctx, m.Meta.API)
+		n, err := s.peerCount(ctx, m.Meta.API)
 		if err != nil {
 			s.logLimited("bootstrap-ask", "cannot ask a coordinator for its raft peers; waiting", "node_id", m.Meta.ID, "error", err)
 			return
@@ -214,14 +214,14 @@ func (s *Server) tryBootstrap(ctx context.Context) {
 
 // peerCount asks the coordinator whose API is at addr how many servers its
 // Raft configuration has (0: not bootstrapped).
-func peerCount(ctx context.Context, addr string) (int, error) {
+func (s *Server) peerCount(ctx context.Context, addr string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/operator/raft/peers", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.peerScheme+"://"+addr+"/v1/operator/raft/peers", nil)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := forwardClient.Do(req)
+	resp, err := s.peers.Do(req)
 	if err != nil {
 		return 0, err
 	}

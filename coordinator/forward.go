@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/baton-dev/baton/internal/membership"
+	"github.com/baton-dev/baton/internal/tlsutil"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -44,19 +45,35 @@ func (s *Server) holdTimeout() time.Duration {
 	return min(max(5*s.cfg.RaftTimeout, time.Second), 5*time.Second)
 }
 
-// forwardClient carries forwarded requests; a write is one Raft apply
-// (10 s at most). Each request takes a fresh connection: on a kept-alive
-// one whose leader was just killed, the write fails after it was sent and
-// would have to be reported as an unknown outcome, though no process
-// received it; on a fresh one that leader's death is a refused dial, and
-// the write goes to the next leader. A connection costs a fraction of a
-// millisecond on a LAN.
-var forwardClient = &http.Client{
-	Timeout: 30 * time.Second,
-	Transport: &http.Transport{
+// newPeerClient returns the client that carries this coordinator's
+// requests to another coordinator's API (forwarded requests, the bootstrap
+// check), and the scheme to use: plain "http", or with cfg.TLS "https",
+// verifying the other's certificate as a coordinator's (server.baton,
+// whatever address is dialed) and presenting this one's own.
+//
+// A forwarded write is one Raft apply (10 s at most). Each request takes a
+// fresh connection: on a kept-alive one whose leader was just killed, the
+// write fails after it was sent and would have to be reported as an
+// unknown outcome, though no process received it; on a fresh one that
+// leader's death is a refused dial, and the write goes to the next leader.
+// A connection costs a fraction of a millisecond on a LAN (a TLS handshake
+// a millisecond or two).
+func newPeerClient(cfg Config) (*http.Client, string, error) {
+	tr := &http.Transport{
 		DialContext:       (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
 		DisableKeepAlives: true,
-	},
+	}
+	scheme := "http"
+	if cfg.TLS.Enabled() {
+		tc, err := tlsutil.ClientConfig(cfg.TLS, "server.baton")
+		if err != nil {
+			return nil, "", fmt.Errorf("coordinator: %w", err)
+		}
+		tr.TLSClientConfig = tc
+		tr.TLSHandshakeTimeout = 5 * time.Second
+		scheme = "https"
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: tr}, scheme, nil
 }
 
 // write wraps a handler that changes state. On a node that does not lead
@@ -256,7 +273,7 @@ func (s *Server) noLeaderMessage(lastErr error) string {
 // it (the connection could not be made), so it may go elsewhere.
 func (s *Server) proxyTo(w http.ResponseWriter, r *http.Request, body []byte, addr string, hops int) (sent bool, err error) {
 	u := *r.URL
-	u.Scheme, u.Host = "http", addr
+	u.Scheme, u.Host = s.peerScheme, addr
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -270,10 +287,12 @@ func (s *Server) proxyTo(w http.ResponseWriter, r *http.Request, body []byte, ad
 	}
 	req.Header.Set(hopsHeader, strconv.Itoa(hops))
 	req.Header.Set("X-Forwarded-For", r.RemoteAddr)
-	resp, err := forwardClient.Do(req)
+	resp, err := s.peers.Do(req)
 	if err != nil {
 		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
+		if (errors.As(err, &op) && op.Op == "dial") || tlsutil.IsHandshakeError(err) {
+			// No connection, or the TLS handshake failed: the
+			// request was never sent.
 			return false, err
 		}
 		return true, err

@@ -29,6 +29,13 @@ type raftCluster struct {
 
 func newRaftCluster(t *testing.T, n int) *raftCluster {
 	t.Helper()
+	return newRaftClusterWith(t, n, nil)
+}
+
+// newRaftClusterWith is newRaftCluster with edit (when not nil) changing
+// each node's config before it starts.
+func newRaftClusterWith(t *testing.T, n int, edit func(i int, cfg *coordinator.Config)) *raftCluster {
+	t.Helper()
 	c := &raftCluster{t: t}
 	var gossip []string
 	for range n {
@@ -48,6 +55,9 @@ func newRaftCluster(t *testing.T, n int) *raftCluster {
 		cfg.FirstLBPort = testutil.FreePort(t, "127.0.0.1")
 		cfg.RaftTimeout = 100 * time.Millisecond
 		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		if edit != nil {
+			edit(i, &cfg)
+		}
 		c.cfgs = append(c.cfgs, cfg)
 		c.nodes = append(c.nodes, nil)
 		c.cancel = append(c.cancel, nil)

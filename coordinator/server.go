@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/baton-dev/baton/internal/logutil"
 	"github.com/baton-dev/baton/internal/membership"
 	"github.com/baton-dev/baton/internal/natsembed"
+	"github.com/baton-dev/baton/internal/tlsutil"
 )
 
 // Server is one coordinator: a Raft node with its FSM, the HTTP API, a
@@ -35,6 +37,12 @@ type Server struct {
 	api     *http.Server
 	apiLn   net.Listener
 	leaderC chan bool
+
+	// peers carries requests to other coordinators' APIs (forwarding,
+	// the bootstrap check) with peerScheme, "http", or "https" with
+	// Config.TLS (see newPeerClient).
+	peers      *http.Client
+	peerScheme string
 
 	// kick wakes the controller early; buffered 1, sends never block.
 	kick chan struct{}
@@ -65,6 +73,9 @@ func checkConfig(cfg Config) error {
 	if cfg.BootstrapExpect == 1 && len(cfg.Join) > 0 {
 		return errors.New("coordinator: --bootstrap-expect 1 with --join would bootstrap a cluster of one beside the one it joins: use --bootstrap-expect N (the same N) on every coordinator, or --join alone to be added to a running cluster")
 	}
+	if !cfg.TLS.Enabled() && (cfg.TLS.Cert != "" || cfg.TLS.Key != "") {
+		return errors.New("coordinator: a TLS certificate without a CA: give the CA, certificate and key together (--tls-ca, --tls-cert, --tls-key)")
+	}
 	for _, j := range cfg.Join {
 		if strings.TrimSpace(j) == "" {
 			return errors.New("coordinator: --join has an empty address; use host:port of any member's gossip address, comma-separated")
@@ -89,6 +100,18 @@ func New(cfg Config) (*Server, error) {
 		kick:    make(chan struct{}, 1),
 
 		badMessages: logutil.NewLimiter(10 * time.Second),
+	}
+	var apiTLS *tls.Config
+	var err error
+	if cfg.TLS.Enabled() {
+		// Client certificates are verified when given but not required:
+		// the CLI may have none, and ACL tokens authorize.
+		if apiTLS, err = tlsutil.ServerConfig(cfg.TLS, false); err != nil {
+			return nil, fmt.Errorf("coordinator: API: %w", err)
+		}
+	}
+	if s.peers, s.peerScheme, err = newPeerClient(cfg); err != nil {
+		return nil, err
 	}
 	s.fsm.onApply = func(index uint64, t CommandType, rejected bool) {
 		s.metrics.appliedIndex.Set(float64(index))
@@ -147,7 +170,7 @@ func New(cfg Config) (*Server, error) {
 		s.closeNATS()
 		return nil, err
 	}
-	s.api = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	s.api = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: apiTLS}
 	return s, nil
 }
 
@@ -261,7 +284,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		if err := s.api.Serve(s.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if s.api.TLSConfig != nil {
+			// The certificate is in TLSConfig. A plain HTTP request
+			// gets 400 "Client sent an HTTP request to an HTTPS server".
+			err = s.api.ServeTLS(s.apiLn, "", "")
+		} else {
+			err = s.api.Serve(s.apiLn)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			apiErr <- err
 		}
 	}()
@@ -269,7 +300,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.monitorLeadership(ctx)
 	}()
-	s.log.Info("coordinator started", "api", s.HTTPAddr(), "raft", s.cfg.RaftAddr, "nats", s.NATSURL())
+	s.log.Info("coordinator started", "api", s.HTTPAddr(), "api_tls", s.api.TLSConfig != nil, "raft", s.cfg.RaftAddr, "nats", s.NATSURL())
 
 	var err error
 	select {

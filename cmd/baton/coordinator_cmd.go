@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/baton-dev/baton/coordinator"
+	"github.com/baton-dev/baton/internal/tlsutil"
 )
 
 func newCoordinatorCmd() *cobra.Command {
@@ -26,6 +28,9 @@ func newCoordinatorCmd() *cobra.Command {
 			}
 			flags := cmd.Flags()
 			if err := checkBootstrapFlags(flags.Changed("bootstrap"), cfg.Bootstrap, cfg.BootstrapExpect, cfg.Join); err != nil {
+				return err
+			}
+			if err := checkTLSFlags(cfg.TLS); err != nil {
 				return err
 			}
 			if !flags.Changed("gossip-addr") && !cfg.Clustered() {
@@ -50,6 +55,7 @@ func newCoordinatorCmd() *cobra.Command {
 				d.DebugAddr, d.SnapshotBytes = cfg.DebugAddr, cfg.SnapshotBytes
 				d.Bootstrap, d.BootstrapExpect, d.Join, d.GossipAddr, d.NATSClusterPort = cfg.Bootstrap, cfg.BootstrapExpect, cfg.Join, cfg.GossipAddr, cfg.NATSClusterPort
 				d.ACLs = cfg.ACLs
+				d.TLS = cfg.TLS
 				if flags.Changed("raft-timeout") {
 					d.RaftTimeout = cfg.RaftTimeout
 				}
@@ -104,6 +110,9 @@ func newCoordinatorCmd() *cobra.Command {
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", cfg.DrainDelay, "how long a retired replica keeps running after the LBs report no requests in flight to it")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "longest wait for requests in flight to a retired replica before it is stopped")
 	f.DurationVar(&cfg.ProgressDeadline, "progress-deadline", cfg.ProgressDeadline, "how long a new version may go without a new READY replica before it fails")
+	f.StringVar(&cfg.TLS.CA, "tls-ca", "", "CA certificate (baton-ca.pem from `baton tls ca create`): with --tls-cert and --tls-key, the API is HTTPS and coordinators reach each other with mutual TLS")
+	f.StringVar(&cfg.TLS.Cert, "tls-cert", "", "this coordinator's certificate (from `baton tls cert create --server`); needs --tls-ca and --tls-key")
+	f.StringVar(&cfg.TLS.Key, "tls-key", "", "the key of --tls-cert; needs --tls-ca and --tls-cert")
 	f.BoolVar(&cfg.ACLs, "acl", false, "require an ACL token on every API request but /healthz and /metrics (`baton acl bootstrap` makes the first)")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go's pprof handlers (/debug/pprof/) on this address, e.g. 127.0.0.1:7409 (off by default)")
 	f.Int64Var(&cfg.SnapshotBytes, "snapshot-bytes", cfg.SnapshotBytes, "take a Raft snapshot once this many bytes of commands were applied since the last one")
@@ -112,6 +121,25 @@ func newCoordinatorCmd() *cobra.Command {
 	_ = cmd.MarkFlagRequired("data-dir")
 	logs.register(cmd)
 	return cmd
+}
+
+// checkTLSFlags refuses some but not all of --tls-ca, --tls-cert and
+// --tls-key: a coordinator serves HTTPS with all three or plain HTTP with
+// none.
+func checkTLSFlags(f tlsutil.Files) error {
+	var given, missing []string
+	for _, p := range []struct{ flag, value string }{{"--tls-ca", f.CA}, {"--tls-cert", f.Cert}, {"--tls-key", f.Key}} {
+		if p.value != "" {
+			given = append(given, p.flag)
+		} else {
+			missing = append(missing, p.flag)
+		}
+	}
+	if len(given) == 0 || len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s given without %s: TLS needs all three of --tls-ca, --tls-cert and --tls-key (make them with `baton tls ca create` and `baton tls cert create --server`), or none for plain HTTP",
+		strings.Join(given, " and "), strings.Join(missing, " and "))
 }
 
 // checkBootstrapFlags refuses --bootstrap (a cluster of one) beside

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,11 +23,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/baton-dev/baton/agent"
+	"github.com/baton-dev/baton/internal/tlsutil"
 	"github.com/baton-dev/baton/protocol"
 )
 
 // defaultAddr is the coordinator address used when neither --addr nor
-// $BATON_ADDR is set.
+// $BATON_ADDR is set (https:// instead with a CA to trust).
 const defaultAddr = "http://127.0.0.1:7400"
 
 // requestTimeout bounds every API call except a log stream.
@@ -83,15 +85,22 @@ func (e *requestError) Error() string {
 func (e *requestError) Unwrap() error { return &e.api }
 
 // resolveAddrs reads the coordinator addresses: flag, else $BATON_ADDR,
-// else defaultAddr. Either is a comma-separated list of http://host:port
-// or host:port (which gets an http:// scheme); duplicates are dropped.
+// else defaultAddr. Either is a comma-separated list of http://host:port,
+// https://host:port or host:port (which gets an http:// scheme);
+// duplicates are dropped.
 func resolveAddrs(flag string) ([]string, error) {
+	return resolveAddrsScheme(flag, "http")
+}
+
+// resolveAddrsScheme is resolveAddrs with scheme ("http" or "https") for
+// host:port and the default address.
+func resolveAddrsScheme(flag, scheme string) ([]string, error) {
 	raw, from := strings.TrimSpace(flag), "--addr"
 	if raw == "" {
 		raw, from = strings.TrimSpace(os.Getenv("BATON_ADDR")), "$BATON_ADDR"
 	}
 	if raw == "" {
-		raw = defaultAddr
+		raw = scheme + "://" + strings.TrimPrefix(defaultAddr, "http://")
 	}
 	var addrs []string
 	for _, a := range strings.Split(raw, ",") {
@@ -100,12 +109,12 @@ func resolveAddrs(flag string) ([]string, error) {
 			continue
 		}
 		if !strings.Contains(a, "://") {
-			a = "http://" + a
+			a = scheme + "://" + a
 		}
 		a = strings.TrimRight(a, "/")
 		u, err := url.Parse(a)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("%s: %q is not a coordinator address; use http://host:port or host:port, several separated by commas", from, a)
+			return nil, fmt.Errorf("%s: %q is not a coordinator address; use http://host:port or host:port (https:// with TLS), several separated by commas", from, a)
 		}
 		if !slices.Contains(addrs, a) {
 			addrs = append(addrs, a)
@@ -122,7 +131,14 @@ func resolveAddrs(flag string) ([]string, error) {
 // overall timeout because log streams last as long as the user wants; each
 // call sets its own.
 func newAPIClient(addrs ...string) *apiClient {
+	return newAPIClientTLS(nil, addrs...)
+}
+
+// newAPIClientTLS is newAPIClient with tc (nil: Go's default) for https://
+// addresses.
+func newAPIClientTLS(tc *tls.Config, addrs ...string) *apiClient {
 	tr := &http.Transport{
+		TLSClientConfig:       tc,
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   10 * time.Second,
@@ -143,15 +159,23 @@ const dialTimeout = 5 * time.Second
 type addrFlag struct {
 	value string
 	token string
+	tls   tlsFlags
 	cl    *apiClient
 }
 
-// register adds --addr and --token to cmd and its subcommands.
+// register adds --addr, --token and the TLS flags to cmd and its
+// subcommands.
 func (a *addrFlag) register(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&a.value, "addr", "",
-		"coordinator addresses, comma-separated, tried in order (default $BATON_ADDR, else "+defaultAddr+")")
+		"coordinator addresses, comma-separated, tried in order (default $BATON_ADDR, else "+defaultAddr+", https with a CA)")
 	cmd.PersistentFlags().StringVar(&a.token, "token", "",
 		"ACL token secret sent with every request (default $BATON_TOKEN)")
+	cmd.PersistentFlags().StringVar(&a.tls.caCert, "ca-cert", "",
+		"CA certificate to trust for https:// coordinators, the cluster's baton-ca.pem (default $BATON_CACERT); with it, host:port means https")
+	cmd.PersistentFlags().StringVar(&a.tls.clientCert, "client-cert", "",
+		"client certificate to present over https (default $BATON_CLIENT_CERT; optional)")
+	cmd.PersistentFlags().StringVar(&a.tls.clientKey, "client-key", "",
+		"key of --client-cert (default $BATON_CLIENT_KEY)")
 }
 
 // client returns the client for --addr (else $BATON_ADDR, else
@@ -160,11 +184,20 @@ func (a *addrFlag) client() (*apiClient, error) {
 	if a.cl != nil {
 		return a.cl, nil
 	}
-	addrs, err := resolveAddrs(a.value)
+	files := a.tls.files()
+	tc, err := a.tls.config(files)
 	if err != nil {
 		return nil, err
 	}
-	a.cl = newAPIClient(addrs...)
+	scheme := "http"
+	if tc != nil {
+		scheme = "https"
+	}
+	addrs, err := resolveAddrsScheme(a.value, scheme)
+	if err != nil {
+		return nil, err
+	}
+	a.cl = newAPIClientTLS(tc, addrs...)
 	a.cl.token = strings.TrimSpace(a.token)
 	if a.cl.token == "" {
 		a.cl.token = strings.TrimSpace(os.Getenv("BATON_TOKEN"))
@@ -443,12 +476,19 @@ func (c *apiClient) sendTo(ctx context.Context, addr, method, path string, q url
 		if isDialError(err) {
 			return nil, &unreachableError{addr: addr, err: unwrapURLError(err)}
 		}
+		if tlsutil.IsHandshakeError(err) || errors.Is(err, http.ErrSchemeMismatch) {
+			return nil, &tlsError{addr: addr, err: err}
+		}
 		return nil, &transportError{addr: addr, err: err}
 	}
 	if resp.StatusCode/100 != 2 {
 		defer cancel()
 		defer resp.Body.Close()
-		return nil, decodeError(resp)
+		err := decodeError(resp)
+		if isPlainToHTTPS(err) {
+			return nil, &tlsError{addr: addr, err: fmt.Errorf("%w: %w", errPlainToHTTPS, err)}
+		}
+		return nil, err
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
@@ -470,8 +510,11 @@ func (b *cancelOnClose) Close() error {
 // may be sent to the next: only when nothing was done where it went.
 func canMoveOn(method string, err error) bool {
 	var unreachable *unreachableError
-	if errors.As(err, &unreachable) {
-		// The connection was never made: the request never went out.
+	var tlsErr *tlsError
+	if errors.As(err, &unreachable) || errors.As(err, &tlsErr) {
+		// The connection was never made, or its TLS handshake failed
+		// (or a plain request met an HTTPS port): the request reached
+		// no handler.
 		return true
 	}
 	var rerr *requestError
@@ -616,8 +659,9 @@ func rank(err error) int {
 	}
 	var rerr *requestError
 	var terr *transportError
+	var tlsErr *tlsError
 	switch {
-	case errors.As(err, &rerr):
+	case errors.As(err, &rerr), errors.As(err, &tlsErr):
 		return 2
 	case errors.As(err, &terr):
 		return 1
@@ -630,9 +674,12 @@ func shortReason(err error) string {
 	var unreachable *unreachableError
 	var rerr *requestError
 	var terr *transportError
+	var tlsErr *tlsError
 	switch {
 	case errors.As(err, &unreachable):
 		return unreachable.short()
+	case errors.As(err, &tlsErr):
+		return tlsErr.short()
 	case errors.As(err, &rerr) && rerr.foreign:
 		return fmt.Sprintf("answered %d, not baton's API", rerr.status)
 	case errors.As(err, &rerr):

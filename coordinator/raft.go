@@ -74,7 +74,7 @@ func openRaft(cfg Config, fsm *FSM, notify chan bool) (*raftNode, error) {
 	if err != nil {
 		return closeStores(fmt.Errorf("raft address %q: %w", cfg.RaftAddr, err))
 	}
-	transport, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 4, 5*time.Second, hlog)
+	transport, err := newRaftTransport(cfg, addr, hlog)
 	if err != nil {
 		return closeStores(fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err))
 	}
@@ -143,6 +143,24 @@ func openRaft(cfg Config, fsm *FSM, notify chan bool) (*raftNode, error) {
 		return closeStores(fmt.Errorf("raft timeouts: %w", err))
 	}
 	return n, nil
+}
+
+// raftTransportTimeout bounds a Raft RPC's I/O (and, with TLS, a
+// handshake).
+const raftTransportTimeout = 5 * time.Second
+
+// newRaftTransport listens for Raft on cfg.RaftAddr, advertised as addr:
+// plain TCP, or mutual TLS between coordinators when cfg.TLS is set (see
+// tlsStreamLayer).
+func newRaftTransport(cfg Config, addr *net.TCPAddr, hlog hclog.Logger) (*raft.NetworkTransport, error) {
+	if !cfg.TLS.Enabled() {
+		return raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 4, raftTransportTimeout, hlog)
+	}
+	stream, err := newTLSStreamLayer(cfg.RaftAddr, addr, cfg.TLS, raftTransportTimeout, hlog)
+	if err != nil {
+		return nil, err
+	}
+	return raft.NewNetworkTransportWithLogger(stream, 4, raftTransportTimeout, hlog), nil
 }
 
 // adjustTimeouts gives Raft its normal timeouts once the configuration

@@ -285,7 +285,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		var err error
-		if s.api.TLSConfig != nil {
+		if s.cfg.TLS.Enabled() {
 			// The certificate is in TLSConfig. A plain HTTP request
 			// gets 400 "Client sent an HTTP request to an HTTPS server".
 			err = s.api.ServeTLS(s.apiLn, "", "")
@@ -300,7 +300,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.monitorLeadership(ctx)
 	}()
-	s.log.Info("coordinator started", "api", s.HTTPAddr(), "api_tls", s.api.TLSConfig != nil, "raft", s.cfg.RaftAddr, "nats", s.NATSURL())
+	s.log.Info("coordinator started", "api", s.HTTPAddr(), "api_tls", s.cfg.TLS.Enabled(), "raft", s.cfg.RaftAddr, "nats", s.NATSURL())
 
 	var err error
 	select {

@@ -29,7 +29,9 @@ func (s *Server) startGossip() error {
 	}
 	addr := s.cfg.GossipAddr
 	if addr == "" {
-		addr = DefaultConfig().GossipAddr
+		// In a cluster: the host others reach Raft at, the usual port.
+		host, _, _ := net.SplitHostPort(s.cfg.RaftAddr)
+		addr = net.JoinHostPort(host, "7402")
 	}
 	raftHost, _, _ := net.SplitHostPort(s.cfg.RaftAddr)
 	meta := membership.Meta{

@@ -34,7 +34,8 @@ type Config struct {
 	// Default none.
 	Join []string
 	// GossipAddr is the memberlist (gossip) listen address, TCP and UDP.
-	// Default 127.0.0.1:7402.
+	// Default: for a node with Join or BootstrapExpect, the RaftAddr host
+	// with port 7402; a lone coordinator gossips only when given one.
 	GossipAddr string
 	// GossipKey, if set, encrypts gossip (AES, 16, 24 or 32 bytes); every
 	// coordinator, agent and LB of the cluster needs the same key, and a
@@ -133,7 +134,6 @@ func DefaultConfig() Config {
 		NodeID:                 "coord-1",
 		HTTPAddr:               "127.0.0.1:7400",
 		RaftAddr:               "127.0.0.1:7401",
-		GossipAddr:             "127.0.0.1:7402",
 		NATSClusterPort:        6222,
 		Bootstrap:              true,
 		NATSHost:               "127.0.0.1",
@@ -197,7 +197,6 @@ func (c Config) withDefaults() Config {
 	setStr(&c.NodeID, d.NodeID)
 	setStr(&c.HTTPAddr, d.HTTPAddr)
 	setStr(&c.RaftAddr, d.RaftAddr)
-	setStr(&c.GossipAddr, d.GossipAddr)
 	if c.NATSClusterPort == 0 {
 		c.NATSClusterPort = d.NATSClusterPort
 	}

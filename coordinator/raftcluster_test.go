@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,7 +55,7 @@ func newRaftClusterWith(t *testing.T, n int, edit func(i int, cfg *coordinator.C
 		cfg.NATSClusterPort = -1
 		cfg.FirstLBPort = testutil.FreePort(t, "127.0.0.1")
 		cfg.RaftTimeout = 100 * time.Millisecond
-		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		cfg.Logger = slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelInfo}))
 		if edit != nil {
 			edit(i, &cfg)
 		}
@@ -231,11 +232,23 @@ func TestCoordinatorCluster(t *testing.T) {
 	})
 }
 
-// testWriter sends log lines to t.Log.
-type testWriter struct{ t *testing.T }
+// testWriter sends log lines to t.Log until the test ends (memberlist's
+// timers may still log then, and t.Log after the end panics).
+type testWriter struct {
+	t    *testing.T
+	done *atomic.Bool
+}
+
+func newTestWriter(t *testing.T) testWriter {
+	w := testWriter{t: t, done: &atomic.Bool{}}
+	t.Cleanup(func() { w.done.Store(true) })
+	return w
+}
 
 func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
+	if !w.done.Load() {
+		w.t.Log(strings.TrimRight(string(b), "\n"))
+	}
 	return len(b), nil
 }
 

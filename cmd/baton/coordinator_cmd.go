@@ -33,9 +33,6 @@ func newCoordinatorCmd() *cobra.Command {
 			if err := checkTLSFlags(cfg.TLS); err != nil {
 				return err
 			}
-			if !flags.Changed("gossip-addr") && !cfg.Clustered() {
-				cfg.GossipAddr = "" // a lone coordinator gossips only when asked to
-			}
 			// In a cluster the other machines must reach this one's gossip
 			// and NATS: by default on the host of --raft-addr, which Raft
 			// already requires to be reachable.
@@ -97,7 +94,7 @@ func newCoordinatorCmd() *cobra.Command {
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "bootstrap a single-node cluster when the data dir is empty (a lone coordinator; not with --bootstrap-expect or --join)")
 	f.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "wait until this many coordinators (3 or 5) have found each other over gossip, then bootstrap the cluster with all of them")
 	f.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses (host:port, comma-separated) of any members to join; a new coordinator is added as a voter by the leader")
-	f.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "gossip (memberlist) listen address, TCP and UDP (in a cluster: default the --raft-addr host, port 7402)")
+	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "gossip (memberlist) listen address, TCP and UDP (default in a cluster: the --raft-addr host, port 7402; a lone coordinator gossips only when given one)")
 	f.IntVar(&cfg.NATSClusterPort, "nats-cluster-port", cfg.NATSClusterPort, "port (on --nats-host) where the embedded NATS server takes routes from the other coordinators")
 	f.DurationVar(&cfg.RaftTimeout, "raft-timeout", cfg.RaftTimeout, "Raft heartbeat and election timeout (hashicorp/raft's default 1s; the leader lease is half of it); lower fails over faster on a quiet LAN")
 	f.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS server URL (default: embed one)")

@@ -113,7 +113,4 @@ func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) {
 }
 
 // memberAlive says whether gossip shows the member alive (or suspect).
-func (s *Server) memberAlive(role membership.Role, id string) bool {
-	m, ok := s.pool.Member(role, id)
-	return ok && (m.Status == membership.StatusAlive || m.Status == membership.StatusSuspect)
-}
+func (s *Server) memberAlive(role membership.Role, id string) bool { return s.pool.IsAlive(role, id) }

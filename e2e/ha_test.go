@@ -65,6 +65,18 @@ func (fc *faultCluster) waitStatus(timeout time.Duration, what string, ok func(p
 	return st
 }
 
+// waitReady waits (up to 90 s: replicas start a Python server) until at
+// least n replicas of the service's version are READY.
+func (fc *faultCluster) waitReady(service string, version, n int) protocol.StatusResponse {
+	fc.t.Helper()
+	return fc.waitStatus(90*time.Second, fmt.Sprintf("%d READY replicas of %s version %d", n, service, version), func(st protocol.StatusResponse) error {
+		if ready, _ := readyOf(st, service, version); ready < n {
+			return fmt.Errorf("%d READY", ready)
+		}
+		return nil
+	})
+}
+
 // waitAgentsAlive waits until n agents are registered and alive.
 func (fc *faultCluster) waitAgentsAlive(n int) {
 	fc.t.Helper()
@@ -264,12 +276,7 @@ func TestLeaderKilledDuringUpdate(t *testing.T) {
 	fc := newFaultCluster(t, faultOpts{coordinators: 3, agents: 3, lbs: 2, agentCPUs: 4})
 	fc.waitAgentsAlive(3)
 	fc.mustCLI("serve", "up", "examples/http_server/task.yaml", "-n", "ha", "-y")
-	st := fc.waitStatus(90*time.Second, "2 READY replicas of version 1", func(st protocol.StatusResponse) error {
-		if ready, _ := readyOf(st, "ha", 1); ready < 2 {
-			return fmt.Errorf("%d READY", ready)
-		}
-		return nil
-	})
+	st := fc.waitReady("ha", 1, 2)
 	port := portOf(st.Services[0].Endpoint)
 	fc.waitLBsRoute("ha", 1, 2, 20*time.Second)
 	tr := fc.startTraffic(port, true)
@@ -361,12 +368,7 @@ func TestAgentKilledAndFrozen(t *testing.T) {
 	fc := newFaultCluster(t, faultOpts{coordinators: 3, agents: 3, lbs: 1, agentCPUs: 2})
 	fc.waitAgentsAlive(3)
 	fc.mustCLI("serve", "up", "examples/http_server/task.yaml", "-n", "ag", "-y")
-	st := fc.waitStatus(90*time.Second, "2 READY replicas", func(st protocol.StatusResponse) error {
-		if ready, _ := readyOf(st, "ag", 1); ready < 2 {
-			return fmt.Errorf("%d READY", ready)
-		}
-		return nil
-	})
+	st := fc.waitReady("ag", 1, 2)
 	port := portOf(st.Services[0].Endpoint)
 	fc.waitLBsRoute("ag", 1, 2, 20*time.Second)
 	// Plain requests only: a stream that a killed machine was serving is
@@ -481,12 +483,7 @@ func TestMinorityAndFullRestart(t *testing.T) {
 	fc := newFaultCluster(t, faultOpts{coordinators: 3, agents: 2, lbs: 1, agentCPUs: 2})
 	fc.waitAgentsAlive(2)
 	fc.mustCLI("serve", "up", "examples/http_server/task.yaml", "-n", "keep", "-y")
-	before := fc.waitStatus(90*time.Second, "2 READY replicas", func(st protocol.StatusResponse) error {
-		if ready, _ := readyOf(st, "keep", 1); ready < 2 {
-			return fmt.Errorf("%d READY", ready)
-		}
-		return nil
-	})
+	before := fc.waitReady("keep", 1, 2)
 	fc.waitLBsRoute("keep", 1, 2, 20*time.Second)
 	tr := fc.startTraffic(portOf(before.Services[0].Endpoint), true)
 	time.Sleep(time.Second)

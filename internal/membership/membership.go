@@ -587,6 +587,13 @@ func (p *Pool) Member(role Role, id string) (Member, bool) {
 	return *m, true
 }
 
+// IsAlive reports whether the member with role and id is alive (or
+// suspect), with one lookup.
+func (p *Pool) IsAlive(role Role, id string) bool {
+	m, ok := p.Member(role, id)
+	return ok && m.alive()
+}
+
 // NumMembers is the number of alive (or suspect) members, this node
 // included.
 func (p *Pool) NumMembers() int { return p.ml.NumMembers() }

@@ -40,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/baton-dev/baton/internal/membership"
+	"github.com/baton-dev/baton/internal/tlsutil"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -67,6 +68,12 @@ type Config struct {
 	// GossipKey encrypts gossip (16, 24 or 32 bytes; the same on every
 	// member). Default none.
 	GossipKey []byte
+	// TLS names the CA and this agent's certificate and key (made by
+	// `baton tls cert create --agent --node <ID>`). With a CA set, the
+	// agent connects to NATS with TLS, authenticated by that certificate
+	// (whose node must be ID), and serves logs over HTTPS to coordinators
+	// only. Default none.
+	TLS tlsutil.Files
 	// HTTPAddr is where the logs, /metrics and /healthz server listens.
 	// Default 127.0.0.1:7403; ":0" picks a free port (see Agent.HTTPAddr).
 	HTTPAddr string

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/baton-dev/baton/internal/membership"
+	"github.com/baton-dev/baton/internal/tlsutil"
 )
 
 // Config configures a Node. The zero value of any field means its default;
@@ -36,6 +37,11 @@ type Config struct {
 	// GossipKey encrypts gossip (16, 24 or 32 bytes; the same on every
 	// member). Default none.
 	GossipKey []byte
+	// TLS names the CA and this LB's certificate and key (made by
+	// `baton tls cert create --lb --node <ID>`). With a CA set, the LB
+	// connects to NATS with TLS, authenticated by that certificate (whose
+	// node must be ID). Default none.
+	TLS tlsutil.Files
 	// BindHost is the host every service port listens on. Default 0.0.0.0
 	// (DevConfig: 127.0.0.1). Several LBs on one machine each take their own
 	// loopback address (127.0.0.11, 127.0.0.12, ...).

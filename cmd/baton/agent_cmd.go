@@ -26,6 +26,9 @@ func newAgentCmd() *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
+			if err := checkTLSFlags(cfg.TLS); err != nil {
+				return err
+			}
 			if len(cfg.Join) > 0 && !cmd.Flags().Changed("nats-url") {
 				cfg.NATSURL = "" // learnt from the coordinators over gossip
 			}
@@ -77,6 +80,7 @@ func newAgentCmd() *cobra.Command {
 	f.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses (host:port, comma-separated) of any cluster members, typically the coordinators; joined in the background, retrying until one answers")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "host:port to gossip on, TCP and UDP (default with --join: --host and port 7402)")
 	gossipKey.register(cmd)
+	registerDaemonTLSFlags(cmd, &cfg.TLS, "agent")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "listen address for logs, /metrics and /healthz (default: the --host address, port 7403, when --host is given)")
 	f.StringVar(&cfg.Host, "host", cfg.Host, "address replicas on this machine are reached at")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for replica work dirs and logs")

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 
@@ -17,6 +18,7 @@ func newCoordinatorCmd() *cobra.Command {
 	var logs logFlags
 	var dev bool
 	var gossipKey gossipKeyFlag
+	var insecure bool
 	cmd := &cobra.Command{
 		Use:   "coordinator",
 		Short: "Run a coordinator: Raft state, the HTTP API, the controller and (by default) an embedded NATS server",
@@ -31,6 +33,9 @@ func newCoordinatorCmd() *cobra.Command {
 				return err
 			}
 			if err := checkTLSFlags(cfg.TLS); err != nil {
+				return err
+			}
+			if err := checkSecureDefaults(cfg.TLS.Enabled(), cfg.ACLs, dev, insecure); err != nil {
 				return err
 			}
 			// In a cluster the other machines must reach this one's gossip
@@ -77,6 +82,7 @@ func newCoordinatorCmd() *cobra.Command {
 			if cfg.GossipKey, err = gossipKey.key(); err != nil {
 				return err
 			}
+			warnInsecure(logger, cfg.TLS.Enabled(), cfg.ACLs, len(cfg.GossipKey) > 0, cfg.Clustered(), dev, insecure)
 			s, err := coordinator.New(cfg)
 			if err != nil {
 				return err
@@ -113,7 +119,8 @@ func newCoordinatorCmd() *cobra.Command {
 	f.BoolVar(&cfg.ACLs, "acl", false, "require an ACL token on every API request but /healthz and /metrics (`baton acl bootstrap` makes the first)")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go's pprof handlers (/debug/pprof/) on this address, e.g. 127.0.0.1:7409 (off by default)")
 	f.Int64Var(&cfg.SnapshotBytes, "snapshot-bytes", cfg.SnapshotBytes, "take a Raft snapshot once this many bytes of commands were applied since the last one")
-	f.BoolVar(&dev, "dev", false, "use the fast dev timings (short reconcile, drain and agent timeouts)")
+	f.BoolVar(&dev, "dev", false, "use the fast dev timings (short reconcile, drain and agent timeouts); a dev coordinator may run without TLS and ACLs")
+	f.BoolVar(&insecure, "insecure", false, "run without TLS (--tls-*) or without ACLs (--acl) outside --dev: anyone who reaches the API or NATS can run commands on every agent (logged loudly)")
 	gossipKey.register(cmd)
 	_ = cmd.MarkFlagRequired("data-dir")
 	logs.register(cmd)
@@ -135,8 +142,54 @@ func checkTLSFlags(f tlsutil.Files) error {
 	if len(given) == 0 || len(missing) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%s given without %s: TLS needs all three of --tls-ca, --tls-cert and --tls-key (make them with `baton tls ca create` and `baton tls cert create --server`), or none for plain HTTP",
+	return fmt.Errorf("%s given without %s: TLS needs all three of --tls-ca, --tls-cert and --tls-key (make them with `baton tls ca create` and `baton tls cert create`), or none to run without TLS",
 		strings.Join(given, " and "), strings.Join(missing, " and "))
+}
+
+// checkSecureDefaults refuses a coordinator that would take requests
+// without TLS or without ACL tokens, unless it is a dev coordinator or the
+// operator said --insecure: anyone who reaches an open API runs any
+// command on every agent.
+func checkSecureDefaults(tlsOn, acls, dev, insecure bool) error {
+	if tlsOn && acls || dev || insecure {
+		return nil
+	}
+	var missing []string
+	if !tlsOn {
+		missing = append(missing, "TLS (--tls-ca, --tls-cert, --tls-key)")
+	}
+	if !acls {
+		missing = append(missing, "ACLs (--acl)")
+	}
+	return fmt.Errorf("refusing to start without %s: anyone who can reach this coordinator's API or NATS could run any command on every agent. "+
+		"Set them up as the README's \"Running a secure cluster\" says (baton tls ca create; baton tls cert create --server; --acl, then baton acl bootstrap), "+
+		"or pass --insecure to run open anyway (for a trusted network only), or use `baton dev` for a local cluster", strings.Join(missing, " and "))
+}
+
+// warnInsecure logs, at error level so it stands out, each protection an
+// --insecure (or --dev) coordinator runs without.
+func warnInsecure(log *slog.Logger, tlsOn, acls, gossipKey, clustered, dev, insecure bool) {
+	if !insecure && !dev {
+		return
+	}
+	var open []string
+	if !tlsOn {
+		open = append(open, "no TLS: the API, NATS and Raft are plain text and NATS takes anonymous connections")
+	}
+	if !acls {
+		open = append(open, "no ACLs: any API request may deploy, so run commands on every agent")
+	}
+	if clustered && !gossipKey {
+		open = append(open, "no gossip key: gossip is not encrypted")
+	}
+	if len(open) == 0 {
+		return
+	}
+	flag := "--insecure"
+	if dev {
+		flag = "--dev"
+	}
+	log.Error("INSECURE: this coordinator runs open ("+flag+"); do not expose it to an untrusted network", "open", strings.Join(open, "; "))
 }
 
 // checkBootstrapFlags refuses --bootstrap (a cluster of one) beside

@@ -23,6 +23,9 @@ func newLBCmd() *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
+			if err := checkTLSFlags(cfg.TLS); err != nil {
+				return err
+			}
 			if cfg.GossipKey, err = gossipKey.key(); err != nil {
 				return err
 			}
@@ -53,6 +56,7 @@ func newLBCmd() *cobra.Command {
 	f.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses (host:port, comma-separated) of any cluster members, typically the coordinators; joined in the background, retrying until one answers")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "host:port to gossip on, TCP and UDP (default with --join: --bind-host and port 7402)")
 	gossipKey.register(cmd)
+	registerDaemonTLSFlags(cmd, &cfg.TLS, "lb")
 	f.StringVar(&cfg.BindHost, "bind-host", cfg.BindHost, "host every service port listens on")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", cfg.AdminAddr, "listen address for /metrics, /healthz and /v1/routes")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", cfg.SyncInterval, "how often to re-fetch every route table")

@@ -246,11 +246,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.killOrphans()
 	a.refreshGPUs()
 
-	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	srv, err := a.newHTTPServer()
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	httpDone := make(chan struct{})
 	go func() {
 		defer close(httpDone)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := srv.Serve
+		if srv.TLSConfig != nil {
+			serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }
+		}
+		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.logger.Error("agent http server stopped", "error", err)
 		}
 	}()

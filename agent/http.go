@@ -160,3 +160,9 @@ func (a *Agent) handleLogs(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 }
+
+// newHTTPServer returns the server for routes(): plain HTTP; with
+// TLSConfig set, Run serves it over TLS.
+func (a *Agent) newHTTPServer() (*http.Server, error) {
+	return &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}, nil
+}

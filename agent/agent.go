@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,8 +26,10 @@ import (
 
 	"github.com/baton-dev/baton/agent/gpu"
 	"github.com/baton-dev/baton/internal/bus"
+	"github.com/baton-dev/baton/internal/epochguard"
 	"github.com/baton-dev/baton/internal/logutil"
 	"github.com/baton-dev/baton/internal/membership"
+	"github.com/baton-dev/baton/internal/tlsutil"
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -58,6 +61,9 @@ type Agent struct {
 	// badMessages limits the logging of invalid NATS messages and of
 	// failed spec fetches.
 	badMessages *logutil.Limiter
+	// epochs rejects a desired set whose epoch jumps implausibly far
+	// ahead of the cluster's Raft index.
+	epochs *epochguard.Guard
 	// specs caches the specs desired sets name by digest (see specs.go).
 	specs *specCache
 	// specWake tells retrySpecs that specWait went from nil to a set.
@@ -113,6 +119,7 @@ func New(cfg Config) (*Agent, error) {
 		specs:       newSpecCache(specCacheSize),
 		specWake:    make(chan struct{}, 1),
 	}
+	a.epochs = &epochguard.Guard{Max: protocol.MaxEpochAhead, Ask: a.askClusterIndex}
 	if a.user, err = resolveReplicaUser(cfg.ReplicaUser); err != nil {
 		return nil, err
 	}
@@ -293,10 +300,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 
+	var natsTLS *tls.Config
+	if a.cfg.TLS.Enabled() {
+		if natsTLS, err = tlsutil.ClientConfig(a.cfg.TLS, tlsutil.CoordinatorServerName); err != nil {
+			return fmt.Errorf("agent nats: %w", err)
+		}
+	}
 	nc, err := bus.Connect(bus.Config{
-		URL:    natsURL,
-		Name:   "baton-agent-" + a.cfg.ID,
-		Logger: a.logger,
+		URL:         natsURL,
+		Name:        "baton-agent-" + a.cfg.ID,
+		Logger:      a.logger,
+		TLS:         natsTLS,
+		InboxPrefix: protocol.InboxPrefix(tlsutil.RoleAgent, a.cfg.ID),
 		// Publishing while disconnected fails instead of queueing stale
 		// heartbeats; the next heartbeat after reconnecting is fresh.
 		NoReconnectBuffer: true,
@@ -445,7 +460,7 @@ func (a *Agent) statusLocked() protocol.AgentStatus {
 	return st
 }
 
-// publish sends the current status on SubjectAgentStatus. Calls are
+// publish sends the current status on AgentStatusSubject. Calls are
 // serialised, so reports leave in the order the states changed.
 func (a *Agent) publish() {
 	a.pubMu.Lock()
@@ -473,7 +488,7 @@ func (a *Agent) publish() {
 		}
 		a.lastStatusBody, a.lastStatus = body, data
 	}
-	if err := a.nc.Publish(protocol.SubjectAgentStatus, a.lastStatus); err != nil {
+	if err := a.nc.Publish(protocol.AgentStatusSubject(a.cfg.ID), a.lastStatus); err != nil {
 		a.logger.Debug("publish agent status", "error", err)
 	}
 }
@@ -495,6 +510,11 @@ func (a *Agent) onDesired(ctx context.Context, msg *nats.Msg) {
 	}
 	if err == nil && d.AgentID != a.cfg.ID {
 		err = fmt.Errorf("%w: desired set for agent %q, not this one", protocol.ErrInvalidMessage, d.AgentID)
+	}
+	if err == nil {
+		if gerr := a.epochs.Check(ctx, d.Epoch); gerr != nil {
+			err = fmt.Errorf("%w: %v", protocol.ErrInvalidMessage, gerr)
+		}
 	}
 	if err != nil {
 		a.metrics.invalidMessages.Inc()
@@ -670,4 +690,16 @@ func leavePool(pool *membership.Pool, log *slog.Logger) {
 	if err := pool.Shutdown(); err != nil {
 		log.Debug("gossip shutdown", "error", err)
 	}
+}
+
+// askClusterIndex asks the leader for the cluster's Raft index
+// (protocol.SubjectClusterIndex).
+func (a *Agent) askClusterIndex(ctx context.Context) (uint64, error) {
+	a.pubMu.Lock()
+	nc := a.nc
+	a.pubMu.Unlock()
+	if nc == nil {
+		return 0, errNotConnected
+	}
+	return protocol.AskClusterIndex(ctx, nc.Request)
 }

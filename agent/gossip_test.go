@@ -57,7 +57,7 @@ func TestAgentFindsNATSOverGossip(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	statuses := make(chan protocol.AgentStatus, 16)
-	if _, err := nc.Subscribe(protocol.SubjectAgentStatus, func(m *nats.Msg) {
+	if _, err := nc.Subscribe(protocol.SubjectAgentStatusAll, func(m *nats.Msg) {
 		var st protocol.AgentStatus
 		if json.Unmarshal(m.Data, &st) == nil {
 			select {

@@ -80,7 +80,7 @@ func startAgent(t *testing.T, mutate func(*Config)) *harness {
 	}
 	t.Cleanup(nc.Close)
 	h.nc = nc
-	if _, err := nc.Subscribe(protocol.SubjectAgentStatus, func(m *nats.Msg) {
+	if _, err := nc.Subscribe(protocol.SubjectAgentStatusAll, func(m *nats.Msg) {
 		var st protocol.AgentStatus
 		if err := json.Unmarshal(m.Data, &st); err != nil {
 			t.Errorf("bad status message: %v", err)

@@ -182,7 +182,7 @@ func (a *Agent) fetchSpecs(ctx context.Context, reqs []protocol.SpecRequest) map
 			if err != nil {
 				a.metrics.specFetchFailures.Inc()
 				if ok, held := a.badMessages.Allow("spec_fetch " + req.Digest); ok {
-					a.logger.Warn("cannot get a spec: its replicas are not started until it arrives (retrying); check that a coordinator is up and answers "+protocol.SubjectSpecGet,
+					a.logger.Warn("cannot get a spec: its replicas are not started until it arrives (retrying); check that a coordinator is up and answers "+protocol.SpecGetSubject(a.cfg.ID),
 						"service", req.Service, "version", req.Version, "spec_digest", req.Digest, "error", err, "dropped_since_last_log", held)
 				}
 				return
@@ -211,14 +211,15 @@ func (a *Agent) fetchSpec(ctx context.Context, req protocol.SpecRequest) (protoc
 		return protocol.TaskSpec{}, fmt.Errorf("encode spec request: %w", err)
 	}
 	a.metrics.specFetches.Inc()
-	msg, err := nc.Request(ctx, protocol.SubjectSpecGet, body)
+	subject := protocol.SpecGetSubject(a.cfg.ID)
+	msg, err := nc.Request(ctx, subject, body)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return protocol.TaskSpec{}, fmt.Errorf("no coordinator answers %s: %w", protocol.SubjectSpecGet, err)
+		return protocol.TaskSpec{}, fmt.Errorf("no coordinator answers %s: %w", subject, err)
 	case errors.Is(err, context.DeadlineExceeded):
-		return protocol.TaskSpec{}, fmt.Errorf("no answer on %s within %s: %w", protocol.SubjectSpecGet, a.cfg.SpecFetchTimeout, err)
+		return protocol.TaskSpec{}, fmt.Errorf("no answer on %s within %s: %w", subject, a.cfg.SpecFetchTimeout, err)
 	case err != nil:
-		return protocol.TaskSpec{}, fmt.Errorf("request on %s: %w", protocol.SubjectSpecGet, err)
+		return protocol.TaskSpec{}, fmt.Errorf("request on %s: %w", subject, err)
 	}
 	return protocol.DecodeSpecReply(msg.Data, req)
 }

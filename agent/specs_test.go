@@ -15,7 +15,7 @@ import (
 )
 
 // specServer plays the coordinators' side of specs by reference: it
-// answers SpecRequests on protocol.SubjectSpecGet from the specs added to
+// answers SpecRequests on protocol.SubjectSpecGetAll from the specs added to
 // it, honestly unless told otherwise.
 type specServer struct {
 	requests atomic.Int64
@@ -31,7 +31,7 @@ type specServer struct {
 func serveSpecs(t *testing.T, h *harness) *specServer {
 	t.Helper()
 	s := &specServer{specs: map[string]json.RawMessage{}}
-	sub, err := h.nc.Subscribe(protocol.SubjectSpecGet, func(m *nats.Msg) {
+	sub, err := h.nc.Subscribe(protocol.SubjectSpecGetAll, func(m *nats.Msg) {
 		s.requests.Add(1)
 		var req protocol.SpecRequest
 		if err := json.Unmarshal(m.Data, &req); err != nil {
@@ -263,7 +263,7 @@ func TestSpecUnavailable(t *testing.T) {
 				c.SpecRetryMax = 200 * time.Millisecond
 			})
 			if tt.silent {
-				sub, err := h.nc.Subscribe(protocol.SubjectSpecGet, func(*nats.Msg) {})
+				sub, err := h.nc.Subscribe(protocol.SubjectSpecGetAll, func(*nats.Msg) {})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -41,8 +41,14 @@ type controllerDeps struct {
 	bus   messageBus
 	// decode decodes and validates a received message, counting and
 	// logging one that is invalid (Server.decodeMessage).
-	decode  func(m *nats.Msg, max int, v any, validate func() error) bool
-	metrics *metrics
+	decode func(m *nats.Msg, max int, v any, validate func() error) bool
+	// sameSender checks that a per-sender subject names the sender the
+	// content names, counting and logging a mismatch (Server.sameSender).
+	sameSender func(m *nats.Msg, prefix, contentID string) bool
+	// replyable checks that a request's reply subject is an inbox
+	// (Server.replyable).
+	replyable func(m *nats.Msg) bool
+	metrics   *metrics
 	// kick wakes the loop early (buffered 1); kickFn sends on it.
 	kick   <-chan struct{}
 	kickFn func()
@@ -179,9 +185,10 @@ func (c *controller) subscribe() []*bus.Subscription {
 		}
 		subs = append(subs, sb)
 	}
-	sub(protocol.SubjectAgentStatus, c.onAgentStatus)
-	sub(protocol.SubjectLBAck, c.onLBAck)
+	sub(protocol.SubjectAgentStatusAll, c.onAgentStatus)
+	sub(protocol.SubjectLBAckAll, c.onLBAck)
 	sub(protocol.SubjectRoutesSync, c.onRouteSync)
+	sub(protocol.SubjectClusterIndex, c.onClusterIndex)
 	_ = c.bus.Flush(time.Second)
 	return subs
 }

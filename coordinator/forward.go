@@ -65,7 +65,7 @@ func newPeerClient(cfg Config) (*http.Client, string, error) {
 	}
 	scheme := "http"
 	if cfg.TLS.Enabled() {
-		tc, err := tlsutil.ClientConfig(cfg.TLS, "server.baton")
+		tc, err := tlsutil.ClientConfig(cfg.TLS, tlsutil.CoordinatorServerName)
 		if err != nil {
 			return nil, "", fmt.Errorf("coordinator: %w", err)
 		}

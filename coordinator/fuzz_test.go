@@ -178,10 +178,10 @@ func FuzzControllerMessages(f *testing.F) {
 	f.Fuzz(func(t *testing.T, kind byte, data []byte) {
 		m := &nats.Msg{Data: data}
 		if kind%2 == 0 {
-			m.Subject = protocol.SubjectAgentStatus
+			m.Subject = protocol.AgentStatusSubject("agent-1")
 			c.onAgentStatus(m)
 		} else {
-			m.Subject = protocol.SubjectLBAck
+			m.Subject = protocol.LBAckSubject("lb-1")
 			c.onLBAck(m)
 		}
 		c.reconcileSafely()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/nats-io/nats.go"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/baton-dev/baton/internal/natsembed"
 	"github.com/baton-dev/baton/internal/testutil"
@@ -317,13 +318,17 @@ func TestHostileAgentStatus(t *testing.T) {
 		bytes.Repeat([]byte(" "), protocol.MaxStatusBytes+1),
 	}
 	for _, msg := range hostile {
-		if err := nc.Publish(protocol.SubjectAgentStatus, msg); err != nil {
+		if err := nc.Publish(protocol.AgentStatusSubject("agent-x"), msg); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// A real agent registers through the same subject meanwhile.
+	// Agent x reporting as agent y is dropped and counted.
+	if err := nc.Publish(protocol.AgentStatusSubject("agent-x"), status("agent-y", nil)); err != nil {
+		t.Fatal(err)
+	}
+	// A real agent registers through its own subject meanwhile.
 	testutil.WaitFor(t, 10*time.Second, func() error {
-		if err := nc.Publish(protocol.SubjectAgentStatus, status("agent-ok", nil)); err != nil {
+		if err := nc.Publish(protocol.AgentStatusSubject("agent-ok"), status("agent-ok", nil)); err != nil {
 			return err
 		}
 		var alive bool
@@ -337,6 +342,9 @@ func TestHostileAgentStatus(t *testing.T) {
 	s.fsm.Read(func(st *State) { agents = st.AgentIDs() })
 	if len(agents) != 1 {
 		t.Errorf("agents %v, want only agent-ok", agents)
+	}
+	if n := promtest.ToFloat64(s.metrics.identityMismatch.WithLabelValues(protocol.SubjectAgentStatusAll)); n != 1 {
+		t.Errorf("identity mismatches counted: %v, want 1", n)
 	}
 	if n := s.nc.Replacements(); n != 0 {
 		t.Errorf("the coordinator's NATS connection was closed by the server %d times", n)
@@ -424,7 +432,7 @@ func TestDesiredSetNamesSpecsByDigest(t *testing.T) {
 	// The agent fetches the spec once, from any coordinator.
 	req := protocol.SpecRequest{Service: "web", Version: 1, Digest: digest}
 	body, _ := json.Marshal(req)
-	rep, err := nc.Request(protocol.SubjectSpecGet, body, 5*time.Second)
+	rep, err := nc.Request(protocol.SpecGetSubject("a1"), body, 5*time.Second)
 	if err != nil {
 		t.Fatalf("spec request: %v", err)
 	}
@@ -435,11 +443,32 @@ func TestDesiredSetNamesSpecsByDigest(t *testing.T) {
 	// A digest the version does not have gets an error reply, not a spec.
 	wrong := protocol.SpecRequest{Service: "web", Version: 1, Digest: "sha256:" + strings.Repeat("0", 64)}
 	body, _ = json.Marshal(wrong)
-	if rep, err = nc.Request(protocol.SubjectSpecGet, body, 5*time.Second); err != nil {
+	if rep, err = nc.Request(protocol.SpecGetSubject("a1"), body, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := protocol.DecodeSpecReply(rep.Data, wrong); err == nil {
 		t.Fatal("a wrong digest got a spec")
+	}
+	// An agent that runs no replica of the version gets no spec (its
+	// secrets go only to the agents that run it).
+	body, _ = json.Marshal(req)
+	if rep, err = nc.Request(protocol.SpecGetSubject("a2"), body, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := protocol.DecodeSpecReply(rep.Data, req); err == nil || !strings.Contains(err.Error(), `no replica on agent "a2"`) {
+		t.Fatalf("agent a2 asked for a1's spec: %v", err)
+	}
+	// A request whose reply subject is a control subject gets no reply
+	// there.
+	routes, err := nc.SubscribeSync(protocol.RoutesSubject("web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.PublishRequest(protocol.SpecGetSubject("a1"), protocol.RoutesSubject("web"), body); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := routes.NextMsg(500 * time.Millisecond); err == nil {
+		t.Fatalf("a spec request made the coordinator publish on %s: %s", m.Subject, m.Data)
 	}
 	t.Logf("desired set of 200 replicas of a %d KiB spec: %d KiB", len(spec.Run)>>10, len(msg.Data)>>10)
 }

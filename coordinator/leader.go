@@ -107,16 +107,18 @@ func (s *Server) controllerDeps() controllerDeps {
 		gossip = s.pool.Member
 	}
 	return controllerDeps{
-		gossip:  gossip,
-		cfg:     s.cfg,
-		log:     s.log.With("component", "controller"),
-		state:   s.fsm.State,
-		apply:   s.raftApply,
-		bus:     s.nc,
-		decode:  s.decodeMessage,
-		metrics: s.metrics,
-		kick:    s.kick,
-		kickFn:  s.Kick,
-		limiter: s.badMessages,
+		gossip:     gossip,
+		cfg:        s.cfg,
+		log:        s.log.With("component", "controller"),
+		state:      s.fsm.State,
+		apply:      s.raftApply,
+		bus:        s.nc,
+		decode:     s.decodeMessage,
+		sameSender: s.sameSender,
+		replyable:  s.replyable,
+		metrics:    s.metrics,
+		kick:       s.kick,
+		kickFn:     s.Kick,
+		limiter:    s.badMessages,
 	}
 }

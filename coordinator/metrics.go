@@ -27,11 +27,13 @@ type metrics struct {
 	specRequests     *prometheus.CounterVec
 	snapshots        *prometheus.CounterVec
 
-	forwarded       *prometheus.CounterVec
-	fsmApplied      *prometheus.CounterVec
-	invalidMessages *prometheus.CounterVec
-	reconcilePanics prometheus.Counter
-	desiredTooLarge prometheus.Counter
+	forwarded        *prometheus.CounterVec
+	fsmApplied       *prometheus.CounterVec
+	invalidMessages  *prometheus.CounterVec
+	identityMismatch *prometheus.CounterVec
+	natsRefused      prometheus.Counter
+	reconcilePanics  prometheus.Counter
+	desiredTooLarge  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -98,7 +100,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		specRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_coordinator_spec_requests_total",
-			Help: "Spec requests from agents answered by this node, by result (ok, not_found, invalid).",
+			Help: "Spec requests from agents answered by this node, by result (ok, not_found, not_assigned: no replica of it on the asking agent, invalid).",
 		}, []string{"result"}),
 		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_coordinator_snapshots_total",
@@ -114,8 +116,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"method"}),
 		invalidMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_coordinator_invalid_messages_total",
-			Help: "NATS messages dropped because they were oversize, undecodable or invalid, by subject.",
+			Help: "NATS messages dropped because they were oversize, undecodable or invalid, by subscription subject.",
 		}, []string{"subject"}),
+		identityMismatch: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_coordinator_identity_mismatch_total",
+			Help: "NATS messages dropped because the sender their subject names is not the one their content names (agent X reporting for agent Y), by subscription subject.",
+		}, []string{"subject"}),
+		natsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_coordinator_nats_connections_refused_total",
+			Help: "Connections this node's embedded NATS server refused: no certificate of the cluster's CA with an agent, LB or coordinator role.",
+		}),
 		reconcilePanics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "baton_coordinator_reconcile_panics_total",
 			Help: "Reconcile passes that failed with a panic (a bug; the next pass runs as usual).",
@@ -127,7 +137,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.commands, m.replicas, m.isLeader, m.raftState, m.appliedIndex,
 		m.flips, m.flipSeconds, m.reconciles, m.agentsAlive, m.lbsLive,
-		m.invalidMessages, m.reconcilePanics, m.desiredTooLarge,
+		m.invalidMessages, m.identityMismatch, m.natsRefused, m.reconcilePanics, m.desiredTooLarge,
 		m.reconcileSeconds, m.applySeconds, m.phaseSeconds, m.desiredSent, m.specRequests, m.snapshots, m.forwarded, m.fsmApplied)
 	return m
 }

@@ -284,8 +284,26 @@ func (c *controller) onRouteSync(m *nats.Msg) {
 		}
 	}
 	c.pubMu.Unlock()
+	if !c.replyable(m) {
+		return
+	}
 	if err := m.Respond(buf); err != nil {
 		c.log.Warn("route sync reply failed", "error", err)
+	}
+}
+
+// onClusterIndex answers an agent's or LB's question of how far the
+// cluster's Raft log goes (protocol.MaxEpochAhead).
+func (c *controller) onClusterIndex(m *nats.Msg) {
+	if !c.replyable(m) {
+		return
+	}
+	buf, err := json.Marshal(protocol.ClusterIndex{Index: c.state().Index})
+	if err != nil {
+		return
+	}
+	if err := m.Respond(buf); err != nil {
+		c.log.Debug("cluster index reply failed", "error", err)
 	}
 }
 
@@ -323,6 +341,9 @@ func (c *controller) liveLBs(now time.Time) []lbInfo {
 func (c *controller) onLBAck(m *nats.Msg) {
 	var ack protocol.LBAck
 	if !c.decode(m, protocol.MaxStatusBytes, &ack, ack.Validate) {
+		return
+	}
+	if !c.sameSender(m, "baton.lb.", ack.LBID) {
 		return
 	}
 	c.mu.Lock()

@@ -18,7 +18,7 @@ import (
 // raftServerName is the name a coordinator dials its peers' Raft ports
 // with: only a coordinator's certificate (`baton tls cert create
 // --server`) holds it, whatever address is dialed.
-const raftServerName = "server.baton"
+const raftServerName = tlsutil.CoordinatorServerName
 
 // raftHandshakeTimeout bounds a TLS handshake on the Raft port when the
 // transport gives no timeout of its own.

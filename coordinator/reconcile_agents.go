@@ -29,7 +29,10 @@ func (c *controller) onAgentStatus(m *nats.Msg) {
 	now := time.Now()
 	h := maphash.Bytes(statusSeed, m.Data)
 	c.mu.Lock()
-	if ar := c.rawStatus[h]; ar != nil && bytes.Equal(ar.raw, m.Data) {
+	// A status byte for byte the same as one heard before refreshes it,
+	// but only from the subject of the agent it names: another agent
+	// replaying it must not keep this one alive.
+	if ar := c.rawStatus[h]; ar != nil && bytes.Equal(ar.raw, m.Data) && protocol.SenderOf(m.Subject, agentSubjectPrefix) == ar.status.Agent.ID {
 		ar.at = now
 		c.mu.Unlock()
 		return
@@ -58,6 +61,9 @@ func (c *controller) onAgentStatus(m *nats.Msg) {
 	if !c.decode(m, protocol.MaxStatusBytes, &wire, validate) {
 		return
 	}
+	if !c.sameSender(m, agentSubjectPrefix, st.Agent.ID) {
+		return
+	}
 	reps := make(map[string]protocol.ReplicaReport, len(st.Replicas))
 	for _, rr := range st.Replicas {
 		reps[rr.Key()] = rr
@@ -83,6 +89,9 @@ func (c *controller) onAgentStatus(m *nats.Msg) {
 		c.kickFn()
 	}
 }
+
+// agentSubjectPrefix starts protocol.AgentStatusSubject, before the id.
+const agentSubjectPrefix = "baton.agent."
 
 // statusWire is protocol.AgentStatus with its agent left encoded.
 type statusWire struct {

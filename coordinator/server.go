@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -124,10 +125,26 @@ func New(cfg Config) (*Server, error) {
 	}
 	natsURL := cfg.NATSURL
 	var inProcess nats.InProcessConnProvider
+	var natsToken string
+	var natsTLS *tls.Config
 	if natsURL == "" {
 		ncfg := natsembed.Config{Host: cfg.NATSHost, Port: cfg.NATSPort}
 		if cfg.Clustered() {
 			ncfg.ClusterPort = cfg.NATSClusterPort
+		}
+		if cfg.TLS.Enabled() {
+			natsToken = rand.Text()
+			refusedLog := logutil.NewLimiter(time.Minute)
+			ncfg.Security = &natsembed.Security{
+				TLS:            cfg.TLS,
+				InProcessToken: natsToken,
+				OnRefuse: func(remote, reason string) {
+					s.metrics.natsRefused.Inc()
+					if ok, held := refusedLog.Allow("refused"); ok {
+						s.log.Warn("nats connection refused", "remote", remote, "reason", reason, "refused_since_last_log", held)
+					}
+				},
+			}
 		}
 		ns, err := natsembed.Start(ncfg)
 		if err != nil {
@@ -139,11 +156,20 @@ func New(cfg Config) (*Server, error) {
 		// connection: in-process, without a socket, it costs no syscalls.
 		inProcess = ns
 	}
+	if cfg.NATSURL != "" && cfg.TLS.Enabled() {
+		// An external server authenticates this coordinator by its
+		// certificate, as the operator configured it.
+		if natsTLS, err = tlsutil.ClientConfig(cfg.TLS, ""); err != nil {
+			return nil, fmt.Errorf("coordinator: nats: %w", err)
+		}
+	}
 	nc, err := bus.Connect(bus.Config{
 		URL:       natsURL,
 		Name:      "baton-coordinator-" + cfg.NodeID,
 		Logger:    s.log,
 		InProcess: inProcess,
+		Token:     natsToken,
+		TLS:       natsTLS,
 	})
 	if err != nil {
 		s.closeNATS()

@@ -21,6 +21,8 @@ type specServer struct {
 	// mu guards encoded: specs already encoded, by digest (bounded).
 	mu      sync.Mutex
 	encoded map[string][]byte
+	// waiting bounds the requests waiting for a placement to be applied.
+	waiting chan struct{}
 }
 
 // maxEncodedSpecs bounds the encoded specs a coordinator keeps for
@@ -33,7 +35,70 @@ func (ss *specServer) onRequest(m *nats.Msg) {
 		ss.s.metrics.specRequests.WithLabelValues("invalid").Inc()
 		return
 	}
-	reply := ss.lookup(req)
+	if !ss.s.replyable(m) {
+		ss.s.metrics.specRequests.WithLabelValues("invalid").Inc()
+		return
+	}
+	agentID := protocol.SenderOf(m.Subject, specSubjectPrefix)
+	if ss.assigned(agentID, req) {
+		ss.respond(m, ss.lookup(req))
+		return
+	}
+	// The leader published the set naming this version just after it
+	// committed the placement: a follower may not have applied it yet.
+	// Wait for it a little, off the subscription's goroutine.
+	select {
+	case ss.waiting <- struct{}{}:
+	default:
+		ss.respond(m, ss.notAssigned(agentID, req))
+		return
+	}
+	go func() {
+		defer func() { <-ss.waiting }()
+		deadline := time.Now().Add(assignmentWait)
+		for time.Now().Before(deadline) {
+			time.Sleep(25 * time.Millisecond)
+			if ss.assigned(agentID, req) {
+				ss.respond(m, ss.lookup(req))
+				return
+			}
+		}
+		ss.respond(m, ss.notAssigned(agentID, req))
+	}()
+}
+
+// specSubjectPrefix starts protocol.SpecGetSubject, before the agent id.
+const specSubjectPrefix = "baton.specs.get."
+
+// assignmentWait bounds how long a coordinator waits to apply the
+// placement an agent asks a spec for.
+const assignmentWait = time.Second
+
+// assigned reports whether this node's state places a replica of the
+// requested version on the agent: a spec (its secrets included) goes only
+// to an agent that runs it.
+func (ss *specServer) assigned(agentID string, req protocol.SpecRequest) bool {
+	if agentID == "" {
+		return false
+	}
+	found := false
+	ss.s.fsm.Read(func(st *State) {
+		for _, r := range st.AgentReplicas(agentID) {
+			if r.Service == req.Service && r.Version == req.Version {
+				found = true
+				return
+			}
+		}
+	})
+	return found
+}
+
+func (ss *specServer) notAssigned(agentID string, req protocol.SpecRequest) protocol.SpecReply {
+	ss.s.metrics.specRequests.WithLabelValues("not_assigned").Inc()
+	return protocol.SpecReply{Error: fmt.Sprintf("%s version %d has no replica on agent %q: a spec goes only to the agents that run it", req.Service, req.Version, agentID)}
+}
+
+func (ss *specServer) respond(m *nats.Msg, reply protocol.SpecReply) {
 	buf, err := json.Marshal(reply)
 	if err != nil {
 		ss.s.log.Error("encode spec reply", "error", err)
@@ -84,10 +149,10 @@ func (ss *specServer) lookup(req protocol.SpecRequest) protocol.SpecReply {
 
 // serveSpecs answers SpecRequests until ctx ends.
 func (s *Server) serveSpecs(ctx context.Context) {
-	ss := &specServer{s: s, encoded: map[string][]byte{}}
-	sub, err := s.nc.QueueSubscribe(protocol.SubjectSpecGet, protocol.QueueCoordinators, ss.onRequest)
+	ss := &specServer{s: s, encoded: map[string][]byte{}, waiting: make(chan struct{}, 16)}
+	sub, err := s.nc.QueueSubscribe(protocol.SubjectSpecGetAll, protocol.QueueCoordinators, ss.onRequest)
 	if err != nil {
-		s.log.Error("subscribe failed", "subject", protocol.SubjectSpecGet, "error", err)
+		s.log.Error("subscribe failed", "subject", protocol.SubjectSpecGetAll, "error", err)
 		return
 	}
 	<-ctx.Done()

@@ -109,15 +109,17 @@ func TestHostileMessagesOnNATS(t *testing.T) {
 	}
 	long := strings.Repeat("x", 5000)
 	for range 3 {
-		pub(protocol.SubjectAgentStatus, protocol.AgentStatus{Agent: agent(long)})
-		pub(protocol.SubjectAgentStatus, protocol.AgentStatus{Agent: agent("evil.agent")})
-		pub(protocol.SubjectAgentStatus, protocol.AgentStatus{Agent: agent("evil-1"), Replicas: []protocol.ReplicaReport{
+		pub(protocol.AgentStatusSubject("evil-0"), protocol.AgentStatus{Agent: agent(long)})
+		pub(protocol.AgentStatusSubject("evil-0"), protocol.AgentStatus{Agent: agent("evil.agent")})
+		// An agent reporting for another (agent-1, which runs replicas).
+		pub(protocol.AgentStatusSubject("evil-0"), protocol.AgentStatus{Agent: agent("agent-1")})
+		pub(protocol.AgentStatusSubject("evil-1"), protocol.AgentStatus{Agent: agent("evil-1"), Replicas: []protocol.ReplicaReport{
 			{Service: "web", ReplicaID: -1, Version: 1, Status: protocol.ReplicaReady}}})
-		pub(protocol.SubjectAgentStatus, protocol.AgentStatus{Agent: agent("evil-2"), Replicas: []protocol.ReplicaReport{
+		pub(protocol.AgentStatusSubject("evil-2"), protocol.AgentStatus{Agent: agent("evil-2"), Replicas: []protocol.ReplicaReport{
 			{Service: long, ReplicaID: 1, Version: 1, Status: protocol.ReplicaReady}}})
-		pub(protocol.SubjectAgentStatus, `{"agent":{"id":"evil-3","host":"127.0.0.1"}} and more`)
-		pub(protocol.SubjectAgentStatus, strings.Repeat("[", 100000))
-		pub(protocol.SubjectAgentStatus, make([]byte, protocol.MaxStatusBytes+10))
+		pub(protocol.AgentStatusSubject("evil-3"), `{"agent":{"id":"evil-3","host":"127.0.0.1"}} and more`)
+		pub(protocol.AgentStatusSubject("evil-3"), strings.Repeat("[", 100000))
+		pub(protocol.AgentStatusSubject("evil-3"), make([]byte, protocol.MaxStatusBytes+10))
 		// Desired sets the agents must refuse whole: no spec, a bad port,
 		// another agent's id, garbage.
 		for _, id := range []string{"agent-1", "agent-2"} {
@@ -137,10 +139,15 @@ func TestHostileMessagesOnNATS(t *testing.T) {
 			Endpoints: []protocol.Endpoint{{ReplicaID: 1, Version: 1, Address: "not an address"}}})
 		pub(protocol.RoutesSubject("web"), protocol.RouteTable{Service: "other", Epoch: 1 << 62, Port: 80})
 		pub(protocol.RoutesSubject("web"), "]]]")
+		// A valid table but for its epoch, far ahead of the cluster's: it
+		// would shadow every real table if applied.
+		pub(protocol.RoutesSubject("web"), protocol.RouteTable{Service: "web", Epoch: 1 << 62, Port: 30001, Policy: "round_robin", ActiveVersions: []int{1},
+			Endpoints: []protocol.Endpoint{{ReplicaID: 1, Version: 1, Address: "127.0.0.99:1"}}})
 		// Acks and sync requests the leader must shrug off.
-		pub(protocol.SubjectLBAck, protocol.LBAck{LBID: long})
-		pub(protocol.SubjectLBAck, protocol.LBAck{LBID: "lb-x", Draining: map[string]int64{"nowhere": -5}})
-		pub(protocol.SubjectLBAck, "{}{}")
+		pub(protocol.LBAckSubject("lb-x"), protocol.LBAck{LBID: long})
+		pub(protocol.LBAckSubject("lb-x"), protocol.LBAck{LBID: "lb-x", Draining: map[string]int64{"nowhere": -5}})
+		pub(protocol.LBAckSubject("lb-x"), "{}{}")
+		pub(protocol.LBAckSubject("lb-x"), protocol.LBAck{LBID: "lb-y"})
 		if _, err := nc.Request(protocol.SubjectRoutesSync, []byte("garbage"), 2*time.Second); err != nil {
 			t.Errorf("route sync with a garbage body: %v", err)
 		}
@@ -205,13 +212,16 @@ func TestHostileMessagesOnNATS(t *testing.T) {
 	if n := sumMetric(coord, "baton_coordinator_invalid_messages_total"); n < 3*10 {
 		t.Errorf("coordinator counted %v invalid messages, want at least 30", n)
 	}
+	if n := sumMetric(coord, "baton_coordinator_identity_mismatch_total"); n < 3*2 {
+		t.Errorf("coordinator counted %v messages whose sender was not the one their subject names, want at least 6", n)
+	}
 	for id, addr := range c.agentAddrs(t) {
 		if n := sumMetric(scrape(t, addr), "baton_agent_invalid_messages_total"); n < 3*4 {
 			t.Errorf("%s counted %v invalid desired sets, want at least 12", id, n)
 		}
 	}
-	if n := sumMetric(scrape(t, c.lbAdminAddr(t)), "baton_lb_invalid_messages_total"); n < 3*4 {
-		t.Errorf("LB counted %v invalid tables, want at least 12", n)
+	if n := sumMetric(scrape(t, c.lbAdminAddr(t)), "baton_lb_invalid_messages_total"); n < 3*5 {
+		t.Errorf("LB counted %v invalid tables, want at least 15", n)
 	}
 	t.Logf("load: %d requests, %d failed; invalid messages dropped: coordinator %v", len(res), failed,
 		sumMetric(coord, "baton_coordinator_invalid_messages_total"))

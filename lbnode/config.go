@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/baton-dev/baton/internal/membership"
 	"github.com/baton-dev/baton/internal/tlsutil"
+	"github.com/baton-dev/baton/protocol"
 )
 
 // Config configures a Node. The zero value of any field means its default;
@@ -158,6 +160,16 @@ func (c Config) withDefaults() (Config, error) {
 		c.Registry = prometheus.NewRegistry()
 	}
 	var errs []error
+	if err := protocol.ValidateLBID(c.ID); err != nil {
+		errs = append(errs, fmt.Errorf("id: %w", err))
+	}
+	if c.TLS.Enabled() {
+		if c.TLS.Cert == "" || c.TLS.Key == "" {
+			errs = append(errs, fmt.Errorf("tls: an LB needs its certificate and key beside the CA (baton tls cert create --lb --node %s)", c.ID))
+		} else if err := c.TLS.CheckIdentity(tlsutil.RoleLB, c.ID); err != nil {
+			errs = append(errs, fmt.Errorf("tls: %w", err))
+		}
+	}
 	if c.SyncInterval < 0 {
 		errs = append(errs, fmt.Errorf("sync interval %s is negative (use a positive duration such as 5s)", c.SyncInterval))
 	}
@@ -191,6 +203,11 @@ func defaultID() string {
 		var b [6]byte
 		_, _ = rand.Read(b[:])
 		return "lb-" + hex.EncodeToString(b[:])
+	}
+	// Dots would split the id into several NATS subject tokens.
+	host = strings.ReplaceAll(host, ".", "-")
+	if len(host) > 100 {
+		host = host[:100]
 	}
 	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }

@@ -22,7 +22,7 @@ func TestAckReportsDrainingReplica(t *testing.T) {
 	url := testutil.NATS(t)
 	nc := connectNATS(t, url)
 	acks := make(chan protocol.LBAck, 100)
-	if _, err := nc.Subscribe(protocol.SubjectLBAck, func(m *nats.Msg) {
+	if _, err := nc.Subscribe(protocol.SubjectLBAckAll, func(m *nats.Msg) {
 		var a protocol.LBAck
 		if json.Unmarshal(m.Data, &a) == nil {
 			acks <- a

@@ -23,6 +23,7 @@ package lbnode
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,16 +42,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/baton-dev/baton/internal/bus"
+	"github.com/baton-dev/baton/internal/epochguard"
 	"github.com/baton-dev/baton/internal/membership"
+	"github.com/baton-dev/baton/internal/tlsutil"
 	"github.com/baton-dev/baton/protocol"
 )
 
 // Node is one LB. Create it with New, then call Run once. Its methods are
 // safe for concurrent use.
 type Node struct {
-	cfg       Config
-	log       *slog.Logger
-	metrics   *metrics
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	// epochs rejects a pushed table whose epoch jumps implausibly far
+	// ahead of the cluster's Raft index.
+	epochs    *epochguard.Guard
 	gatherer  prometheus.Gatherer
 	transport *http.Transport
 	adminLn   net.Listener
@@ -107,7 +113,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lb admin listener on %s: %w (is another baton lb running? set another admin address)", cfg.AdminAddr, err)
 	}
-	return &Node{
+	n := &Node{
 		cfg:       cfg,
 		log:       cfg.Logger.With("lb_id", cfg.ID),
 		metrics:   m,
@@ -120,7 +126,19 @@ func New(cfg Config) (*Node, error) {
 		deleted:   make(map[string]uint64),
 		draining:  make(map[string]*backend),
 		returns:   newReturnTimers(),
-	}, nil
+	}
+	n.epochs = &epochguard.Guard{Max: protocol.MaxEpochAhead, Ask: n.askClusterIndex}
+	return n, nil
+}
+
+// askClusterIndex asks the leader for the cluster's Raft index
+// (protocol.SubjectClusterIndex).
+func (n *Node) askClusterIndex(ctx context.Context) (uint64, error) {
+	nc := n.bus.Load()
+	if nc == nil {
+		return 0, errors.New("not connected to NATS yet")
+	}
+	return protocol.AskClusterIndex(ctx, nc.Request)
 }
 
 // ID is the node's id as used in acks and stats.
@@ -206,10 +224,20 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 	}
 
+	var natsTLS *tls.Config
+	if n.cfg.TLS.Enabled() {
+		var err error
+		if natsTLS, err = tlsutil.ClientConfig(n.cfg.TLS, tlsutil.CoordinatorServerName); err != nil {
+			n.shutdown()
+			return fmt.Errorf("lb nats: %w", err)
+		}
+	}
 	nc, err := bus.Connect(bus.Config{
 		URL:           natsURL,
 		Name:          "baton-lb " + n.cfg.ID,
 		Logger:        n.log,
+		TLS:           natsTLS,
+		InboxPrefix:   protocol.InboxPrefix(tlsutil.RoleLB, n.cfg.ID),
 		ReconnectWait: 500 * time.Millisecond,
 		// On every (re)connection, and on a replacement connection after
 		// the server closed one: pull every table again.
@@ -317,6 +345,13 @@ func (n *Node) onTable(nc *bus.Conn, m *nats.Msg) {
 // dropped, logged and counted.
 func (n *Node) receiveTable(subject string, data []byte) bool {
 	t, err := decodeTable(subject, data)
+	if err == nil {
+		if gerr := n.epochs.Check(context.Background(), t.Epoch); gerr != nil {
+			err = fmt.Errorf("%w: service %s: %v", protocol.ErrInvalidMessage, t.Service, gerr)
+			// The tables the leader holds come with the next sync.
+			n.triggerSync()
+		}
+	}
 	if err != nil {
 		n.invalidMessage(subjectLabelRoutes, subject, err)
 		return false
@@ -402,10 +437,10 @@ func (n *Node) publishAck(nc *bus.Conn) {
 	n.mu.Lock()
 	ack := n.ackLocked()
 	n.mu.Unlock()
-	n.publishJSON(nc, protocol.SubjectLBAck, ack)
+	n.publishJSON(nc, protocol.LBAckSubject(n.cfg.ID), ack)
 }
 
-// Stats is what an LB publishes on protocol.SubjectLBStats every
+// Stats is what an LB publishes on protocol.LBStatsSubject every
 // SyncInterval: its request counts per service, for autoscaling and LB
 // liveness.
 type Stats struct {
@@ -440,7 +475,7 @@ func (n *Node) Stats() Stats {
 }
 
 func (n *Node) publishStats(nc *bus.Conn) {
-	n.publishJSON(nc, protocol.SubjectLBStats, n.Stats())
+	n.publishJSON(nc, protocol.LBStatsSubject(n.cfg.ID), n.Stats())
 }
 
 func (n *Node) publishJSON(nc *bus.Conn, subject string, v any) {

@@ -267,7 +267,7 @@ func TestAckAndStatsPublished(t *testing.T) {
 	nc := connectNATS(t, url)
 	acks := make(chan protocol.LBAck, 100)
 	stats := make(chan Stats, 100)
-	if _, err := nc.Subscribe(protocol.SubjectLBAck, func(m *nats.Msg) {
+	if _, err := nc.Subscribe(protocol.SubjectLBAckAll, func(m *nats.Msg) {
 		var a protocol.LBAck
 		if err := json.Unmarshal(m.Data, &a); err == nil {
 			select {
@@ -278,7 +278,7 @@ func TestAckAndStatsPublished(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nc.Subscribe(protocol.SubjectLBStats, func(m *nats.Msg) {
+	if _, err := nc.Subscribe(protocol.SubjectLBStatsAll, func(m *nats.Msg) {
 		var s Stats
 		if err := json.Unmarshal(m.Data, &s); err == nil {
 			select {

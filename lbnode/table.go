@@ -76,7 +76,7 @@ type service struct {
 	route atomic.Pointer[route]
 	proxy *httputil.ReverseProxy
 
-	// Request statistics, published on SubjectLBStats.
+	// Request statistics, published on LBStatsSubject.
 	requests atomic.Uint64
 	inFlight atomic.Int64
 

@@ -19,7 +19,7 @@ var ErrInvalidMessage = errors.New("invalid message")
 
 var (
 	agentIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
-	lbIDRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
+	lbIDRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_:-]*$`)
 	hostRE    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
 	labelRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$`)
 	gpuUUIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
@@ -73,7 +73,7 @@ func AgentIDFromHostname(host string) string {
 // and '-', starting with a letter or digit (a host name followed by a pid,
 // say).
 func ValidateLBID(id string) error {
-	const valid = "use 1-128 letters, digits, '.', '_', ':' and '-', starting with a letter or digit (e.g. lb-1)"
+	const valid = "use 1-128 letters, digits, '_', ':' and '-', starting with a letter or digit (e.g. lb-1); it is a NATS subject token, so no '.'"
 	switch {
 	case id == "":
 		return fmt.Errorf("lb id is empty; %s", valid)

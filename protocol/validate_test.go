@@ -36,12 +36,12 @@ func TestAgentIDs(t *testing.T) {
 	if err := ValidateAgentID(strings.Repeat("a", 5000)); err == nil || len(err.Error()) > 300 {
 		t.Errorf("a 5000-character id: %v (the message must stay short)", err)
 	}
-	for _, good := range []string{"lb-1", "host.example.com-4242", "LB_2:a"} {
+	for _, good := range []string{"lb-1", "host-example-com-4242", "LB_2:a"} {
 		if err := ValidateLBID(good); err != nil {
 			t.Errorf("ValidateLBID(%q): %v", good, err)
 		}
 	}
-	for _, bad := range []string{"", "a b", ".a", strings.Repeat("a", 129)} {
+	for _, bad := range []string{"", "a b", ".a", "host.example.com-4242", "a*", "a>", strings.Repeat("a", 129)} {
 		if err := ValidateLBID(bad); err == nil {
 			t.Errorf("ValidateLBID(%q) accepted it", bad)
 		}

@@ -19,7 +19,7 @@ import (
 // role's does, so an address given as an IP or a name missing from the
 // certificate still works, and only a coordinator of the cluster's CA
 // passes.
-const coordinatorServerName = "server.baton"
+const coordinatorServerName = tlsutil.CoordinatorServerName
 
 // tlsFlags are the CLI's TLS settings: the CA to trust and an optional
 // client certificate, each from its flag, else its environment variable.

@@ -14,6 +14,7 @@ package bus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -56,6 +57,16 @@ type Config struct {
 	// a socket (the coordinator's embedded NATS server); URL is then only
 	// shown in logs.
 	InProcess nats.InProcessConnProvider
+	// TLS, if set, speaks TLS to the server with this config (its
+	// certificate authenticates the connection). Default nil: plain text.
+	TLS *tls.Config
+	// Token, if set, authenticates the connection by token (the
+	// coordinator's in-process connection to its own secured server).
+	Token string
+	// InboxPrefix, if set, starts every reply subject of this connection's
+	// requests instead of "_INBOX": a secured server lets an agent or LB
+	// subscribe to its own replies only (protocol.InboxPrefix).
+	InboxPrefix string
 	// OnConnect, if set, is called after every connection and
 	// reconnection, including each replacement connection, from a
 	// goroutine of its own. Daemons use it to resynchronise.
@@ -144,6 +155,15 @@ func (c *Conn) dial() (*nats.Conn, error) {
 	}
 	if c.cfg.InProcess != nil {
 		opts = append(opts, nats.InProcessServer(c.cfg.InProcess))
+	}
+	if c.cfg.TLS != nil {
+		opts = append(opts, nats.Secure(c.cfg.TLS))
+	}
+	if c.cfg.Token != "" {
+		opts = append(opts, nats.Token(c.cfg.Token))
+	}
+	if c.cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(c.cfg.InboxPrefix))
 	}
 	nc, err := nats.Connect(c.cfg.URL, opts...)
 	if err != nil {

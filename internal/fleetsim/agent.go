@@ -82,7 +82,7 @@ func NewSpecCache() *SpecCache { return &SpecCache{entries: map[string]*specEntr
 
 // get returns the spec for req.Digest, fetching it over nc unless another
 // caller has or is fetching it.
-func (c *SpecCache) get(ctx context.Context, nc *nats.Conn, req protocol.SpecRequest) (protocol.TaskSpec, error) {
+func (c *SpecCache) get(ctx context.Context, nc *nats.Conn, agentID string, req protocol.SpecRequest) (protocol.TaskSpec, error) {
 	c.mu.Lock()
 	e, ok := c.entries[req.Digest]
 	if !ok {
@@ -99,7 +99,7 @@ func (c *SpecCache) get(ctx context.Context, nc *nats.Conn, req protocol.SpecReq
 		}
 	}
 	c.Fetches.Add(1)
-	e.spec, e.err = fetchSpec(ctx, nc, req)
+	e.spec, e.err = fetchSpec(ctx, nc, agentID, req)
 	if e.err != nil {
 		c.Failures.Add(1)
 		c.mu.Lock()
@@ -110,14 +110,14 @@ func (c *SpecCache) get(ctx context.Context, nc *nats.Conn, req protocol.SpecReq
 	return e.spec, e.err
 }
 
-func fetchSpec(ctx context.Context, nc *nats.Conn, req protocol.SpecRequest) (protocol.TaskSpec, error) {
+func fetchSpec(ctx context.Context, nc *nats.Conn, agentID string, req protocol.SpecRequest) (protocol.TaskSpec, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return protocol.TaskSpec{}, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	msg, err := nc.RequestWithContext(rctx, protocol.SubjectSpecGet, body)
+	msg, err := nc.RequestWithContext(rctx, protocol.SpecGetSubject(agentID), body)
 	if err != nil {
 		return protocol.TaskSpec{}, fmt.Errorf("fetch spec %s: %w", req.Digest, err)
 	}
@@ -277,7 +277,7 @@ func (a *Agent) onDesired(ctx context.Context, m *nats.Msg) {
 				continue
 			}
 			delete(want, asg.SpecDigest)
-			spec, err := a.fleet.Specs.get(ctx, a.nc, protocol.SpecRequest{Service: asg.Service, Version: asg.Version, Digest: asg.SpecDigest})
+			spec, err := a.fleet.Specs.get(ctx, a.nc, a.id, protocol.SpecRequest{Service: asg.Service, Version: asg.Version, Digest: asg.SpecDigest})
 			if err != nil {
 				continue
 			}
@@ -414,7 +414,7 @@ func (a *Agent) publish(now time.Time) {
 		}
 		a.lastBody, a.lastSent = body, data
 	}
-	if a.nc.Publish(protocol.SubjectAgentStatus, a.lastSent) != nil {
+	if a.nc.Publish(protocol.AgentStatusSubject(a.id), a.lastSent) != nil {
 		a.fleet.PublishErrors.Add(1)
 		return
 	}

@@ -33,7 +33,7 @@ func TestAgentsFollowDesiredSets(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	if _, err := nc.Subscribe(protocol.SubjectSpecGet, func(m *nats.Msg) {
+	if _, err := nc.Subscribe(protocol.SubjectSpecGetAll, func(m *nats.Msg) {
 		body, _ := json.Marshal(protocol.SpecReply{Digest: digest, Spec: specJSON})
 		_ = m.Respond(body)
 	}); err != nil {
@@ -42,7 +42,7 @@ func TestAgentsFollowDesiredSets(t *testing.T) {
 	// reports holds each agent's last status.
 	var mu sync.Mutex
 	reports := map[string]protocol.AgentStatus{}
-	if _, err := nc.Subscribe(protocol.SubjectAgentStatus, func(m *nats.Msg) {
+	if _, err := nc.Subscribe(protocol.SubjectAgentStatusAll, func(m *nats.Msg) {
 		var st protocol.AgentStatus
 		if protocol.DecodeMessage(m.Data, protocol.MaxMessageBytes, &st) != nil || st.Validate() != nil {
 			t.Errorf("invalid agent status: %s", m.Data)

@@ -126,7 +126,7 @@ func (l *LB) ack() {
 	}
 	l.mu.Unlock()
 	if body, err := json.Marshal(ack); err == nil {
-		_ = l.nc.Publish(protocol.SubjectLBAck, body)
+		_ = l.nc.Publish(protocol.LBAckSubject(l.id), body)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/baton-dev/baton/internal/tlsutil"
 )
 
 // Config says where the embedded server listens.
@@ -29,7 +31,31 @@ type Config struct {
 	// ClusterName names the cluster; servers only route to servers of the
 	// same name. Default "baton".
 	ClusterName string
+	// Security, if set, secures the server: TLS on the client port with a
+	// certificate of the cluster's CA required of every client, each
+	// client given the permissions of its certificate's role (see
+	// Permissions), and mutual TLS between coordinators on the cluster
+	// port. Default nil: open, plain text (dev).
+	Security *Security
 }
+
+// Security is how a secured server authenticates.
+type Security struct {
+	// TLS is the embedding coordinator's CA, certificate and key (all
+	// required).
+	TLS tlsutil.Files
+	// InProcessToken authenticates the embedding process's own in-process
+	// connection (nats.Token): it has no certificate. Keep it secret and
+	// random; required.
+	InProcessToken string
+	// OnRefuse, if set, is called for every connection refused, with the
+	// remote address and why. It must not block.
+	OnRefuse func(remote, reason string)
+}
+
+// tlsHandshakeTimeout bounds a TLS handshake, in seconds (nats-server's
+// unit).
+const tlsHandshakeTimeout = 2
 
 // Server is a running embedded NATS server.
 type Server struct {
@@ -59,6 +85,24 @@ func Start(cfg Config) (*Server, error) {
 		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: host, Port: cfg.ClusterPort}
 		if opts.Cluster.Name == "" {
 			opts.Cluster.Name = "baton"
+		}
+	}
+	if sec := cfg.Security; sec != nil {
+		if sec.InProcessToken == "" {
+			return nil, errors.New("nats server: a secured server needs an in-process token")
+		}
+		clientTLS, err := tlsutil.ServerConfig(sec.TLS, true)
+		if err != nil {
+			return nil, fmt.Errorf("nats server: %w", err)
+		}
+		opts.TLS, opts.TLSVerify, opts.TLSConfig, opts.TLSTimeout = true, true, clientTLS, tlsHandshakeTimeout
+		opts.CustomClientAuthentication = &roleAuth{token: []byte(sec.InProcessToken), onRefuse: sec.OnRefuse}
+		if cfg.ClusterPort != 0 {
+			routeTLS, err := tlsutil.MutualConfig(sec.TLS, tlsutil.CoordinatorServerName, tlsutil.RoleCoordinator)
+			if err != nil {
+				return nil, fmt.Errorf("nats server routes: %w", err)
+			}
+			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = routeTLS, tlsHandshakeTimeout
 		}
 	}
 	saved := *opts

@@ -144,3 +144,24 @@ func loadKeyPair(certPath, keyPath string) (tls.Certificate, error) {
 	}
 	return cert, nil
 }
+
+// MutualConfig returns a config for a party that both accepts and dials
+// connections of its own kind (NATS routes between coordinators): its
+// certificate from f, peers verified against f.CA in both directions under
+// serverName, and the peer's certificate required to carry peerRole.
+func MutualConfig(f Files, serverName, peerRole string) (*tls.Config, error) {
+	cfg, err := ServerConfig(f, true)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RootCAs = cfg.ClientCAs
+	cfg.ServerName = serverName
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		role, node, ok := PeerRole(&cs)
+		if !ok || role != peerRole {
+			return fmt.Errorf("peer certificate is not a %s's (role %q, node %q)", peerRole, role, node)
+		}
+		return nil
+	}
+	return cfg, nil
+}

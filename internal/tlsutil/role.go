@@ -3,6 +3,7 @@ package tlsutil
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net/url"
 	"regexp"
 	"slices"
@@ -17,6 +18,15 @@ const (
 	RoleAgent       = "agent"
 	RoleLB          = "lb"
 )
+
+// CoordinatorServerName is the DNS name only a coordinator's certificate
+// holds: coordinators, agents, LBs and the CLI dial coordinators with it as
+// the TLS server name, whatever address they dial.
+const CoordinatorServerName = "server.baton"
+
+// AgentServerName is the DNS name every agent's certificate holds; a
+// coordinator dials agents with it and checks the node in the certificate.
+const AgentServerName = "agent.baton"
 
 // Roles lists every role, in the order the CLI documents them.
 var Roles = []string{RoleCoordinator, RoleCLI, RoleAgent, RoleLB}
@@ -108,4 +118,42 @@ func PeerRole(state *tls.ConnectionState) (role, node string, ok bool) {
 		return "", "", false
 	}
 	return RoleOf(state.VerifiedChains[0][0])
+}
+
+// CheckIdentity reads the certificate in f.Cert and checks that it
+// carries role and node, so that a daemon refuses to start with another
+// node's certificate (the coordinators would give it that node's
+// permissions, not its own).
+func (f Files) CheckIdentity(role, node string) error {
+	if f.Cert == "" {
+		return nil
+	}
+	kp, err := loadKeyPair(f.Cert, f.Key)
+	if err != nil {
+		return err
+	}
+	leaf, err := x509.ParseCertificate(kp.Certificate[0])
+	if err != nil {
+		return fmt.Errorf("certificate %s: %w", f.Cert, err)
+	}
+	gotRole, gotNode, ok := RoleOf(leaf)
+	switch {
+	case !ok:
+		return fmt.Errorf("certificate %s carries no baton role; make one with `baton tls cert create --%s --node %s`", f.Cert, roleFlag(role), node)
+	case gotRole != role || gotNode != node:
+		return fmt.Errorf("certificate %s is for %s %q, not %s %q; make one with `baton tls cert create --%s --node %s`", f.Cert, gotRole, gotNode, role, node, roleFlag(role), node)
+	}
+	return nil
+}
+
+// roleFlag is the `baton tls cert create` flag that makes role's
+// certificates.
+func roleFlag(role string) string {
+	switch role {
+	case RoleCoordinator:
+		return "server"
+	case RoleCLI:
+		return "client"
+	}
+	return role
 }

@@ -69,7 +69,8 @@ type faultOpts struct {
 	lbs          int
 	// agentCPUs is each agent's --cpus (default 4).
 	agentCPUs float64
-	// slow leaves out --dev (production timings).
+	// slow leaves out --dev (production timings; the coordinators get
+	// --insecure instead, as they run without TLS and ACLs).
 	slow bool
 }
 
@@ -158,7 +159,11 @@ func newFaultCluster(t *testing.T, opts faultOpts) *faultCluster {
 		if lbHost != "" {
 			args = append(args, "--lb-host", lbHost)
 		}
-		if !opts.slow {
+		if opts.slow {
+			// Production timings: without --dev a coordinator refuses
+			// to run without TLS and ACLs unless told --insecure.
+			args = append(args, "--insecure")
+		} else {
 			args = append(args, "--dev")
 		}
 		fc.add(&faultNode{name: name, role: roleCoordinator, ip: ip, args: args})

@@ -240,7 +240,7 @@ func (d *demo) startCluster() error {
 	d.cluster = localcluster.NewCluster(d.procs, coords)
 	d.addrs = d.cluster.APIs()
 	gossip := d.cluster.GossipAddrs()
-	say("$ baton coordinator --node-id c1 --http-addr %s ... --bootstrap-expect 3 --join %s   # and c2, c3",
+	say("$ baton coordinator --dev --node-id c1 --http-addr %s ... --bootstrap-expect 3 --join %s   # and c2, c3",
 		coords[0].API, strings.Join(gossip, ","))
 	if err := d.cluster.StartAll(); err != nil {
 		return err

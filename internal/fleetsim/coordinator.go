@@ -26,6 +26,9 @@ type Coordinator struct {
 	NATSPort int
 	// DebugAddr is passed as --debug-addr when set.
 	DebugAddr string
+	// Insecure passes --insecure: the coordinator runs on loopback without
+	// TLS and ACLs, which a binary that knows the flag refuses without it.
+	Insecure bool
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -33,11 +36,14 @@ type Coordinator struct {
 
 // StartCoordinator picks free loopback ports and starts a coordinator in
 // dir, trying fresh ports when the picked ones were taken meanwhile. With
-// debug, it also passes --debug-addr (if the binary knows the flag).
+// debug, it also passes --debug-addr (if the binary knows the flag). It
+// passes --insecure if the binary knows it (an older one to compare with
+// starts open without it).
 func StartCoordinator(ctx context.Context, bin, dir string, debug bool) (*Coordinator, error) {
 	if debug && !hasFlag(bin, "coordinator", "--debug-addr") {
 		debug = false
 	}
+	insecure := hasFlag(bin, "coordinator", "--insecure")
 	var last error
 	for attempt := 1; attempt <= 3; attempt++ {
 		ports, err := freePorts(4)
@@ -49,6 +55,7 @@ func StartCoordinator(ctx context.Context, bin, dir string, debug bool) (*Coordi
 			HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[0]),
 			RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]),
 			NATSPort: ports[2],
+			Insecure: insecure,
 		}
 		if debug {
 			c.DebugAddr = fmt.Sprintf("127.0.0.1:%d", ports[3])
@@ -96,6 +103,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		"--nats-host", "127.0.0.1", "--nats-port", strconv.Itoa(c.NATSPort), "--log-level", "warn"}
 	if c.DebugAddr != "" {
 		args = append(args, "--debug-addr", c.DebugAddr)
+	}
+	if c.Insecure {
+		args = append(args, "--insecure")
 	}
 	fmt.Fprintf(logf, "=== %s %s\n", c.Bin, strings.Join(args, " "))
 	cmd := exec.Command(c.Bin, args...)

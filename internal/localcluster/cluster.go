@@ -40,12 +40,16 @@ const (
 // others otherwise, and its data dir under dir, with the flags users give:
 //
 //	coordinator --node-id c1 --data-dir D --http-addr H:7400 --raft-addr H:7401
-//	  --gossip-addr H:7402 --nats-host H --nats-port 4222 --nats-cluster-port 6222
+//	  --nats-host H --nats-port 4222 --insecure
+//	  --gossip-addr H:7402 --nats-cluster-port 6222
 //	  --bootstrap-expect 3 --join H1:7402,H2:7402,H3:7402 extra...
 //
 // Several hosts bootstrap together over gossip; one host is a lone node
-// (--bootstrap, the default: no gossip, no NATS cluster port). extra is
-// added to every coordinator's flags (e.g. --raft-timeout 300ms).
+// (--bootstrap, the default: no gossip, no NATS cluster port). A local
+// cluster runs without TLS and ACLs, on the loopback addresses its callers
+// give, so every coordinator gets --insecure (a coordinator refuses to
+// start open without it, or --dev). extra is added to every coordinator's
+// flags (e.g. --raft-timeout 300ms).
 func Coordinators(hosts []string, dir string, extra ...string) ([]Coordinator, error) {
 	type ports struct{ api, raft, gossip, nats, cluster int }
 	all := make([]ports, len(hosts))
@@ -75,7 +79,7 @@ func Coordinators(hosts []string, dir string, extra ...string) ([]Coordinator, e
 		}
 		c.Args = []string{"coordinator", "--node-id", c.ID, "--data-dir", c.DataDir,
 			"--http-addr", c.API, "--raft-addr", c.Raft,
-			"--nats-host", h, "--nats-port", strconv.Itoa(all[i].nats)}
+			"--nats-host", h, "--nats-port", strconv.Itoa(all[i].nats), "--insecure"}
 		if len(hosts) > 1 {
 			c.Gossip = gossip[i]
 			c.Args = append(c.Args, "--gossip-addr", c.Gossip,

@@ -218,6 +218,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if err := protocol.ValidateAgentID(cfg.ID); err != nil {
 		return cfg, fmt.Errorf("--id: %w", err)
 	}
+	if err := checkTLS(cfg.TLS, cfg.ID); err != nil {
+		return cfg, err
+	}
 	def := DefaultConfig()
 	if cfg.NATSURL == "" && len(cfg.Join) == 0 {
 		cfg.NATSURL = def.NATSURL

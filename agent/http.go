@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -13,13 +14,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/baton-dev/baton/agent/replicalog"
+	"github.com/baton-dev/baton/internal/tlsutil"
 	"github.com/baton-dev/baton/protocol"
 )
 
 // logFollowPoll is how often a followed log is checked for new data.
 const logFollowPoll = 100 * time.Millisecond
 
-// routes is the agent's HTTP API:
+// routes is the agent's HTTP API (with TLS, the first two are for
+// coordinators only; see http_tls.go):
 //
 //	GET /v1/replicas/{service}/{id}/logs[?tail=N&follow=1]  text/plain log stream
 //	GET /v1/status                                          AgentStatus (JSON)
@@ -27,11 +30,11 @@ const logFollowPoll = 100 * time.Millisecond
 //	GET /metrics                                            Prometheus
 func (a *Agent) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/replicas/{service}/{id}/logs", a.handleLogs)
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /v1/replicas/{service}/{id}/logs", a.coordinatorsOnly(a.handleLogs))
+	mux.HandleFunc("GET /v1/status", a.coordinatorsOnly(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(a.Status())
-	})
+	}))
 	mux.HandleFunc("GET /healthz", a.handleHealth)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.gather, promhttp.HandlerOpts{}))
 	return mux
@@ -161,8 +164,24 @@ func (a *Agent) handleLogs(w http.ResponseWriter, req *http.Request) {
 	}
 }
 
-// newHTTPServer returns the server for routes(): plain HTTP; with
-// TLSConfig set, Run serves it over TLS.
+// newHTTPServer returns the server for routes(): plain HTTP, or with
+// Config.TLS a TLSConfig with the agent's certificate that verifies a
+// client's certificate when one is sent (Run then serves it over TLS, and
+// routes lets only coordinators read logs and status). A plain HTTP
+// request to it is answered 400 by net/http; handshake failures are
+// logged at warn.
 func (a *Agent) newHTTPServer() (*http.Server, error) {
-	return &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}, nil
+	srv := &http.Server{
+		Handler:           a.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+	}
+	if a.cfg.TLS.Enabled() {
+		tc, err := tlsutil.ServerConfig(a.cfg.TLS, false)
+		if err != nil {
+			return nil, fmt.Errorf("agent https: %w", err)
+		}
+		srv.TLSConfig = tc
+	}
+	return srv, nil
 }

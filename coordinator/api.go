@@ -7,10 +7,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -31,7 +29,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/services/{name}/update", s.write(s.authz(deploy, s.handleUpdate)))
 	mux.HandleFunc("DELETE /v1/services/{name}", s.write(s.authz(deploy, s.handleDown)))
 	mux.HandleFunc("GET /v1/status", s.read(s.authz(read, s.handleStatus)))
-	mux.HandleFunc("GET /v1/services/{name}/replicas/{id}/logs", s.authz(read, s.handleLogs))
+	mux.HandleFunc("GET /v1/services/{name}/replicas/{id}/logs", s.authz(read, s.newAgentLogs().handle))
 	mux.HandleFunc("GET /v1/agents", s.read(s.authz(read, s.handleAgents)))
 	// The operator's peer list is also how a coordinator that waits to
 	// bootstrap asks the others whether a cluster exists: it needs no
@@ -396,81 +394,5 @@ func (s *Server) awaitCaughtUp(w http.ResponseWriter, r *http.Request) bool {
 			return false
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// handleLogs streams a replica's log from its agent.
-func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
-	if !s.awaitCaughtUp(w, r) {
-		return
-	}
-	name := r.PathValue("name")
-	if !mayTouch(w, r, name) {
-		return
-	}
-	id, err := strconv.Atoi(r.PathValue("id"))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "replica id must be a number, like 3")
-		return
-	}
-	var agentAddr, agentID string
-	var found, svcFound bool
-	s.fsm.Read(func(st *State) {
-		_, svcFound = st.Services[name]
-		if rep, ok := st.Replicas[protocol.ReplicaKey(name, id)]; ok {
-			found = true
-			agentID = rep.AgentID
-			if a := st.Agents[rep.AgentID]; a != nil {
-				agentAddr = a.Address
-			}
-		}
-	})
-	switch {
-	case !svcFound:
-		writeError(w, http.StatusNotFound, protocol.CodeNotFound, fmt.Sprintf("service %q not found", name))
-		return
-	case !found:
-		writeError(w, http.StatusNotFound, protocol.CodeNotFound,
-			fmt.Sprintf("replica %d of service %q not found; `baton serve status %s` lists its replicas", id, name, name))
-		return
-	case agentAddr == "":
-		writeError(w, http.StatusConflict, protocol.CodeUnavailable,
-			fmt.Sprintf("replica %d has not been placed on an agent yet, so it has no logs", id))
-		return
-	}
-	u := url.URL{Scheme: "http", Host: agentAddr,
-		Path:     fmt.Sprintf("/v1/replicas/%s/%d/logs", url.PathEscape(name), id),
-		RawQuery: r.URL.RawQuery}
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u.String(), nil)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, protocol.CodeInternal, err.Error())
-		return
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		writeError(w, http.StatusBadGateway, protocol.CodeUnavailable,
-			fmt.Sprintf("cannot reach agent %s at %s for logs: %v", agentID, agentAddr, err))
-		return
-	}
-	defer resp.Body.Close()
-	for k, vs := range resp.Header {
-		for _, v := range vs {
-			w.Header().Add(k, v)
-		}
-	}
-	w.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(w)
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := resp.Body.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
-			}
-			_ = rc.Flush()
-		}
-		if err != nil {
-			return
-		}
 	}
 }

@@ -41,7 +41,7 @@ The CLI sends $BATON_TOKEN (or --token) with every request.`,
 }
 
 func aclBootstrapCmd(addr *addrFlag) *cobra.Command {
-	var asJSON bool
+	var asJSON, quiet bool
 	cmd := &cobra.Command{
 		Use:           "bootstrap",
 		Short:         "Create the first management token (once per cluster)",
@@ -57,16 +57,17 @@ func aclBootstrapCmd(addr *addrFlag) *cobra.Command {
 			if _, err := cl.do(contextOf(cmd), http.MethodPost, "/v1/acl/bootstrap", nil, struct{}{}, &resp); err != nil {
 				return err
 			}
-			return printToken(cmd.OutOrStdout(), resp, asJSON)
+			return printToken(cmd.OutOrStdout(), resp, asJSON, quiet)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the token as JSON")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the secret (for BATON_TOKEN=$(baton acl bootstrap -q))")
 	return cmd
 }
 
 func aclCreateCmd(addr *addrFlag) *cobra.Command {
 	var req protocol.ACLTokenRequest
-	var asJSON bool
+	var asJSON, quiet bool
 	cmd := &cobra.Command{
 		Use:   "create --policy read|deploy|operator|management [--service NAME...] [--name TEXT]",
 		Short: "Create a token (needs a management token)",
@@ -87,9 +88,10 @@ func aclCreateCmd(addr *addrFlag) *cobra.Command {
 			if _, err := cl.do(contextOf(cmd), http.MethodPost, "/v1/acl/tokens", nil, req, &resp); err != nil {
 				return err
 			}
-			return printToken(cmd.OutOrStdout(), resp, asJSON)
+			return printToken(cmd.OutOrStdout(), resp, asJSON, quiet)
 		},
 	}
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the secret")
 	cmd.Flags().StringVar(&req.Policy, "policy", "", "read, deploy, operator or management (required)")
 	cmd.Flags().StringSliceVar(&req.Services, "service", nil, "limit a read or deploy token to these services (repeatable)")
 	cmd.Flags().StringVar(&req.Name, "name", "", "a description shown in token list")
@@ -161,9 +163,13 @@ func aclRevokeCmd(addr *addrFlag) *cobra.Command {
 }
 
 // printToken shows a new token; its secret is shown this once.
-func printToken(w io.Writer, t protocol.ACLTokenResponse, asJSON bool) error {
+func printToken(w io.Writer, t protocol.ACLTokenResponse, asJSON, quiet bool) error {
 	if asJSON {
 		return writeJSONTo(w, t)
+	}
+	if quiet {
+		_, err := fmt.Fprintln(w, t.SecretID)
+		return err
 	}
 	svcs := strings.Join(t.Services, ", ")
 	if svcs == "" {

@@ -14,12 +14,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/baton-dev/baton/agent/gpu"
 	"github.com/baton-dev/baton/internal/testutil"
+	"github.com/nats-io/nats.go"
+
 	"github.com/baton-dev/baton/protocol"
 )
 
@@ -786,5 +789,37 @@ func TestReusedKeyStartsFresh(t *testing.T) {
 	prev, err := os.ReadFile(filepath.Join(dir+".prev", logFileName))
 	if err != nil || !strings.Contains(string(prev), "baton: starting run") {
 		t.Errorf("earlier log not kept in %s.prev: %v %q", dir, err, prev)
+	}
+}
+
+// TestFarAheadEpochRejected: a desired set whose epoch is more than
+// MaxEpochAhead past the index the leader confirms is dropped whole (it
+// would make every real set look stale), and the next real set applies.
+func TestFarAheadEpochRejected(t *testing.T) {
+	t.Parallel()
+	h := startAgent(t, nil)
+	var asks atomic.Int64
+	if _, err := h.nc.Subscribe(protocol.SubjectClusterIndex, func(m *nats.Msg) {
+		asks.Add(1)
+		_ = m.Respond([]byte(`{"index":40}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = h.nc.Flush()
+	one := serverAssignment(t, "far", 1)
+	h.desire(5, one)
+	h.waitStatus("far", 1, protocol.ReplicaReady, readyTimeout)
+	h.desire(1 << 40) // forged: would stop replica 1 and shadow every set
+	two := serverAssignment(t, "far", 2)
+	h.desire(6, one, two)
+	h.waitStatus("far", 2, protocol.ReplicaReady, readyTimeout)
+	if slices.Contains(h.history("far", 1), protocol.ReplicaShuttingDown) {
+		t.Errorf("the far-ahead set stopped replica 1: history %v", h.history("far", 1))
+	}
+	if asks.Load() != 1 {
+		t.Errorf("%d questions to the leader, want 1", asks.Load())
+	}
+	if n := promValue(t, h.agent, "baton_agent_invalid_messages_total"); n != 1 {
+		t.Errorf("invalid messages counted: %v, want 1", n)
 	}
 }

@@ -287,3 +287,44 @@ func FuzzSyncReply(f *testing.F) {
 		}
 	})
 }
+
+// TestFarAheadEpochRejected: a valid table whose epoch is more than
+// MaxEpochAhead past the index the leader confirms is dropped and counted
+// (it would shadow every real table), the LB asks the leader once per
+// flood, and a real table still applies; an epoch the leader's index
+// covers applies after one question.
+func TestFarAheadEpochRejected(t *testing.T) {
+	url := testutil.NATS(t)
+	n := startNode(t, testConfig(t, url))
+	nc := connectNATS(t, url)
+	var index, asks atomic.Uint64
+	index.Store(50)
+	if _, err := nc.Subscribe(protocol.SubjectClusterIndex, func(m *nats.Msg) {
+		asks.Add(1)
+		_ = m.Respond(mustJSON(t, protocol.ClusterIndex{Index: index.Load()}))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r1 := replicaServer(t, 1)
+	port := testutil.FreePort(t, "127.0.0.1")
+	good := func(epoch uint64) protocol.RouteTable {
+		return table("victim", epoch, port, "", ep(1, 1, hostPort(r1)))
+	}
+	pushTable(t, n, nc, good(10)) // within MaxEpochAhead of 0: no question
+	if asks.Load() != 0 {
+		t.Fatalf("%d questions for a plausible epoch", asks.Load())
+	}
+	for range 20 {
+		publishTable(t, nc, good(1<<40))
+	}
+	pushTable(t, n, nc, good(11))
+	wantMetric(t, n, 20, "baton_lb_invalid_messages_total", "subject", "routes")
+	if a := asks.Load(); a != 1 {
+		t.Fatalf("%d questions to the leader for a flood of 20 forged tables, want 1", a)
+	}
+	// The cluster really is far ahead (an LB that slept through many
+	// changes): after one more question, the table applies.
+	index.Store(1 << 40)
+	time.Sleep(1100 * time.Millisecond) // past the guard's MinInterval
+	pushTable(t, n, nc, good(1<<40))
+}

@@ -13,37 +13,10 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/agent/replicalog"
+	"github.com/baton-dev/baton/internal/testutil"
 	"github.com/baton-dev/baton/internal/tlsutil"
 	"github.com/baton-dev/baton/protocol"
 )
-
-// testPKI is a CA made with tlsutil in a temporary directory.
-type testPKI struct {
-	t           *testing.T
-	dir         string
-	caCert, key string
-}
-
-func newTestPKI(t *testing.T) *testPKI {
-	t.Helper()
-	dir := t.TempDir()
-	caCert, key, err := tlsutil.CreateCA(dir, 30, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testPKI{t: t, dir: dir, caCert: caCert, key: key}
-}
-
-// cert makes a certificate for role and node and returns the files of its
-// holder.
-func (p *testPKI) cert(role, node string) tlsutil.Files {
-	p.t.Helper()
-	cert, key, err := tlsutil.CreateCert(p.dir, p.caCert, p.key, role, node, 30, nil, nil)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	return tlsutil.Files{CA: p.caCert, Cert: cert, Key: key}
-}
 
 // tlsClient dials as f (its CA trusted, its certificate presented when it
 // has one) and verifies the server as an agent, as the coordinator does.
@@ -114,20 +87,20 @@ func startTLSAgent(t *testing.T, f tlsutil.Files, logLine string) string {
 // open to any client over TLS.
 func TestAgentHTTPSCoordinatorsOnly(t *testing.T) {
 	t.Parallel()
-	pki := newTestPKI(t)
+	pki := testutil.NewPKI(t)
 	const secret = "secret-log-line-7f3a"
-	addr := startTLSAgent(t, pki.cert(tlsutil.RoleAgent, "a1"), secret)
+	addr := startTLSAgent(t, pki.Cert(tlsutil.RoleAgent, "a1"), secret)
 	base := "https://" + addr
-	other := newTestPKI(t)
-	foreign := other.cert(tlsutil.RoleCoordinator, "c1")
-	foreign.CA = pki.caCert // trusts this cluster, holds another CA's certificate
+	other := testutil.NewPKI(t)
+	foreign := other.Cert(tlsutil.RoleCoordinator, "c1")
+	foreign.CA = pki.CACert // trusts this cluster, holds another CA's certificate
 
 	clients := map[string]*http.Client{
-		"none":        tlsClient(t, tlsutil.Files{CA: pki.caCert}),
-		"coordinator": tlsClient(t, pki.cert(tlsutil.RoleCoordinator, "c1")),
-		"lb":          tlsClient(t, pki.cert(tlsutil.RoleLB, "lb-1")),
-		"cli":         tlsClient(t, pki.cert(tlsutil.RoleCLI, "")),
-		"agent":       tlsClient(t, pki.cert(tlsutil.RoleAgent, "a2")),
+		"none":        tlsClient(t, tlsutil.Files{CA: pki.CACert}),
+		"coordinator": tlsClient(t, pki.Cert(tlsutil.RoleCoordinator, "c1")),
+		"lb":          tlsClient(t, pki.Cert(tlsutil.RoleLB, "lb-1")),
+		"cli":         tlsClient(t, pki.Cert(tlsutil.RoleCLI, "")),
+		"agent":       tlsClient(t, pki.Cert(tlsutil.RoleAgent, "a2")),
 		"foreign":     tlsClient(t, foreign),
 	}
 	const logs, status = "/v1/replicas/web/1/logs", "/v1/status"
@@ -205,10 +178,10 @@ func TestAgentHTTPSCoordinatorsOnly(t *testing.T) {
 // New refuses TLS files that are not this agent's, naming what is wrong.
 func TestNewChecksTLSCertificate(t *testing.T) {
 	t.Parallel()
-	pki := newTestPKI(t)
-	own := pki.cert(tlsutil.RoleAgent, "a1")
-	otherCA := newTestPKI(t).cert(tlsutil.RoleAgent, "a1")
-	otherCA.CA = pki.caCert
+	pki := testutil.NewPKI(t)
+	own := pki.Cert(tlsutil.RoleAgent, "a1")
+	otherCA := testutil.NewPKI(t).Cert(tlsutil.RoleAgent, "a1")
+	otherCA.CA = pki.CACert
 	tests := []struct {
 		name    string
 		files   tlsutil.Files
@@ -216,12 +189,12 @@ func TestNewChecksTLSCertificate(t *testing.T) {
 	}{
 		{name: "its own", files: own},
 		{name: "no TLS", files: tlsutil.Files{}},
-		{name: "another agent's", files: pki.cert(tlsutil.RoleAgent, "a2"),
+		{name: "another agent's", files: pki.Cert(tlsutil.RoleAgent, "a2"),
 			wantErr: []string{`is for agent "a2", but this agent's id is "a1"`, "baton tls cert create --agent --node a1", "--id a2"}},
-		{name: "a coordinator's", files: pki.cert(tlsutil.RoleCoordinator, "a1"),
+		{name: "a coordinator's", files: pki.Cert(tlsutil.RoleCoordinator, "a1"),
 			wantErr: []string{"is a coordinator's, not an agent's"}},
 		{name: "another CA's", files: otherCA,
-			wantErr: []string{"does not verify against the CA " + pki.caCert}},
+			wantErr: []string{"does not verify against the CA " + pki.CACert}},
 		{name: "certificate without CA", files: tlsutil.Files{Cert: own.Cert, Key: own.Key},
 			wantErr: []string{"a TLS certificate without a CA"}},
 		{name: "CA without certificate", files: tlsutil.Files{CA: own.CA},

@@ -24,7 +24,7 @@ import (
 // certificates of one CA when pki is set.
 type logsCluster struct {
 	t     *testing.T
-	pki   *testPKI // nil: plain HTTP everywhere
+	pki   *testutil.PKI // nil: plain HTTP everywhere
 	coord *coordinator.Server
 	api   string       // the coordinator's base URL
 	cli   *http.Client // the CLI's: trusts the CA, holds no certificate
@@ -41,7 +41,7 @@ type runningAgent struct {
 	err  error // Run's, once done is closed
 }
 
-func newLogsCluster(t *testing.T, pki *testPKI) *logsCluster {
+func newLogsCluster(t *testing.T, pki *testutil.PKI) *logsCluster {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &logsCluster{t: t, pki: pki, ctx: ctx, agents: map[string]*runningAgent{}}
@@ -56,8 +56,8 @@ func newLogsCluster(t *testing.T, pki *testPKI) *logsCluster {
 	cfg.AgentTimeout = 2 * time.Second
 	c.cli, c.api = http.DefaultClient, "http://"
 	if pki != nil {
-		cfg.TLS = pki.cert(tlsutil.RoleCoordinator, "c1")
-		c.cli, c.api = httpsClient(t, tlsutil.Files{CA: pki.caCert}), "https://"
+		cfg.TLS = pki.Cert(tlsutil.RoleCoordinator, "c1")
+		c.cli, c.api = httpsClient(t, tlsutil.Files{CA: pki.CACert}), "https://"
 	}
 	coord, err := coordinator.New(cfg)
 	if err != nil {
@@ -102,7 +102,7 @@ func (c *logsCluster) startAgent(id, httpAddr string) {
 	cfg.ProbeInterval = 100 * time.Millisecond
 	cfg.StopGrace = time.Second
 	if c.pki != nil {
-		cfg.TLS = c.pki.cert(tlsutil.RoleAgent, id)
+		cfg.TLS = c.pki.Cert(tlsutil.RoleAgent, id)
 	}
 	a, err := agent.New(cfg)
 	if err != nil {
@@ -210,9 +210,9 @@ func TestLogsThroughCoordinator(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var pki *testPKI
+			var pki *testutil.PKI
 			if tt.tls {
-				pki = newTestPKI(t)
+				pki = testutil.NewPKI(t)
 			}
 			c := newLogsCluster(t, pki)
 			c.startAgent("agent-1", "127.0.0.1:0")
@@ -234,7 +234,7 @@ func TestLogsThroughCoordinator(t *testing.T) {
 				if err != nil || resp.StatusCode != http.StatusBadRequest {
 					t.Fatalf("plain http to the agent: %v %v; want 400", resp, err)
 				}
-				code, body, err := call(t, httpsClient(t, tlsutil.Files{CA: pki.caCert}), "GET", "https://"+addr+"/v1/replicas/web/1/logs", nil)
+				code, body, err := call(t, httpsClient(t, tlsutil.Files{CA: pki.CACert}), "GET", "https://"+addr+"/v1/replicas/web/1/logs", nil)
 				if err != nil || code != http.StatusUnauthorized || strings.Contains(string(body), "log-of-replica") {
 					t.Fatalf("https to the agent without a certificate: %d %s %v; want 401 without the log", code, body, err)
 				}
@@ -271,7 +271,7 @@ func TestLogsThroughCoordinator(t *testing.T) {
 // 502 rather than stream the wrong agent's data. The new agent's own
 // replica's log is fetched from it, at the same address.
 func TestLogsRefuseAnotherAgentsCertificate(t *testing.T) {
-	c := newLogsCluster(t, newTestPKI(t))
+	c := newLogsCluster(t, testutil.NewPKI(t))
 	c.startAgent("agent-1", "127.0.0.1:0")
 	addr := c.agentAddr("agent-1")
 	up := protocol.UpRequest{Name: "web", YAML: markerTask(t), Filename: "web.yaml"}

@@ -21,33 +21,6 @@ import (
 	"github.com/baton-dev/baton/protocol"
 )
 
-// testPKI is a CA made with tlsutil in a temporary directory.
-type testPKI struct {
-	t           *testing.T
-	dir         string
-	caCert, key string
-}
-
-func newTestPKI(t *testing.T) *testPKI {
-	t.Helper()
-	dir := t.TempDir()
-	caCert, key, err := tlsutil.CreateCA(dir, 30, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testPKI{t: t, dir: dir, caCert: caCert, key: key}
-}
-
-// cert makes a certificate for role and node and returns the files a party holding it uses.
-func (p *testPKI) cert(role, node string) tlsutil.Files {
-	p.t.Helper()
-	cert, key, err := tlsutil.CreateCert(p.dir, p.caCert, p.key, role, node, 30, nil, nil)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	return tlsutil.Files{CA: p.caCert, Cert: cert, Key: key}
-}
-
 // httpsClient trusts f.CA (and presents f's certificate when it has one).
 func httpsClient(t *testing.T, f tlsutil.Files) *http.Client {
 	t.Helper()
@@ -87,14 +60,14 @@ func callAnswer(t *testing.T, cl *http.Client, method, url string, body any) (an
 // answered; a plain HTTP request is refused with 400 and changes
 // nothing; a client trusting another CA cannot connect.
 func TestAPIHTTPS(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testutil.NewPKI(t)
 	cfg := coordinator.DevConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.RaftAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
 	cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
 	cfg.NATSPort = -1
-	cfg.TLS = pki.cert(tlsutil.RoleCoordinator, "c1")
+	cfg.TLS = pki.Cert(tlsutil.RoleCoordinator, "c1")
 	s, err := coordinator.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +79,7 @@ func TestAPIHTTPS(t *testing.T) {
 	base := "https://" + s.HTTPAddr()
 
 	// The CLI has the CA and no certificate of its own.
-	cli := httpsClient(t, tlsutil.Files{CA: pki.caCert})
+	cli := httpsClient(t, tlsutil.Files{CA: pki.CACert})
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		code, body, err := call(t, cli, "GET", base+"/v1/status", nil)
 		if err != nil || code != 200 {
@@ -115,7 +88,7 @@ func TestAPIHTTPS(t *testing.T) {
 		return nil
 	})
 	// A client certificate signed by the CA is accepted too.
-	withCert := httpsClient(t, pki.cert(tlsutil.RoleCLI, ""))
+	withCert := httpsClient(t, pki.Cert(tlsutil.RoleCLI, ""))
 	if code, body, err := call(t, withCert, "GET", base+"/v1/status", nil); err != nil || code != 200 {
 		t.Fatalf("https with a client certificate: %d %s %v", code, body, err)
 	}
@@ -129,12 +102,12 @@ func TestAPIHTTPS(t *testing.T) {
 
 	// A client that trusts another CA does not get through, and neither
 	// does one presenting a certificate of another CA.
-	other := newTestPKI(t)
-	if _, _, err := call(t, httpsClient(t, tlsutil.Files{CA: other.caCert}), "POST", base+"/v1/services", up); err == nil || !tlsutil.IsHandshakeError(err) {
+	other := testutil.NewPKI(t)
+	if _, _, err := call(t, httpsClient(t, tlsutil.Files{CA: other.CACert}), "POST", base+"/v1/services", up); err == nil || !tlsutil.IsHandshakeError(err) {
 		t.Fatalf("client trusting another CA: err %v, want a certificate verification error", err)
 	}
-	foreign := other.cert(tlsutil.RoleCLI, "")
-	foreign.CA = pki.caCert
+	foreign := other.Cert(tlsutil.RoleCLI, "")
+	foreign.CA = pki.CACert
 	if code, body, err := call(t, httpsClient(t, foreign), "POST", base+"/v1/services", up); err == nil || !tlsutil.IsHandshakeError(err) {
 		t.Fatalf("client certificate of another CA: %d %s %v, want a refused handshake", code, body, err)
 	}
@@ -154,8 +127,8 @@ func TestAPIHTTPS(t *testing.T) {
 // A raw TLS dial with the wrong server name fails: coordinators dial each
 // other as server.baton, which a CLI's certificate does not hold.
 func TestCoordinatorCertNames(t *testing.T) {
-	pki := newTestPKI(t)
-	srv, err := tlsutil.ServerConfig(pki.cert(tlsutil.RoleAgent, "a1"), false)
+	pki := testutil.NewPKI(t)
+	srv, err := tlsutil.ServerConfig(pki.Cert(tlsutil.RoleAgent, "a1"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +147,7 @@ func TestCoordinatorCertNames(t *testing.T) {
 			c.Close()
 		}
 	}()
-	cl, err := tlsutil.ClientConfig(pki.cert(tlsutil.RoleCoordinator, "c1"), "server.baton")
+	cl, err := tlsutil.ClientConfig(pki.Cert(tlsutil.RoleCoordinator, "c1"), "server.baton")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,16 +166,16 @@ func TestCoordinatorCertNames(t *testing.T) {
 // (GET raft/peers) goes over HTTPS too, or they would never form a
 // cluster.
 func TestCoordinatorClusterTLS(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testutil.NewPKI(t)
 	// Registered first, so its cleanup runs last, after the nodes stop.
 	logs := newLateSafeWriter(t)
 	c := newRaftClusterWith(t, 3, func(i int, cfg *coordinator.Config) {
-		cfg.TLS = pki.cert(tlsutil.RoleCoordinator, cfg.NodeID)
+		cfg.TLS = pki.Cert(tlsutil.RoleCoordinator, cfg.NodeID)
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	})
 	l := c.leader()
 	f := (l + 1) % 3
-	cli := httpsClient(t, tlsutil.Files{CA: pki.caCert})
+	cli := httpsClient(t, tlsutil.Files{CA: pki.CACert})
 	follower := "https://" + c.nodes[f].HTTPAddr()
 
 	up := protocol.UpRequest{Name: "svc", YAML: clusterTask}

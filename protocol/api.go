@@ -31,6 +31,10 @@ type UpRequest struct {
 	// Secrets override or fill in the task's secrets (the CLI's --secret).
 	// No answer repeats them.
 	Secrets map[string]string `json:"secrets,omitempty"`
+	// Bundle is the digest of the workdir's bundle the CLI uploaded
+	// (PUT /v1/bundles/{digest}); the cluster must hold it. Empty: the
+	// workdir is used in place (--no-upload).
+	Bundle string `json:"bundle,omitempty"`
 }
 
 // UpdateRequest adds a new version to a service.
@@ -45,6 +49,10 @@ type UpdateRequest struct {
 	// Secrets override or fill in the task's secrets (the CLI's --secret).
 	// No answer repeats them.
 	Secrets map[string]string `json:"secrets,omitempty"`
+	// Bundle is the digest of the workdir's bundle the CLI uploaded
+	// (PUT /v1/bundles/{digest}); the cluster must hold it. Empty: the
+	// workdir is used in place (--no-upload).
+	Bundle string `json:"bundle,omitempty"`
 }
 
 // ServiceResponse answers up, update and down.

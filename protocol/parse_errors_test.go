@@ -17,7 +17,7 @@ func TestParseTaskInvalid(t *testing.T) {
 			name:   "unknown top-level key",
 			data:   withMinimal("rnu: echo"),
 			prefix: "task.yaml:4: rnu: ",
-			substr: "unknown key; did you mean run? (valid keys here: envs, name, num_nodes, resources, run, secrets, service, setup, workdir)",
+			substr: "unknown key; did you mean run? (valid keys here: envs, file_mounts, name, num_nodes, resources, run, secrets, service, setup, workdir)",
 		},
 		{
 			name:   "unknown service key",
@@ -38,10 +38,28 @@ func TestParseTaskInvalid(t *testing.T) {
 			substr: "valid keys here: headers, initial_delay_seconds, path, post_data, timeout_seconds",
 		},
 		{
-			name:   "file_mounts",
+			name:   "file_mounts from a bucket",
 			data:   withMinimal("file_mounts:", "  /data: s3://bucket"),
+			prefix: "task.yaml:5: file_mounts.\"/data\": ",
+			substr: `source "s3://bucket" is remote: baton copies only local files and directories`,
+		},
+		{
+			name:   "file_mounts in SkyPilot's storage form",
+			data:   withMinimal("file_mounts:", "  /data:", "    source: s3://bucket", "    mode: MOUNT"),
+			prefix: "task.yaml:5: file_mounts.\"/data\": ",
+			substr: "storage form ({source, mode}) is not supported",
+		},
+		{
+			name:   "file_mounts target with ..",
+			data:   withMinimal("file_mounts:", "  /data/../etc: ./x"),
+			prefix: "task.yaml:5: file_mounts.\"/data/../etc\": ",
+			substr: `has a ".." element`,
+		},
+		{
+			name:   "file_mounts not a mapping",
+			data:   withMinimal("file_mounts: ./x"),
 			prefix: "task.yaml:4: file_mounts: ",
-			substr: "not supported: baton does not copy files",
+			substr: "must be a mapping of /path/on/replica: ./local/source pairs",
 		},
 		{
 			name:   "any_of",

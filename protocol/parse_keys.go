@@ -11,7 +11,7 @@ import (
 // cloudKeys are accepted in addition at the top level and in resources, and
 // spotKeys in replica_policy, each with a warning.
 var (
-	taskKeys          = []string{"envs", "name", "num_nodes", "resources", "run", "secrets", "service", "setup", "workdir"}
+	taskKeys          = []string{"envs", "file_mounts", "name", "num_nodes", "resources", "run", "secrets", "service", "setup", "workdir"}
 	serviceKeys       = []string{"load_balancing_policy", "ports", "readiness_probe", "replica_policy", "replicas", "response_timeout_seconds"}
 	probeKeys         = []string{"headers", "initial_delay_seconds", "path", "post_data", "timeout_seconds"}
 	replicaPolicyKeys = []string{"downscale_delay_seconds", "max_replicas", "min_replicas", "num_overprovision", "target_qps_per_replica", "upscale_delay_seconds"}
@@ -44,9 +44,7 @@ var spotKeys = map[string]bool{
 // explained only where SkyPilot accepts it. They are still errors, like
 // any unknown key.
 var unsupportedHints = map[string]map[string]string{
-	"": {
-		"file_mounts": "baton does not copy files to agents; put them in workdir or fetch them in setup",
-	},
+	"": {},
 	"service": {
 		"tls": "baton's load balancers serve plain HTTP; terminate TLS in front of them (a reverse proxy or cloud load balancer holding the keyfile and certfile) and remove tls",
 	},

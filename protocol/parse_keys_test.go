@@ -8,7 +8,7 @@ func TestParseTaskUnsupportedKeys(t *testing.T) {
 	const (
 		docker      = "docker images are not supported yet: baton runs replicas directly on the agent's machine, not in containers; remove image_id and install what the image provides in setup"
 		serviceKeys = "(valid keys here: load_balancing_policy, ports, readiness_probe, replica_policy, replicas, response_timeout_seconds)"
-		topKeys     = "(valid keys here: envs, name, num_nodes, resources, run, secrets, service, setup, workdir)"
+		topKeys     = "(valid keys here: envs, file_mounts, name, num_nodes, resources, run, secrets, service, setup, workdir)"
 	)
 	tests := []struct {
 		name  string

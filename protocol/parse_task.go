@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -107,6 +108,8 @@ func (p *taskParser) topKey(e entry, spec *TaskSpec, top *topLevel) {
 		spec.Envs = p.parseEnvs(e, kindEnv)
 	case e.key == "secrets":
 		spec.Secrets = p.parseEnvs(e, kindSecret)
+	case e.key == "file_mounts":
+		spec.FileMounts = p.parseFileMounts(e)
 	case e.key == "num_nodes":
 		if n, ok := p.integer("num_nodes", e.value, e.line, wholeNumber(1, "1")); ok && n != 1 {
 			p.errorf(lineAt(e.value, e.line), "num_nodes", "%d is not supported; baton runs each replica on one machine, so remove num_nodes or set it to 1", n)
@@ -452,4 +455,64 @@ func (p *taskParser) checkEnvLimits(spec *TaskSpec, srcs []envSource) {
 		p.envErrorf(srcs[past], "the names and values of the envs and secrets come to %d bytes, the file's and the command line's together, and pass the limit of %d here (%s)",
 			total, MaxEnvsBytes, envAdvice)
 	}
+}
+
+// MaxFileMounts bounds a task's file_mounts.
+const MaxFileMounts = 64
+
+// remoteSchemeRE matches a source that names a remote store (s3://,
+// gs://, https://, ...), which baton does not fetch.
+var remoteSchemeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://`)
+
+// parseFileMounts reads file_mounts: a mapping of where a file or
+// directory goes for each replica to its local source. Remote sources
+// (s3://, gs://, ...) and SkyPilot's storage form ({source, mode}) are
+// refused, saying what is supported.
+func (p *taskParser) parseFileMounts(e entry) map[string]string {
+	if p.isNull(e.value) {
+		return nil
+	}
+	r, _ := p.resolve(e.value)
+	es, ok := p.entries("file_mounts", r)
+	if !ok {
+		p.errorf(e.line, "file_mounts", "must be a mapping of /path/on/replica: ./local/source pairs, got %s", describe(r))
+		return nil
+	}
+	if len(es) == 0 {
+		return nil
+	}
+	if len(es) > MaxFileMounts {
+		p.errorf(e.line, "file_mounts", "has %d entries; at most %d (put the rest in one directory)", len(es), MaxFileMounts)
+		return nil
+	}
+	mounts := make(map[string]string, len(es))
+	for _, kv := range es {
+		field := join("file_mounts", kv.key)
+		p.mark(field, kv.line)
+		if err := ValidateMountTarget(kv.key); err != nil {
+			p.errorf(kv.line, field, "%v", err)
+			continue
+		}
+		if rv, _ := p.resolve(kv.value); rv != nil {
+			if _, isMap := p.entries(field, rv); isMap {
+				p.errorf(kv.line, field, "SkyPilot's storage form ({source, mode}) is not supported: baton copies a local file or directory into the version's bundle; write %s: ./local/path", kv.key)
+				continue
+			}
+		}
+		src, ok := p.str(field, kv.value, kv.line, "a local file or directory path")
+		if !ok {
+			continue
+		}
+		switch {
+		case src == "":
+			p.errorf(lineAt(kv.value, kv.line), field, "source is empty; give a local file or directory path")
+		case remoteSchemeRE.MatchString(src):
+			p.errorf(lineAt(kv.value, kv.line), field, "source %q is remote: baton copies only local files and directories (./data, /home/me/model) into the version's bundle; fetch remote data in setup instead", abbreviate(src))
+		case strings.ContainsRune(src, 0) || len(src) > 4096:
+			p.errorf(lineAt(kv.value, kv.line), field, "source must be a path of at most 4096 bytes without NUL bytes")
+		default:
+			mounts[kv.key] = src
+		}
+	}
+	return mounts
 }

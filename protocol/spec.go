@@ -14,10 +14,21 @@ type TaskSpec struct {
 	// Workdir is the directory setup and run execute in. The CLI resolves a
 	// relative path against its own working directory before sending the
 	// spec; empty means a fresh directory per replica on the agent.
-	Workdir string            `json:"workdir,omitempty"`
-	Setup   string            `json:"setup,omitempty"`
-	Run     string            `json:"run"`
-	Envs    map[string]string `json:"envs,omitempty"`
+	Workdir string `json:"workdir,omitempty"`
+	// Bundle, when set, is the digest (sha256:<hex>) of the archive of the
+	// workdir and the file_mounts' local sources, uploaded to the cluster
+	// by the CLI: each replica then runs in its own copy of it, and
+	// Workdir only says where it came from. Empty: Workdir is used in
+	// place (`--no-upload`, a path every agent shares).
+	Bundle string `json:"bundle,omitempty"`
+	// FileMounts maps where a file or directory is placed for each
+	// replica (an absolute path, "~/..." under the replica's home, or a
+	// path relative to its working directory) to its local source as the
+	// task wrote it (file_mounts); the sources travel in the bundle.
+	FileMounts map[string]string `json:"file_mounts,omitempty"`
+	Setup      string            `json:"setup,omitempty"`
+	Run        string            `json:"run"`
+	Envs       map[string]string `json:"envs,omitempty"`
 	// Secrets are envs whose values baton never shows: no CLI output, API
 	// answer or log line carries them. They reach the replica's
 	// environment beside Envs; no name is in both. The values are stored

@@ -342,6 +342,22 @@ func (t *TaskSpec) Validate() error {
 	if t.Workdir != "" && (!filepath.IsAbs(t.Workdir) || strings.ContainsRune(t.Workdir, 0) || len(t.Workdir) > 4096) {
 		return fmt.Errorf("workdir: %q is not an absolute path", abbreviate(t.Workdir))
 	}
+	if t.Bundle != "" {
+		if err := ValidateBundleDigest(t.Bundle); err != nil {
+			return fmt.Errorf("bundle: %v", err)
+		}
+	}
+	if len(t.FileMounts) > MaxFileMounts {
+		return fmt.Errorf("file_mounts: %d entries; at most %d", len(t.FileMounts), MaxFileMounts)
+	}
+	for target, src := range t.FileMounts {
+		if err := ValidateMountTarget(target); err != nil {
+			return fmt.Errorf("file_mounts: %v", err)
+		}
+		if src == "" || len(src) > 4096 || strings.ContainsRune(src, 0) {
+			return fmt.Errorf("file_mounts: %q: source is not a path", abbreviate(target))
+		}
+	}
 	if err := ValidateEnvs(t.Envs); err != nil {
 		return fieldError("envs", err)
 	}

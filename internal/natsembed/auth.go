@@ -63,8 +63,9 @@ func (a *roleAuth) refuse(c server.ClientAuthentication, reason string) bool {
 // Permissions returns what a client holding a certificate of role and node
 // may publish and subscribe to (nil: everything, for a coordinator):
 //
-//	agent X: publish its status, its spec requests and cluster index
-//	         requests; subscribe to its desired set and its own replies
+//	agent X: publish its status, its spec and bundle requests and cluster
+//	         index requests; subscribe to its desired set and its own
+//	         replies
 //	LB Y:    publish its acks and stats, route sync and cluster index
 //	         requests; subscribe to route tables and its own replies
 //
@@ -83,6 +84,7 @@ func Permissions(role, node string) (*server.Permissions, error) {
 			Publish: &server.SubjectPermission{Allow: []string{
 				protocol.AgentStatusSubject(node),
 				protocol.SpecGetSubject(node),
+				protocol.BundleGetSubject(node),
 				protocol.SubjectClusterIndex,
 			}},
 			Subscribe: &server.SubjectPermission{Allow: []string{

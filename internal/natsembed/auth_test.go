@@ -221,6 +221,7 @@ func TestSecuredServerPermissionsPerRole(t *testing.T) {
 	for _, forged := range []struct{ what, subject string }{
 		{"a1 reporting as a2", protocol.AgentStatusSubject("a2")},
 		{"a1 asking a spec as a2", protocol.SpecGetSubject("a2")},
+		{"a1 asking a bundle as a2", protocol.BundleGetSubject("a2")},
 		{"a1 publishing a desired set", protocol.AgentDesiredSubject("a2")},
 		{"a1 publishing a route table", protocol.RoutesSubject("web")},
 		{"a1 acking as an LB", protocol.LBAckSubject("lb-1")},

@@ -87,26 +87,28 @@ const (
 	HeaderBundleError = "Baton-Bundle-Error"
 )
 
-// ValidateMountTarget checks where a file_mounts entry goes: an absolute
-// path, "~/..." (the replica's home) or a path relative to the replica's
-// working directory; clean (no "..", no "." or empty elements), not "/"
-// or "~" alone, at most 1024 bytes, no NUL.
+// ValidateMountTarget checks where a file_mounts entry goes, as SkyPilot
+// writes it: an absolute path, or "~/..." (the replica's home); clean (no
+// "..", no "." or empty elements), not "/" or "~/" alone, at most 1024
+// bytes, no NUL.
 func ValidateMountTarget(target string) error {
-	const valid = "use an absolute path (/data/config), ~/path or a path relative to the working directory, without .. or empty elements"
+	const valid = "write an absolute path (/data/config) or ~/path, without .. or empty elements"
 	if target == "" || len(target) > 1024 || strings.ContainsRune(target, 0) {
 		return fmt.Errorf("target %q is not a path; %s", abbreviate(target), valid)
 	}
-	rest := target
+	var rest string
 	switch {
-	case strings.HasPrefix(rest, "~/"):
-		rest = rest[2:]
-	case strings.HasPrefix(rest, "/"):
-		rest = rest[1:]
+	case strings.HasPrefix(target, "~/"):
+		rest = target[2:]
+	case strings.HasPrefix(target, "/"):
+		rest = target[1:]
+	default:
+		return fmt.Errorf("target %q is relative; %s", abbreviate(target), valid)
 	}
 	if rest == "" {
 		return fmt.Errorf("target %q names a root, not a file or directory under it; %s", target, valid)
 	}
-	for _, el := range strings.Split(strings.TrimSuffix(rest, "/"), "/") {
+	for _, el := range strings.Split(rest, "/") {
 		if el == "" || el == "." || el == ".." {
 			return fmt.Errorf("target %q has a %q element; %s", abbreviate(target), el, valid)
 		}

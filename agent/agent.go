@@ -61,6 +61,8 @@ type Agent struct {
 	// badMessages limits the logging of invalid NATS messages and of
 	// failed spec fetches.
 	badMessages *logutil.Limiter
+	// bundles caches the versions' code, unpacked.
+	bundles *bundleStore
 	// epochs rejects a desired set whose epoch jumps implausibly far
 	// ahead of the cluster's Raft index.
 	epochs *epochguard.Guard
@@ -120,6 +122,7 @@ func New(cfg Config) (*Agent, error) {
 		specWake:    make(chan struct{}, 1),
 	}
 	a.epochs = &epochguard.Guard{Max: protocol.MaxEpochAhead, Ask: a.askClusterIndex}
+	a.bundles = newBundleStore(filepath.Join(cfg.DataDir, "bundles"), cfg.BundleCache)
 	if a.user, err = resolveReplicaUser(cfg.ReplicaUser); err != nil {
 		return nil, err
 	}
@@ -250,6 +253,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.prepareDataDir(); err != nil {
 		return err
 	}
+	a.bundles.adopt()
 	a.killOrphans()
 	a.refreshGPUs()
 

@@ -147,6 +147,10 @@ type Config struct {
 	// baton.specs.get, several at once): a replica whose spec has not
 	// arrived by then is not started yet. Default 5s.
 	SpecFetchTimeout time.Duration
+	// BundleCache is how many unpacked bundles (versions' code) the agent
+	// keeps in DataDir/bundles, least recently used out; one a replica is
+	// being placed from is never removed. Default 8.
+	BundleCache int
 	// SpecRetryMin and SpecRetryMax bound the backoff with which the agent
 	// retries fetching the specs of the last desired set's replicas it
 	// could not start: first SpecRetryMin after the failure, doubling up
@@ -186,6 +190,7 @@ func DefaultConfig() Config {
 		ReplicaPidsMax:        8192,
 		PortRange:             protocol.PortRange{Min: 10000, Max: 29999},
 		SpecFetchTimeout:      5 * time.Second,
+		BundleCache:           8,
 		SpecRetryMin:          time.Second,
 		SpecRetryMax:          30 * time.Second,
 	}
@@ -265,6 +270,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.SpecFetchTimeout <= 0 {
 		cfg.SpecFetchTimeout = def.SpecFetchTimeout
+	}
+	if cfg.BundleCache == 0 {
+		cfg.BundleCache = def.BundleCache
 	}
 	if cfg.SpecRetryMin <= 0 {
 		cfg.SpecRetryMin = def.SpecRetryMin

@@ -226,6 +226,9 @@ func (a *Agent) replicaEnv(r *replica, port int) []string {
 	if fi, err := os.Stat(home); home == "" || err != nil || !fi.IsDir() || a.user.canReach(home) != nil {
 		home = r.dir // nobody's home is /nonexistent
 	}
+	if r.asg.SpecResolved() && hasHomeMounts(&r.asg.Spec) {
+		home = replicaHome(r.dir) // where its ~/ file_mounts were placed
+	}
 	vars := map[string]string{
 		"PATH":    basePath,
 		"HOME":    home,

@@ -22,6 +22,10 @@ type metrics struct {
 	// bytes that do not match, an invalid spec).
 	specFetches       prometheus.Counter
 	specFetchFailures prometheus.Counter
+	// bundleFetches counts bundles downloaded; bundleFetchFailures
+	// replicas failed because their code could not be fetched.
+	bundleFetches       prometheus.Counter
+	bundleFetchFailures prometheus.Counter
 	// isolation is 1 for the way replicas are isolated (mode v2, hybrid,
 	// v1 or none).
 	isolation *prometheus.GaugeVec
@@ -78,13 +82,21 @@ func newMetrics(reg prometheus.Registerer, agentID string) (*metrics, error) {
 			Name: "baton_agent_spec_fetch_failures_total",
 			Help: "Spec fetches that failed (no answer, error reply, digest mismatch, invalid spec); the replicas needing them wait and are retried.",
 		}),
+		bundleFetches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_agent_bundle_fetches_total",
+			Help: "Bundles (a version's code) downloaded from the coordinators; each is fetched once per agent while cached.",
+		}),
+		bundleFetchFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_agent_bundle_fetch_failures_total",
+			Help: "Replicas failed because their version's bundle could not be fetched, verified or unpacked.",
+		}),
 		isolation: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "baton_agent_isolation",
 			Help: "1 for how replicas are isolated: cgroups v2, hybrid or v1, or none (a subreaper tracks each tree).",
 		}, []string{"mode"}),
 	}
 	reg = prometheus.WrapRegistererWith(prometheus.Labels{"agent": agentID}, reg)
-	for _, c := range []prometheus.Collector{m.replicas, m.probeFailures, m.gpus, m.replicaStarts, m.replicaFails, m.statusMessages, m.invalidMessages, m.specFetches, m.specFetchFailures, m.isolation} {
+	for _, c := range []prometheus.Collector{m.replicas, m.probeFailures, m.gpus, m.replicaStarts, m.replicaFails, m.statusMessages, m.invalidMessages, m.specFetches, m.specFetchFailures, m.bundleFetches, m.bundleFetchFailures, m.isolation} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -39,8 +39,8 @@ type exitStatus struct {
 
 // startProc starts a shim running script in dir with env, its output and
 // the tree's going to out. It returns once the main process runs.
-func (a *Agent) startProc(script, dir string, env []string, out *os.File, group replicaCgroup) (*proc, error) {
-	cfg := shimConfig{Script: script, Dir: dir, Env: env, Credential: a.user.credential(), Grace: a.cfg.StopGrace}
+func (a *Agent) startProc(script, dir string, env []string, out *os.File, group replicaCgroup, binds []shimBind) (*proc, error) {
+	cfg := shimConfig{Script: script, Dir: dir, Env: env, Credential: a.user.credential(), Grace: a.cfg.StopGrace, Binds: binds}
 	if group != nil {
 		cfg.Cgroup = &shimCgroup{Parent: a.iso.parent(), Name: group.Name(), ProcsFiles: group.ProcsFiles()}
 	}

@@ -30,7 +30,10 @@ type replica struct {
 	asg  protocol.ReplicaAssignment
 	dir  string
 	stop chan struct{} // closed to ask the supervisor to stop
-	done chan struct{} // closed when the supervisor returned: no process left
+	// binds are the file_mounts placed at absolute paths (placeCode), set
+	// before the replica's processes start; only its supervisor uses it.
+	binds []shimBind
+	done  chan struct{} // closed when the supervisor returned: no process left
 
 	stopOnce sync.Once
 
@@ -173,7 +176,18 @@ func (a *Agent) supervise(r *replica) {
 	}
 
 	cwd := r.dir
-	if spec.Workdir != "" {
+	if spec.Bundle != "" {
+		work, reason := a.placeCode(r, spec, note)
+		if reason != "" {
+			note("%s", reason)
+			a.setStatus(r, protocol.ReplicaFailed, reason)
+			return
+		}
+		if work == "" {
+			return // stopped while fetching
+		}
+		cwd = work
+	} else if spec.Workdir != "" {
 		st, err := os.Stat(spec.Workdir)
 		if err != nil || !st.IsDir() {
 			reason := fmt.Sprintf("workdir %s does not exist on agent %s (copy it there or use a shared path)", spec.Workdir, a.cfg.ID)
@@ -333,7 +347,7 @@ func (a *Agent) confirmPort(r *replica) (int, bool) {
 // start starts a process tree for r and records its shim and process
 // group in the pgid file (for the orphan cleanup of a later agent start).
 func (a *Agent) start(r *replica, script, cwd string, env []string, out *os.File, group replicaCgroup) (*proc, error) {
-	p, err := a.startProc(script, cwd, env, out, group)
+	p, err := a.startProc(script, cwd, env, out, group, r.binds)
 	if err != nil {
 		return nil, err
 	}

@@ -44,6 +44,17 @@ type shimConfig struct {
 	Cgroup *shimCgroup `json:"cgroup,omitempty"`
 	// Grace is the wait between SIGTERM and SIGKILL.
 	Grace time.Duration `json:"grace"`
+	// Binds are file_mounts placed at absolute paths: bind mounts in a
+	// mount namespace of the replica's own (its processes see them, no
+	// one else does). They need a root agent.
+	Binds []shimBind `json:"binds,omitempty"`
+}
+
+// shimBind mounts Source (a file or directory in the replica's dir) at
+// Target.
+type shimBind struct {
+	Source string `json:"source"`
+	Target string `json:"target"`
 }
 
 // shimCgroup locates a replica's cgroup.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,7 @@ const (
 	execEnvGID    = "BATON_EXEC_GID="
 	execEnvGroups = "BATON_EXEC_GROUPS="
 	execEnvScript = "BATON_EXEC_SCRIPT="
+	execEnvBinds  = "BATON_EXEC_BINDS="
 )
 
 // killWait bounds how long the tree may take to go after SIGKILL: only a
@@ -140,7 +142,14 @@ func (sh *shim) start() (int, error) {
 		// signalling the shim.
 		Sys: &syscall.SysProcAttr{Setpgid: true},
 	}
-	if sh.cfg.Cgroup == nil {
+	if len(sh.cfg.Binds) > 0 {
+		// A mount namespace of the replica's own (Go makes / private
+		// in it, so nothing propagates back), where the trampoline
+		// bind-mounts the file_mounts before dropping to the replica
+		// user.
+		attr.Sys.Unshareflags = syscall.CLONE_NEWNS
+	}
+	if sh.cfg.Cgroup == nil && len(sh.cfg.Binds) == 0 {
 		attr.Sys.Credential = sh.cfg.Credential
 		bash, err := lookBash()
 		if err != nil {
@@ -153,7 +162,17 @@ func (sh *shim) start() (int, error) {
 		return 0, err
 	}
 	env := append([]string(nil), sh.cfg.Env...)
-	env = append(env, execEnvCgroup+strings.Join(sh.cfg.Cgroup.ProcsFiles, "\n"), execEnvScript+sh.cfg.Script)
+	env = append(env, execEnvScript+sh.cfg.Script)
+	if sh.cfg.Cgroup != nil {
+		env = append(env, execEnvCgroup+strings.Join(sh.cfg.Cgroup.ProcsFiles, "\n"))
+	}
+	if len(sh.cfg.Binds) > 0 {
+		b, err := json.Marshal(sh.cfg.Binds)
+		if err != nil {
+			return 0, err
+		}
+		env = append(env, execEnvBinds+string(b))
+	}
 	if c := sh.cfg.Credential; c != nil {
 		groups := make([]string, len(c.Groups))
 		for i, g := range c.Groups {
@@ -303,6 +322,7 @@ func runExec() int {
 	var uid, gid = -1, -1
 	var groups []int
 	var script string
+	var binds []shimBind
 	env := make([]string, 0, len(os.Environ()))
 	for _, kv := range os.Environ() {
 		switch {
@@ -320,6 +340,11 @@ func runExec() int {
 			}
 		case strings.HasPrefix(kv, execEnvScript):
 			script = strings.TrimPrefix(kv, execEnvScript)
+		case strings.HasPrefix(kv, execEnvBinds):
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(kv, execEnvBinds)), &binds); err != nil {
+				fmt.Fprintf(os.Stderr, "baton: bad file_mounts: %v\n", err)
+				return 126
+			}
 		default:
 			env = append(env, kv)
 		}
@@ -331,6 +356,11 @@ func runExec() int {
 	if len(files) > 0 {
 		if err := cgroups.JoinFiles(files); err != nil {
 			return fail("join the replica's cgroup: %v", err)
+		}
+	}
+	for _, b := range binds {
+		if err := bindMount(b); err != nil {
+			return fail("file_mounts %s: %v", b.Target, err)
 		}
 	}
 	if uid >= 0 {
@@ -363,4 +393,31 @@ func readShimEvents(r io.Reader, fn func(shimEvent)) {
 			fn(e)
 		}
 	}
+}
+
+// bindMount places b.Source at b.Target in this process's mount namespace
+// (a private one: see shim.start). A missing mount point is created on the
+// machine (an empty directory or file, as SkyPilot creates file_mounts'
+// directories), since a mount needs one; what is mounted stays the
+// replica's own.
+func bindMount(b shimBind) error {
+	fi, err := os.Stat(b.Source)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		if err := os.MkdirAll(b.Target, 0o755); err != nil {
+			return err
+		}
+	} else {
+		if err := os.MkdirAll(filepath.Dir(b.Target), 0o755); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(b.Target, os.O_CREATE|os.O_RDONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		f.Close()
+	}
+	return unix.Mount(b.Source, b.Target, "", unix.MS_BIND|unix.MS_REC, "")
 }

@@ -45,7 +45,7 @@ check: ## gofmt, vet, staticcheck (pinned in go.mod), builds for macOS and witho
 	    cp /tmp/baton-go.mod.bak go.mod; cp /tmp/baton-go.sum.bak go.sum; exit 1; fi
 	./scripts/check-imports.sh
 
-bench: build ## benchmarks: the LB proxy against a direct connection; the controller's passes; the coordinator at fleet scale (baton sim); durability; a coordinator cluster's failover, writes and agent failure detection
+bench: build ## benchmarks: the LB proxy against a direct connection; the controller's passes; the coordinator at fleet scale (baton sim); durability; a coordinator cluster's failover, writes and agent failure detection; code distribution (bundlebench)
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./lbnode/
 	$(GO) test -run '^$$' -bench . -benchmem ./coordinator/
 	$(BIN) sim --agents 100,300,1000 --pass-agents 2000
@@ -53,13 +53,16 @@ bench: build ## benchmarks: the LB proxy against a direct connection; the contro
 	BATON_DURABILITY_COMMANDS=100000 $(GO) test -count=1 -run '^TestRestartAfterManyCommands$$' -v ./coordinator/ 2>&1 | grep -E 'durability_test|^(ok|FAIL|---)'
 	@# A coordinator cluster as separate processes: failover, API writes, agent failure detection.
 	$(GO) run ./internal/clusterbench --baton $(BIN)
+	@# Code distribution: a 100 MB bundle uploaded to 3 coordinators and fanned out to 3 agents.
+	$(GO) run ./internal/bundlebench --baton $(BIN)
 
 # Every decoder of outside input: the task parser, each NATS message (as
 # the coordinator, agents and LBs receive them), FSM Apply for every
 # command type, and the API bodies.
 FUZZ_TARGETS := protocol:FuzzParseTask protocol:FuzzDecodeMessages \
 	coordinator:FuzzFSMApply coordinator:FuzzControllerMessages coordinator:FuzzAPIBodies \
-	agent:FuzzDesiredSet agent:FuzzShimEvents lbnode:FuzzDecodeTable lbnode:FuzzSyncReply
+	agent:FuzzDesiredSet agent:FuzzShimEvents lbnode:FuzzDecodeTable lbnode:FuzzSyncReply \
+	internal/bundle:FuzzUnpack
 FUZZTIME ?= 10m
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 10m; e.g. make fuzz FUZZTIME=30s)

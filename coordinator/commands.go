@@ -31,6 +31,8 @@ const (
 	CmdACLBootstrap   CommandType = 15
 	CmdACLTokenCreate CommandType = 16
 	CmdACLTokenRevoke CommandType = 17
+	CmdBundleAdd      CommandType = 18
+	CmdBundleDelete   CommandType = 19
 )
 
 func (t CommandType) String() string {
@@ -69,6 +71,10 @@ func (t CommandType) String() string {
 		return "acl_token_create"
 	case CmdACLTokenRevoke:
 		return "acl_token_revoke"
+	case CmdBundleAdd:
+		return "bundle_add"
+	case CmdBundleDelete:
+		return "bundle_delete"
 	}
 	return fmt.Sprintf("command(%d)", byte(t))
 }
@@ -236,4 +242,20 @@ type ACLTokenCreateCmd struct {
 // ACLTokenRevokeCmd deletes a token by its accessor id.
 type ACLTokenRevokeCmd struct {
 	AccessorID string `json:"accessor_id"`
+}
+
+// BundleAddCmd records a bundle that a majority of the coordinators hold.
+// Adding one the state has already changes nothing (an upload retried, or
+// two of the same code at once).
+type BundleAddCmd struct {
+	Digest string    `json:"digest"`
+	Size   int64     `json:"size"`
+	At     time.Time `json:"at"`
+}
+
+// BundleDeleteCmd forgets a bundle (its files are removed by every
+// coordinator once applied). It is rejected while a stored version names
+// the bundle.
+type BundleDeleteCmd struct {
+	Digest string `json:"digest"`
 }

@@ -22,11 +22,17 @@ var (
 	ErrNotLeader = errors.New("not the leader")
 	// ErrOutcomeUnknown means leadership was lost while a command was in
 	// flight: it may or may not have been applied.
+	ErrOutcomeUnknown = errors.New("leadership lost while applying; the change may or may not have been made")
 	// ErrACLBootstrapped means the ACLs were bootstrapped before.
 	ErrACLBootstrapped = errors.New("ACLs were already bootstrapped")
 	// ErrTokenNotFound means no token has the given accessor id.
 	ErrTokenNotFound = errors.New("ACL token not found")
 	// ErrTokenExists means a token with that accessor id exists.
-	ErrTokenExists    = errors.New("ACL token exists")
-	ErrOutcomeUnknown = errors.New("leadership lost while applying; the change may or may not have been made")
+	ErrTokenExists = errors.New("ACL token exists")
+	// ErrBundleNotFound means a bundle is not in the cluster's state
+	// (never uploaded, or deleted as unused).
+	ErrBundleNotFound = errors.New("bundle not in the cluster")
+	// ErrBundleInUse means a bundle cannot be deleted: a stored version
+	// names it.
+	ErrBundleInUse = errors.New("bundle in use")
 )

@@ -178,6 +178,14 @@ func (f *FSM) prepare(t CommandType, buf []byte, index uint64) func() any {
 		var cmd ACLTokenRevokeCmd
 		decode(buf, &cmd)
 		return func() any { return f.applyACLTokenRevoke(&cmd) }
+	case CmdBundleAdd:
+		var cmd BundleAddCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyBundleAdd(&cmd) }
+	case CmdBundleDelete:
+		var cmd BundleDeleteCmd
+		decode(buf, &cmd)
+		return func() any { return f.applyBundleDelete(&cmd) }
 	}
 	panic(fmt.Sprintf("fsm: unknown command type %d at index %d", byte(t), index))
 }
@@ -195,6 +203,9 @@ func (f *FSM) applyCreateService(cmd *CreateServiceCmd) any {
 			return fmt.Errorf("%w: %q", ErrServiceDeleting, cmd.Name)
 		}
 		return fmt.Errorf("%w: %q", ErrServiceExists, cmd.Name)
+	}
+	if err := f.checkBundle(&cmd.Spec); err != nil {
+		return err
 	}
 	used := map[int]bool{}
 	for _, svc := range s.Services {
@@ -236,6 +247,9 @@ func (f *FSM) applyAddVersion(cmd *AddVersionCmd) any {
 	}
 	if svc.Deleting {
 		return fmt.Errorf("%w: %q", ErrServiceDeleting, cmd.Service)
+	}
+	if err := f.checkBundle(&cmd.Spec); err != nil {
+		return err
 	}
 	next := svc.LatestVersion + 1
 	if svc.Rollout != nil {

@@ -78,6 +78,8 @@ func FuzzFSMApply(f *testing.F) {
 		{CmdUpsertAgent, UpsertAgentCmd{Agent: protocol.Agent{ID: "a3"}, At: at}},
 		{CmdSetAgentAlive, SetAgentAliveCmd{ID: "a1", Alive: false, Reason: "lost", At: at}},
 		{CmdRemoveAgent, RemoveAgentCmd{ID: "a2"}},
+		{CmdBundleAdd, BundleAddCmd{Digest: "sha256:" + strings.Repeat("ab", 32), Size: 10, At: at}},
+		{CmdBundleDelete, BundleDeleteCmd{Digest: "sha256:" + strings.Repeat("ab", 32)}},
 	}
 	for _, s := range seeds {
 		buf, err := encodeCommand(s.typ, s.cmd)

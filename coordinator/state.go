@@ -1,10 +1,12 @@
 package coordinator
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/baton-dev/baton/protocol"
 )
@@ -22,11 +24,24 @@ type State struct {
 	Index uint64 `json:"index"`
 	// ACL holds the API's tokens.
 	ACL ACLState `json:"acl"`
+	// Bundles are the committed bundles, by digest (sha256:<hex>). A
+	// snapshot written before bundles existed has none.
+	Bundles map[string]BundleRecord `json:"bundles,omitempty"`
 
 	// idx, when set, indexes this state's replicas, services and agents.
 	// Clone and Indexed set it; the FSM's own state has none (it changes
 	// under every Apply), so lookups there scan.
 	idx *stateIndex
+}
+
+// BundleRecord is a bundle the cluster committed: a majority of the
+// coordinators held its file when it was added.
+type BundleRecord struct {
+	// Size is the archive's size in bytes.
+	Size int64 `json:"size"`
+	// UploadedAt is when it was first committed (the stamping
+	// coordinator's clock).
+	UploadedAt time.Time `json:"uploaded_at"`
 }
 
 // ACLState is whether ACLs were bootstrapped and the tokens, by accessor
@@ -81,6 +96,7 @@ func (s *State) Clone() *State {
 		Agents:   make(map[string]*protocol.Agent, len(s.Agents)),
 		Index:    s.Index,
 		ACL:      ACLState{Bootstrapped: s.ACL.Bootstrapped, Tokens: maps.Clone(s.ACL.Tokens)},
+		Bundles:  maps.Clone(s.Bundles),
 	}
 	if c.Replicas == nil {
 		c.Replicas = map[string]*protocol.Replica{}
@@ -274,4 +290,32 @@ func (s *State) EachReplica(fn func(*protocol.Replica)) {
 			fn(r)
 		}
 	}
+}
+
+// BundleVersions maps each bundle that a stored version names to those
+// versions, "service/version", sorted.
+func (s *State) BundleVersions() map[string][]string {
+	out := map[string][]string{}
+	for _, name := range s.ServiceNames() {
+		vs := s.Versions[name]
+		for _, n := range slices.Sorted(maps.Keys(vs)) {
+			if d := vs[n].Spec.Bundle; d != "" {
+				out[d] = append(out[d], fmt.Sprintf("%s/%d", name, n))
+			}
+		}
+	}
+	return out
+}
+
+// versionNaming returns a stored version that names bundle digest
+// ("service/version"), or "".
+func (s *State) versionNaming(digest string) string {
+	for name, vs := range s.Versions {
+		for n, v := range vs {
+			if v.Spec.Bundle == digest {
+				return fmt.Sprintf("%s/%d", name, n)
+			}
+		}
+	}
+	return ""
 }

@@ -41,6 +41,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/acl/tokens", s.write(s.authz(management, s.handleACLTokenCreate)))
 	mux.HandleFunc("GET /v1/acl/tokens", s.read(s.authz(management, s.handleACLTokenList)))
 	mux.HandleFunc("DELETE /v1/acl/tokens/{id}", s.write(s.authz(management, s.handleACLTokenRevoke)))
+	s.bundleRoutes(mux)
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
 	id := s.cfg.NodeID
@@ -75,6 +76,10 @@ func writeApplyError(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrOutcomeUnknown):
 		writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable,
 			err.Error()+"; check `baton serve status` before retrying")
+	case errors.Is(err, ErrBundleNotFound):
+		writeError(w, http.StatusBadRequest, protocol.CodeInvalidSpec, err.Error())
+	case errors.Is(err, ErrBundleInUse):
+		writeError(w, http.StatusConflict, protocol.CodeBadRequest, err.Error())
 	case errors.Is(err, ErrNotLeader):
 		writeError(w, http.StatusServiceUnavailable, protocol.CodeNotLeader,
 			"this coordinator is not the leader ("+err.Error()+"); retry shortly")
@@ -199,7 +204,7 @@ func (s *Server) handleUp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	spec, ok := parseSpec(w, r, req.Filename, req.YAML, req.BaseDir, req.Envs, req.Secrets)
-	if !ok {
+	if !ok || !s.useBundle(w, spec, req.Bundle, req.Filename) {
 		return
 	}
 	fromTask := req.Name == "" && spec.Name != ""
@@ -255,7 +260,7 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	spec, ok := parseSpec(w, r, req.Filename, req.YAML, req.BaseDir, req.Envs, req.Secrets)
-	if !ok {
+	if !ok || !s.useBundle(w, spec, req.Bundle, req.Filename) {
 		return
 	}
 	// A replica may take its initial delay to become ready; the deadline

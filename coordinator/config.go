@@ -14,7 +14,8 @@ import (
 type Config struct {
 	// NodeID is this coordinator's Raft server id. Default "coord-1".
 	NodeID string
-	// DataDir holds the Raft log (raft-wal) and snapshots. Required.
+	// DataDir holds the Raft log (raft-wal) and snapshots (raft/), and
+	// this coordinator's copies of the bundles (bundles/). Required.
 	DataDir string
 	// HTTPAddr is the API listen address. Default 127.0.0.1:7400.
 	HTTPAddr string
@@ -121,6 +122,17 @@ type Config struct {
 	// RaftTimeout scales Raft's heartbeat, election and lease timeouts.
 	// Default 1s (hashicorp/raft's defaults); tests use 50ms.
 	RaftTimeout time.Duration
+	// BundleGrace is how long a bundle no stored version names is kept
+	// (counted from its upload, and from when the leader last saw a
+	// version name it) before the leader deletes it; a file of a bundle
+	// that was never committed (an upload that failed half way) is removed
+	// after as long. Default 1h (10m in dev).
+	BundleGrace time.Duration
+	// BundleRepairInterval is how often each coordinator makes sure it
+	// holds every committed bundle, fetching a missing one from another
+	// coordinator, and removes the files of deleted ones. It also looks
+	// soon after each bundle is added or deleted. Default 10s.
+	BundleRepairInterval time.Duration
 
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
@@ -156,6 +168,8 @@ func DefaultConfig() Config {
 		RestartBackoff:         time.Second,
 		MaxRestartBackoff:      time.Minute,
 		RaftTimeout:            time.Second,
+		BundleGrace:            time.Hour,
+		BundleRepairInterval:   10 * time.Second,
 	}
 }
 
@@ -174,6 +188,7 @@ func DevConfig() Config {
 	c.FailedReplicaTTL = 2 * time.Minute
 	c.RestartBackoff = 500 * time.Millisecond
 	c.MaxRestartBackoff = 10 * time.Second
+	c.BundleGrace = 10 * time.Minute
 	return c
 }
 
@@ -228,6 +243,8 @@ func (c Config) withDefaults() Config {
 	setDur(&c.RestartBackoff, d.RestartBackoff)
 	setDur(&c.MaxRestartBackoff, d.MaxRestartBackoff)
 	setDur(&c.RaftTimeout, d.RaftTimeout)
+	setDur(&c.BundleGrace, d.BundleGrace)
+	setDur(&c.BundleRepairInterval, d.BundleRepairInterval)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -111,6 +111,11 @@ type controller struct {
 	passPhases []phaseTime
 	// metricsOf is the state recordMetrics last counted.
 	metricsOf *State
+	// bundleUnused is when this leader first saw each committed bundle
+	// that no version names (since then); nextBundleGC is when
+	// collectBundles looks next.
+	bundleUnused map[string]time.Time
+	nextBundleGC time.Time
 }
 
 // reportSeen is an agent's report and replicas as reconcileReports last
@@ -171,6 +176,7 @@ func newController(d controllerDeps) *controller {
 		reportSeen:     map[string]reportSeen{},
 		registered:     map[string]*agentReport{},
 		routeSeen:      map[string]routeSeen{},
+		bundleUnused:   map[string]time.Time{},
 	}
 }
 
@@ -252,14 +258,16 @@ func (c *controller) reconcileSafely() {
 //  4. plan: plan every service from a fresh copy if phases 2-3 changed
 //     anything (planService: placement, targets, rollouts, failures) and
 //     apply the plans, batched into a few commands;
-//  5. publish: route tables and desired sets that changed, from the same
+//  5. bundles: delete the bundles no version has named for a while
+//     (about once a second);
+//  6. publish: route tables and desired sets that changed, from the same
 //     copy as phase 4 (what phase 4 applied goes out at the start of the
 //     next pass, which comes at once), plus a slow repair;
-//  6. metrics.
+//  7. metrics.
 //
 // A phase that applied a command kicks another pass at once (the FSM's
 // onApply), so a change flows through every phase within two passes.
-// Phases 3 and 5 skip the agents and services whose replicas (compared
+// Phases 3 and 6 skip the agents and services whose replicas (compared
 // by pointer: the FSM stores a new struct for every change) and reports
 // are the ones they looked at last, unless something there waits on the
 // clock; so a quiet fleet costs little more than a copy of the state.
@@ -282,6 +290,8 @@ func (c *controller) reconcile() {
 	}
 	c.reconcileServices(st, now)
 	phase("plan")
+	c.collectBundles(st, now)
+	phase("bundles")
 	c.publishRoutes(st, now)
 	phase("routes")
 	c.publishDesired(st, now)

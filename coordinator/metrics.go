@@ -34,6 +34,13 @@ type metrics struct {
 	natsRefused      prometheus.Counter
 	reconcilePanics  prometheus.Counter
 	desiredTooLarge  prometheus.Counter
+
+	bundlesStored       prometheus.Gauge
+	bundleBytes         prometheus.Gauge
+	bundleUploads       *prometheus.CounterVec
+	bundleTransfers     *prometheus.CounterVec
+	bundleChunkRequests *prometheus.CounterVec
+	bundleChunkBytes    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -91,7 +98,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		phaseSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "baton_coordinator_reconcile_phase_seconds",
-			Help:    "Duration of each phase of a reconcile pass: read, agents, reports, plan, routes, desired, metrics.",
+			Help:    "Duration of each phase of a reconcile pass: read, agents, reports, plan, bundles, routes, desired, metrics.",
 			Buckets: passBuckets,
 		}, []string{"phase"}),
 		desiredSent: prometheus.NewCounter(prometheus.CounterOpts{
@@ -134,7 +141,32 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "baton_coordinator_desired_set_too_large_total",
 			Help: "Desired sets not sent because they exceeded the NATS payload limit.",
 		}),
+		bundlesStored: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "baton_coordinator_bundles_stored",
+			Help: "Bundles this coordinator holds a file of (committed or not yet), as of its last repair pass.",
+		}),
+		bundleBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "baton_coordinator_bundles_stored_bytes",
+			Help: "Bytes of the bundle files this coordinator holds, as of its last repair pass.",
+		}),
+		bundleUploads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_coordinator_bundle_uploads_total",
+			Help: "Bundle uploads (PUT /v1/bundles/{digest}) this node received, by result: created, exists (committed before), too_large, digest_mismatch, no_majority (too few coordinators took it), failed.",
+		}, []string{"result"}),
+		bundleTransfers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_coordinator_bundle_transfers_total",
+			Help: "Bundle files moved between coordinators, by kind (push: this node sent one it was uploaded; receive: another node pushed one here; pull: this node fetched a missing one) and result (ok, error).",
+		}, []string{"kind", "result"}),
+		bundleChunkRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_coordinator_bundle_chunk_requests_total",
+			Help: "Bundle chunk requests from agents answered by this node, by result (ok, not_assigned: no replica of a version naming it on the asking agent, not_found, busy, invalid).",
+		}, []string{"result"}),
+		bundleChunkBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_coordinator_bundle_chunk_bytes_total",
+			Help: "Bundle bytes this node sent to agents over NATS.",
+		}),
 	}
+	reg.MustRegister(m.bundlesStored, m.bundleBytes, m.bundleUploads, m.bundleTransfers, m.bundleChunkRequests, m.bundleChunkBytes)
 	reg.MustRegister(m.commands, m.replicas, m.isLeader, m.raftState, m.appliedIndex,
 		m.flips, m.flipSeconds, m.reconciles, m.agentsAlive, m.lbsLive,
 		m.invalidMessages, m.identityMismatch, m.natsRefused, m.reconcilePanics, m.desiredTooLarge,

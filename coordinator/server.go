@@ -58,6 +58,10 @@ type Server struct {
 	// that a cluster exists (--bootstrap-expect waits until then).
 	bootstrapped atomic.Bool
 
+	// bundles stores this coordinator's copies of the bundles and moves
+	// them (bundles.go).
+	bundles *bundleService
+
 	// ctrlMu guards ctrl, the running controller (nil when not leader).
 	ctrlMu sync.Mutex
 	ctrl   *controller
@@ -114,6 +118,9 @@ func New(cfg Config) (*Server, error) {
 	if s.peers, s.peerScheme, err = newPeerClient(cfg); err != nil {
 		return nil, err
 	}
+	if s.bundles, err = newBundleService(s); err != nil {
+		return nil, err
+	}
 	s.fsm.onApply = func(index uint64, t CommandType, rejected bool) {
 		s.metrics.appliedIndex.Set(float64(index))
 		result := "ok"
@@ -121,6 +128,9 @@ func New(cfg Config) (*Server, error) {
 			result = "rejected"
 		}
 		s.metrics.fsmApplied.WithLabelValues(t.String(), result).Inc()
+		if t == CmdBundleAdd || t == CmdBundleDelete {
+			s.bundles.kickRepair()
+		}
 		s.Kick()
 	}
 	natsURL := cfg.NATSURL
@@ -295,10 +305,15 @@ func (s *Server) Run(ctx context.Context) error {
 		defer dbg.Close()
 		s.log.Info("pprof listening", "addr", dbg.Addr)
 	}
-	wg.Add(5)
+	s.bundles.start(ctx)
+	wg.Add(6)
 	go func() {
 		defer wg.Done()
 		s.serveSpecs(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.bundles.run(ctx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -339,6 +354,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancelShutdown()
 	_ = s.api.Shutdown(shutdownCtx)
 	wg.Wait()
+	s.bundles.stop()
 	s.transferLeadership()
 	if s.pool != nil {
 		// Others see this node "left" at once rather than "failed" after

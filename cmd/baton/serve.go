@@ -37,6 +37,10 @@ type serveCLI struct {
 	now        func() time.Time
 }
 
+// stderrTerminal reports whether stderr is a terminal: the upload's
+// progress bar is drawn only there.
+func (c *serveCLI) stderrTerminal() bool { return isatty.IsTerminal(os.Stderr.Fd()) }
+
 // newServeCmd returns the `baton serve` command with its subcommands up,
 // update, status, down and logs. Errors are returned from RunE with clean
 // messages for the root command to print as `error: <message>`.
@@ -67,7 +71,7 @@ The commands talk to the coordinators at --addr, else $BATON_ADDR, else
 
 func (c *serveCLI) upCmd() *cobra.Command {
 	var name string
-	var yes bool
+	var yes, noUpload bool
 	var envFlags, secretFlags []string
 	cmd := &cobra.Command{
 		Use:   "up TASK.yaml",
@@ -123,8 +127,12 @@ func (c *serveCLI) upCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			digest, err := shipCode(contextOf(cmd), cl, file, spec, noUpload, cmd.OutOrStdout(), cmd.ErrOrStderr(), c.stderrTerminal())
+			if err != nil {
+				return err
+			}
 			resp, err := cl.Up(contextOf(cmd), protocol.UpRequest{
-				Name: name, YAML: string(data), Filename: file, BaseDir: cwd, Envs: envs, Secrets: secrets,
+				Name: name, YAML: string(data), Filename: file, BaseDir: cwd, Envs: envs, Secrets: secrets, Bundle: digest,
 			})
 			if err != nil {
 				return err
@@ -138,6 +146,7 @@ func (c *serveCLI) upCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&name, "name", "n", "", "service name (default the task's name: field, else a generated service-xxxx)")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	addNoUploadFlag(cmd, &noUpload)
 	addEnvFlag(cmd, &envFlags)
 	addSecretFlag(cmd, &secretFlags)
 	return cmd
@@ -211,7 +220,7 @@ func parseSecretFlags(flags []string) (map[string]string, error) {
 
 func (c *serveCLI) updateCmd() *cobra.Command {
 	var mode string
-	var yes bool
+	var yes, noUpload bool
 	var envFlags, secretFlags []string
 	cmd := &cobra.Command{
 		Use:   "update NAME TASK.yaml",
@@ -259,8 +268,12 @@ rolling replaces old replicas one at a time as new ones become READY.`,
 			if err != nil {
 				return err
 			}
+			digest, err := shipCode(contextOf(cmd), cl, file, spec, noUpload, cmd.OutOrStdout(), cmd.ErrOrStderr(), c.stderrTerminal())
+			if err != nil {
+				return err
+			}
 			resp, err := cl.Update(contextOf(cmd), name, protocol.UpdateRequest{
-				YAML: string(data), Filename: file, BaseDir: cwd, Mode: mode, Envs: envs, Secrets: secrets,
+				YAML: string(data), Filename: file, BaseDir: cwd, Mode: mode, Envs: envs, Secrets: secrets, Bundle: digest,
 			})
 			if err != nil {
 				return err
@@ -282,6 +295,7 @@ rolling replaces old replicas one at a time as new ones become READY.`,
 	}
 	cmd.Flags().StringVar(&mode, "mode", protocol.UpdateBlueGreen, "update mode: blue_green or rolling")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	addNoUploadFlag(cmd, &noUpload)
 	addEnvFlag(cmd, &envFlags)
 	addSecretFlag(cmd, &secretFlags)
 	return cmd

@@ -31,6 +31,10 @@ import (
 // bundleFetchParallel is how many chunk requests are in flight at once.
 const bundleFetchParallel = 4
 
+// bundleFetchTries is how many times one chunk is asked for before the
+// replica fails (and the leader replaces it, with a backoff).
+const bundleFetchTries = 5
+
 // bundleStore is the agent's cache of unpacked bundles.
 type bundleStore struct {
 	dir string
@@ -231,32 +235,41 @@ func (a *Agent) fetchBundle(ctx context.Context, digest, archive string) error {
 	subject := protocol.BundleGetSubject(a.cfg.ID)
 	ask := func(offset int64) (*nats.Msg, error) {
 		body, _ := json.Marshal(protocol.BundleChunkRequest{Digest: digest, Offset: offset, Length: protocol.MaxBundleChunk})
-		rctx, cancel := context.WithTimeout(ctx, a.cfg.SpecFetchTimeout+10*time.Second)
-		defer cancel()
 		var msg *nats.Msg
 		var err error
-		// A coordinator that must first pull the bundle from a peer may
-		// be slow; one that lost a race answers an error: try again.
-		for attempt := 0; attempt < 3; attempt++ {
-			msg, err = nc.Request(rctx, subject, body)
-			if err == nil {
-				if why := msg.Header.Get(protocol.HeaderBundleError); why != "" {
-					err = fmt.Errorf("bundle %s: %s", digest, why)
-					if attempt < 2 {
-						time.Sleep(200 * time.Millisecond)
-						continue
-					}
+		// A coordinator that must first pull the bundle from a peer
+		// answers "still fetching" after a while; one that has not yet
+		// applied the placement answers an error: ask again, each try
+		// with its own deadline, backing off.
+		backoff := 200 * time.Millisecond
+		for attempt := 0; attempt < bundleFetchTries; attempt++ {
+			if attempt > 0 {
+				select {
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-time.After(backoff):
 				}
-				break
+				backoff = min(2*backoff, 3*time.Second)
+			}
+			rctx, cancel := context.WithTimeout(ctx, a.cfg.SpecFetchTimeout+10*time.Second)
+			msg, err = nc.Request(rctx, subject, body)
+			cancel()
+			if err == nil {
+				why := msg.Header.Get(protocol.HeaderBundleError)
+				if why == "" {
+					return msg, nil
+				}
+				err = fmt.Errorf("bundle %s: %s", digest, why)
+				continue
 			}
 			if errors.Is(err, nats.ErrNoResponders) {
 				err = fmt.Errorf("no coordinator answers %s: %w", subject, err)
 			}
-			if rctx.Err() != nil {
-				break
+			if ctx.Err() != nil {
+				return nil, err
 			}
 		}
-		return msg, err
+		return nil, err
 	}
 	first, err := ask(0)
 	if err != nil {

@@ -66,17 +66,16 @@ func (s *Server) authz(need string, h http.HandlerFunc) http.HandlerFunc {
 		}
 		what := r.Method + " " + r.URL.Path
 		secret := requestSecret(r)
-		var bootstrapped bool
-		var tok *protocol.ACLToken
-		s.fsm.Read(func(st *State) {
-			bootstrapped = st.ACL.Bootstrapped
-			if secret != "" {
-				if t := st.ACL.TokenBySecretHash(hashSecret(secret)); t != nil {
-					c := *t
-					tok = &c
-				}
+		bootstrapped, tok := s.lookupToken(secret)
+		// A token just made on the leader may not have reached this
+		// follower yet: give it a moment before calling it unknown.
+		if secret != "" && tok == nil && !s.IsLeader() {
+			deadline := time.Now().Add(tokenCatchUp)
+			for tok == nil && time.Now().Before(deadline) && r.Context().Err() == nil {
+				time.Sleep(50 * time.Millisecond)
+				bootstrapped, tok = s.lookupToken(secret)
 			}
-		})
+		}
 		switch {
 		case !bootstrapped:
 			writeError(w, http.StatusUnauthorized, protocol.CodeUnauthenticated, what+
@@ -97,6 +96,25 @@ func (s *Server) authz(need string, h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), tokenKey{}, tok)))
 	}
+}
+
+// tokenCatchUp bounds how long a follower waits for a token it does not
+// know to arrive through Raft before answering 401.
+const tokenCatchUp = 2 * time.Second
+
+// lookupToken reads whether ACLs were bootstrapped and the token whose
+// secret is secret (nil if none) from this node's state.
+func (s *Server) lookupToken(secret string) (bootstrapped bool, tok *protocol.ACLToken) {
+	s.fsm.Read(func(st *State) {
+		bootstrapped = st.ACL.Bootstrapped
+		if secret != "" {
+			if t := st.ACL.TokenBySecretHash(hashSecret(secret)); t != nil {
+				c := *t
+				tok = &c
+			}
+		}
+	})
+	return bootstrapped, tok
 }
 
 // shortID shortens an accessor id for messages.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,7 +70,13 @@ func (e *digestMismatchError) Error() string {
 // openBundleStore opens (creating it if needed) the store in dir and
 // removes what writes cut short by a crash left there.
 func openBundleStore(dir string) (*bundleStore, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	// The data dir and its parents as Raft makes them (0755: an agent of
+	// the same machine may keep its data beside it, and its replica user
+	// must pass through); the store itself is the coordinators' only.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", filepath.Dir(dir), err)
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
 	entries, err := os.ReadDir(dir)

@@ -81,6 +81,23 @@ func lbGet(t *testing.T, endpoint string) string {
 func TestCodeTravelsWithTheVersion(t *testing.T) {
 	c := newCluster(t, agentOpts{cpus: 4}, agentOpts{cpus: 4})
 	first := codeDir(t, "message one")
+	// file_mounts: one in each replica's home, one at an absolute path
+	// (bind-mounted in the replica's own mount namespace: the e2e agents
+	// run as root, as CI does).
+	conf := filepath.Join(testutil.OpenTempDir(t), "conf")
+	if err := os.WriteFile(filepath.Join(first, "app.conf"), []byte("mode=e2e\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	task := strings.Replace(codeTask, "setup: echo built > built.txt",
+		`setup: echo built > built.txt && grep -q mode=e2e ~/conf/app.conf`, 1) +
+		"file_mounts:\n  ~/conf/app.conf: ./app.conf\n"
+	if os.Geteuid() == 0 {
+		task = strings.Replace(task, "grep -q mode=e2e ~/conf/app.conf", "grep -q mode=e2e ~/conf/app.conf && grep -q mode=e2e "+conf+"/app.conf", 1) +
+			"  " + conf + "/app.conf: ./app.conf\n"
+	}
+	if err := os.WriteFile(filepath.Join(first, "task.yaml"), []byte(task), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out, errOut, err := c.cliIn(first, "serve", "up", "task.yaml", "-y")
 	if err != nil || !strings.Contains(out, "Uploaded bundle sha256:") {
 		t.Fatalf("serve up: %v\n%s%s", err, out, errOut)
@@ -133,6 +150,11 @@ func TestCodeTravelsWithTheVersion(t *testing.T) {
 
 	// An update that changes only message.txt: a new version, serving it.
 	second := codeDir(t, "message two")
+	for name, text := range map[string]string{"task.yaml": task, "app.conf": "mode=e2e\n"} {
+		if err := os.WriteFile(filepath.Join(second, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	out, errOut, err = c.cliIn(second, "serve", "update", "code", "task.yaml", "-y")
 	if err != nil || !strings.Contains(out, "Uploaded bundle") || !strings.Contains(out, "version 2") {
 		t.Fatalf("serve update: %v\n%s%s", err, out, errOut)

@@ -13,6 +13,10 @@ import (
 //	GET    /v1/status?service=a&service=b                     -> StatusResponse
 //	GET    /v1/services/{name}/replicas/{id}/logs?follow=1    -> text/plain stream
 //	GET    /v1/agents                                         -> []Agent
+//	HEAD   /v1/bundles/{digest}                               -> 200 or 404
+//	PUT    /v1/bundles/{digest}              the archive      -> BundleInfo
+//	GET    /v1/bundles/{digest}                               -> the archive
+//	GET    /v1/bundles                                        -> []BundleInfo
 //
 // Errors are APIError bodies with a 4xx or 5xx status.
 

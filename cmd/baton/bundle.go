@@ -149,7 +149,10 @@ func (c *apiClient) bundleExists(ctx context.Context, digest string) (bool, erro
 		case http.StatusNotFound:
 			return false, nil
 		case http.StatusUnauthorized:
-			return false, fmt.Errorf("HEAD /v1/bundles/%s: the coordinator at %s wants an ACL token (set $BATON_TOKEN or --token to a deploy token)", shortDigest(digest), addr)
+			if c.token == "" {
+				return false, fmt.Errorf("HEAD /v1/bundles/%s: no ACL token: the coordinator at %s has ACLs on; set $BATON_TOKEN or --token to a deploy token", shortDigest(digest), addr)
+			}
+			return false, fmt.Errorf("HEAD /v1/bundles/%s: the coordinator at %s does not know this ACL token: it was revoked or never created", shortDigest(digest), addr)
 		case http.StatusForbidden:
 			return false, fmt.Errorf("HEAD /v1/bundles/%s: the token may not upload code (it needs a deploy token)", shortDigest(digest))
 		}
@@ -166,6 +169,10 @@ func (c *apiClient) uploadBundle(ctx context.Context, path, digest string, size 
 	if tr, ok := c.http.Transport.(*http.Transport); ok {
 		tr = tr.Clone()
 		tr.ResponseHeaderTimeout = uploadTimeout
+		// With Expect: 100-continue a coordinator that refuses (no
+		// token, too large, no quorum) or already holds the bundle
+		// answers before any byte is sent.
+		tr.ExpectContinueTimeout = 5 * time.Second
 		client.Transport = tr
 	}
 	var tried []triedAddr
@@ -209,6 +216,7 @@ func (c *apiClient) uploadTo(ctx context.Context, client *http.Client, addr, pat
 	}
 	req.ContentLength = size
 	req.Header.Set("Content-Type", "application/gzip")
+	req.Header.Set("Expect", "100-continue")
 	c.authorize(req)
 	resp, err := client.Do(req)
 	if err != nil {

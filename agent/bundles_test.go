@@ -103,6 +103,10 @@ func TestReplicaRunsFromBundle(t *testing.T) {
 	}
 	h.desire(1, one)
 	h.waitStatus("code", 1, protocol.ReplicaReady, readyTimeout)
+	// PROVISIONING while the code was fetched, then STARTING.
+	if hist := h.history("code", 1); len(hist) < 2 || hist[0] != protocol.ReplicaProvisioning {
+		t.Errorf("replica 1's statuses %v, want PROVISIONING first", hist)
+	}
 	fetches := asked.Load()
 	if want := (size + protocol.MaxBundleChunk - 1) / protocol.MaxBundleChunk; fetches != want {
 		t.Errorf("%d chunk requests for a %d-byte bundle, want %d", fetches, size, want)

@@ -69,7 +69,13 @@ func shipCode(ctx context.Context, cl *apiClient, file string, spec *protocol.Ta
 	if err := cl.uploadBundle(ctx, path, digest, size, progress, terminal); err != nil {
 		return "", err
 	}
-	fmt.Fprintf(out, "Uploaded bundle %s (%s; %s compressed) in %s\n", shortDigest(digest), what, humanSize(size), time.Since(started).Round(100*time.Millisecond))
+	took := time.Since(started)
+	if took < time.Second {
+		took = took.Round(time.Millisecond)
+	} else {
+		took = took.Round(100 * time.Millisecond)
+	}
+	fmt.Fprintf(out, "Uploaded bundle %s (%s; %s compressed) in %s\n", shortDigest(digest), what, humanSize(size), took)
 	return digest, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,15 +78,37 @@ func OpenTempDir(t testing.TB) string {
 	return dir
 }
 
-// FreePort returns a TCP port on host that was free a moment ago.
+// handedOut are the ports FreePort returned in this process: the kernel
+// may give a port just released to the next caller, and a test that picks
+// several ports before binding any would get one twice.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// FreePort returns a TCP port on host that was free a moment ago and that
+// it never returned before in this process. Safe for concurrent use.
 func FreePort(t testing.TB, host string) int {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatalf("free port: %v", err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for range 1000 {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !handedOut.ports[port] {
+			handedOut.ports[port] = true
+			return port
+		}
+	}
+	t.Fatal("free port: the kernel kept giving ports already handed out")
+	return 0
 }
 
 // CounterValue sums every series of the counter or gauge name in g (0 when

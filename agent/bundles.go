@@ -400,9 +400,12 @@ func (a *Agent) placeCode(r *replica, spec *protocol.TaskSpec, note func(string,
 	}
 	r.binds = nil
 	_ = os.RemoveAll(filepath.Join(r.dir, "mounts"))
-	for _, mt := range m.Mounts {
+	for i, mt := range m.Mounts {
 		if err := protocol.ValidateMountTarget(mt.Target); err != nil {
 			return "", fmt.Sprintf("bundle %s: file_mounts: %v", spec.Bundle, err)
+		}
+		if mt.Path != bundle.MountDir(i) {
+			return "", fmt.Sprintf("bundle %s: mount %d is at %q in the bundle, not %s", spec.Bundle, i, mt.Path, bundle.MountDir(i))
 		}
 		src := filepath.Join(dir, filepath.FromSlash(mt.Path))
 		var dst string
@@ -413,6 +416,9 @@ func (a *Agent) placeCode(r *replica, spec *protocol.TaskSpec, note func(string,
 			// there in its own mount namespace.
 			if os.Geteuid() != 0 {
 				return "", fmt.Sprintf("file_mounts target %s: an absolute target is mounted in a mount namespace of the replica's own, which needs the agent to run as root (this one runs as uid %d); run it as root, or mount at ~/%s instead", mt.Target, os.Geteuid(), strings.TrimPrefix(mt.Target, "/"))
+			}
+			if err := mountPointAllowed(mt.Target, a.cfg.MountRoots); err != nil {
+				return "", fmt.Sprintf("file_mounts target %s: %v", mt.Target, err)
 			}
 			dst = filepath.Join(r.dir, "mounts", strconv.Itoa(len(r.binds)))
 			r.binds = append(r.binds, shimBind{Source: dst, Target: mt.Target})
@@ -451,4 +457,32 @@ func hasHomeMounts(spec *protocol.TaskSpec) bool {
 		}
 	}
 	return false
+}
+
+// mountPointAllowed says whether the agent may mount at target, an
+// absolute path: the mount is the replica's own, but a missing mount point
+// (an empty directory or file) is created on the machine, as root. So one
+// is created only as a new top-level directory (/data/...) or under one
+// of roots, never in a system directory (/etc/nologin would lock users
+// out). A target that exists needs nothing created.
+func mountPointAllowed(target string, roots []string) error {
+	if _, err := os.Lstat(target); err == nil {
+		return nil
+	}
+	anc := filepath.Dir(target)
+	for {
+		if _, err := os.Lstat(anc); err == nil {
+			break
+		}
+		anc = filepath.Dir(anc)
+	}
+	if anc == "/" {
+		return nil
+	}
+	for _, r := range roots {
+		if anc == r || strings.HasPrefix(anc, r+"/") {
+			return nil
+		}
+	}
+	return fmt.Errorf("it does not exist on this machine, and the agent creates mount points only as a new top-level directory or under %s (the agent's --mount-root); create %s on the machine, or mount somewhere under those", strings.Join(roots, ", "), target)
 }

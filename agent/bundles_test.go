@@ -74,9 +74,9 @@ func TestReplicaRunsFromBundle(t *testing.T) {
 	mounts := []bundle.Mount{{Target: "~/conf", Source: cfgDir}}
 	// An absolute target is bind-mounted in the replica's own mount
 	// namespace, which needs a root agent.
-	absTarget := ""
+	absTarget, mountRoot := "", t.TempDir()
 	if os.Geteuid() == 0 {
-		absTarget = filepath.Join(t.TempDir(), "srv", "conf")
+		absTarget = filepath.Join(mountRoot, "srv", "conf")
 		mounts = append(mounts, bundle.Mount{Target: absTarget, Source: cfgDir})
 	}
 	archive, digest, size, _, err := bundle.PackFile(src, bundle.Options{Mounts: mounts}, t.TempDir())
@@ -87,7 +87,7 @@ func TestReplicaRunsFromBundle(t *testing.T) {
 		t.Fatalf("bundle of %d bytes fits one chunk; the test wants several", size)
 	}
 
-	h := startAgent(t, nil)
+	h := startAgent(t, func(c *Config) { c.MountRoots = []string{mountRoot} })
 	asked := serveBundle(t, h, archive, digest)
 	one, two := serverAssignment(t, "code", 1), serverAssignment(t, "code", 2)
 	for _, a := range []*protocol.ReplicaAssignment{&one, &two} {
@@ -185,5 +185,39 @@ func TestBundleFetchFailureFailsReplica(t *testing.T) {
 	left, _ := filepath.Glob(filepath.Join(h.cfg.DataDir, "bundles", "*"))
 	if len(left) != 0 {
 		t.Errorf("left in the bundle cache: %v", left)
+	}
+}
+
+// TestMountPointOutsideRootsRefused: an absolute file_mounts target whose
+// mount point does not exist and would be created in a system directory
+// (/etc/nologin locks users out, even empty) fails the replica, saying
+// where mount points may be created, and creates nothing.
+func TestMountPointOutsideRootsRefused(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("absolute file_mounts need a root agent; a non-root one refuses them whatever the path (TestReplicaRunsFromBundle)")
+	}
+	src, cfgDir := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(cfgDir, "x"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	target := "/etc/baton-test-mount-" + strconv.Itoa(os.Getpid())
+	archive, digest, _, _, err := bundle.PackFile(src, bundle.Options{Mounts: []bundle.Mount{{Target: target, Source: cfgDir}}}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startAgent(t, nil)
+	serveBundle(t, h, archive, digest)
+	asg := serverAssignment(t, "sys", 1)
+	asg.Spec.Bundle = digest
+	asg.Spec.FileMounts = map[string]string{target: "./conf"}
+	h.desire(1, asg)
+	r := h.waitStatus("sys", 1, protocol.ReplicaFailed, 30*time.Second)
+	if !strings.Contains(r.Reason, "creates mount points only as a new top-level directory or under /mnt, /opt, /srv, /data") {
+		t.Errorf("reason %q", r.Reason)
+	}
+	if _, err := os.Lstat(target); err == nil {
+		os.RemoveAll(target)
+		t.Errorf("%s was created on the machine", target)
 	}
 }

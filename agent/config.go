@@ -147,6 +147,13 @@ type Config struct {
 	// baton.specs.get, several at once): a replica whose spec has not
 	// arrived by then is not started yet. Default 5s.
 	SpecFetchTimeout time.Duration
+	// MountRoots are where the agent may create a missing mount point for
+	// a file_mounts entry with an absolute target (the mount itself is the
+	// replica's own; the empty directory or file it needs stays on the
+	// machine). A target that exists already, or whose first missing
+	// directory is a new top-level one (/data, /models), needs none.
+	// Default /mnt, /opt, /srv and /data.
+	MountRoots []string
 	// BundleCache is how many unpacked bundles (versions' code) the agent
 	// keeps in DataDir/bundles, least recently used out; one a replica is
 	// being placed from is never removed. Default 8.
@@ -191,6 +198,7 @@ func DefaultConfig() Config {
 		PortRange:             protocol.PortRange{Min: 10000, Max: 29999},
 		SpecFetchTimeout:      5 * time.Second,
 		BundleCache:           8,
+		MountRoots:            []string{"/mnt", "/opt", "/srv", "/data"},
 		SpecRetryMin:          time.Second,
 		SpecRetryMax:          30 * time.Second,
 	}
@@ -273,6 +281,14 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.BundleCache == 0 {
 		cfg.BundleCache = def.BundleCache
+	}
+	if cfg.MountRoots == nil {
+		cfg.MountRoots = def.MountRoots
+	}
+	for _, r := range cfg.MountRoots {
+		if !filepath.IsAbs(r) || filepath.Clean(r) != r || r == "/" {
+			return cfg, fmt.Errorf("--mount-root %q: use a clean absolute directory other than /", r)
+		}
 	}
 	if cfg.SpecRetryMin <= 0 {
 		cfg.SpecRetryMin = def.SpecRetryMin

@@ -84,7 +84,11 @@ func TestCodeTravelsWithTheVersion(t *testing.T) {
 	// file_mounts: one in each replica's home, one at an absolute path
 	// (bind-mounted in the replica's own mount namespace: the e2e agents
 	// run as root, as CI does).
-	conf := filepath.Join(testutil.OpenTempDir(t), "conf")
+	// Under /mnt, where an agent may create the mount point (the
+	// directory is removed at the end).
+	mnt := fmt.Sprintf("/mnt/baton-e2e-%d-%d", os.Getpid(), time.Now().UnixNano())
+	t.Cleanup(func() { os.RemoveAll(mnt) })
+	conf := filepath.Join(mnt, "conf")
 	if err := os.WriteFile(filepath.Join(first, "app.conf"), []byte("mode=e2e\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -81,6 +81,7 @@ func newAgentCmd() *cobra.Command {
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "host:port to gossip on, TCP and UDP (default with --join: --host and port 7402)")
 	gossipKey.register(cmd)
 	registerDaemonTLSFlags(cmd, &cfg.TLS, "agent")
+	f.StringSliceVar(&cfg.MountRoots, "mount-root", cfg.MountRoots, "directories under which the agent may create a missing mount point for a file_mounts entry with an absolute target (repeatable; a new top-level directory like /data is always allowed)")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "listen address for logs, /metrics and /healthz (default: the --host address, port 7403, when --host is given)")
 	f.StringVar(&cfg.Host, "host", cfg.Host, "address replicas on this machine are reached at")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for replica work dirs and logs")

@@ -139,8 +139,10 @@ func newCluster(t *testing.T, agents ...agentOpts) *cluster {
 	for i, a := range agents {
 		c.startAgent(fmt.Sprintf("agent-%d", i+1), fmt.Sprintf("127.0.0.%d", 11+i), a)
 	}
+	// A picked admin port, not :0: the kernel may give :0 the service port
+	// picked above, which the LB binds only later.
 	c.start("lb", "lb", "--dev", "--nats-url", c.natsURL, "--bind-host", c.lbHost,
-		"--admin-addr", c.lbHost+":0", "--id", "lb-1")
+		"--admin-addr", fmt.Sprintf("%s:%d", c.lbHost, testutil.FreePort(t, c.lbHost)), "--id", "lb-1")
 	c.waitAgents(len(agents))
 	return c
 }

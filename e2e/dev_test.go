@@ -49,7 +49,7 @@ func startDev(t *testing.T) *devCluster {
 			"--agent", "cpus=2", "--agent", "cpus=2", "--agent", "cpus=4", "--agent", "cpus=4,accelerators=A100:1",
 			"--http-addr", d.api, "--raft-addr", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1")),
 			"--nats-port", strconv.Itoa(testutil.FreePort(t, "127.0.0.1")),
-			"--lb-host", devLBHost, "--lb-admin-addr", devLBHost + ":0", "--first-lb-port", strconv.Itoa(d.lbPort),
+			"--lb-host", devLBHost, "--lb-admin-addr", fmt.Sprintf("%s:%d", devLBHost, testutil.FreePort(t, devLBHost)), "--first-lb-port", strconv.Itoa(d.lbPort),
 			"--data-dir", filepath.Join(dir, fmt.Sprintf("data-%d", attempt))}
 		logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {

@@ -347,15 +347,6 @@ func (u replicaUser) chownTree(dir string) error {
 	})
 }
 
-// bundleManifest is what placeCode reads of an unpacked bundle's
-// manifest (bundle.ManifestName): where each mount goes.
-type bundleManifest struct {
-	Mounts []struct {
-		Target string `json:"target"`
-		Path   string `json:"path"`
-	} `json:"mounts"`
-}
-
 // placeCode gives replica r its own copy of the version's code: the
 // bundle fetched (PROVISIONING meanwhile) and unpacked once per agent,
 // its workdir copied to <replica dir>/work and its file_mounts placed, all
@@ -390,52 +381,47 @@ func (a *Agent) placeCode(r *replica, spec *protocol.TaskSpec, note func(string,
 	if err := a.user.chownTree(work); err != nil {
 		return "", fmt.Sprintf("give the code in %s to replica user %s: %v", work, a.user.name, err)
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, bundle.ManifestName))
+	m, err := bundle.ReadManifest(dir)
 	if err != nil {
-		return "", fmt.Sprintf("read the bundle's manifest: %v", err)
-	}
-	var m bundleManifest
-	if err := json.Unmarshal(raw, &m); err != nil {
 		return "", fmt.Sprintf("read the bundle's manifest: %v", err)
 	}
 	r.binds = nil
 	_ = os.RemoveAll(filepath.Join(r.dir, "mounts"))
-	for i, mt := range m.Mounts {
-		if err := protocol.ValidateMountTarget(mt.Target); err != nil {
+	for i, target := range m.Mounts {
+		if err := protocol.ValidateMountTarget(target); err != nil {
 			return "", fmt.Sprintf("bundle %s: file_mounts: %v", spec.Bundle, err)
 		}
-		if mt.Path != bundle.MountDir(i) {
-			return "", fmt.Sprintf("bundle %s: mount %d is at %q in the bundle, not %s", spec.Bundle, i, mt.Path, bundle.MountDir(i))
-		}
-		src := filepath.Join(dir, filepath.FromSlash(mt.Path))
+		src := filepath.Join(dir, filepath.FromSlash(bundle.MountDir(i)))
 		var dst string
-		if strings.HasPrefix(mt.Target, "~/") {
-			dst = filepath.Join(replicaHome(r.dir), filepath.FromSlash(mt.Target[2:]))
+		if strings.HasPrefix(target, "~/") {
+			dst = filepath.Join(replicaHome(r.dir), filepath.FromSlash(target[2:]))
 		} else {
 			// An absolute target: the replica's own copy, bind-mounted
 			// there in its own mount namespace.
 			if os.Geteuid() != 0 {
-				return "", fmt.Sprintf("file_mounts target %s: an absolute target is mounted in a mount namespace of the replica's own, which needs the agent to run as root (this one runs as uid %d); run it as root, or mount at ~/%s instead", mt.Target, os.Geteuid(), strings.TrimPrefix(mt.Target, "/"))
+				return "", fmt.Sprintf("file_mounts target %s: an absolute target is mounted in a mount namespace of the replica's own, which needs the agent to run as root (this one runs as uid %d); run it as root, or mount at ~/%s instead", target, os.Geteuid(), strings.TrimPrefix(target, "/"))
 			}
-			if err := mountPointAllowed(mt.Target, a.cfg.MountRoots); err != nil {
-				return "", fmt.Sprintf("file_mounts target %s: %v", mt.Target, err)
+			if err := mountPointAllowed(target, a.cfg.MountRoots); err != nil {
+				return "", fmt.Sprintf("file_mounts target %s: %v", target, err)
 			}
 			dst = filepath.Join(r.dir, "mounts", strconv.Itoa(len(r.binds)))
-			r.binds = append(r.binds, shimBind{Source: dst, Target: mt.Target})
+			r.binds = append(r.binds, shimBind{Source: dst, Target: target})
 		}
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return "", fmt.Sprintf("file_mounts target %s: %v", mt.Target, err)
+			return "", fmt.Sprintf("file_mounts target %s: %v", target, err)
 		}
 		_ = os.RemoveAll(dst)
 		if err := bundle.Copy(src, dst); err != nil {
-			return "", fmt.Sprintf("file_mounts target %s: %v", mt.Target, err)
+			return "", fmt.Sprintf("file_mounts target %s: %v", target, err)
 		}
-		owned := filepath.Join(r.dir, "mounts")
-		if strings.HasPrefix(mt.Target, "~/") {
-			owned = replicaHome(r.dir)
+	}
+	// What was placed is the replica user's, as its working copy is.
+	for _, owned := range []string{replicaHome(r.dir), filepath.Join(r.dir, "mounts")} {
+		if _, err := os.Stat(owned); err != nil {
+			continue
 		}
 		if err := a.user.chownTree(owned); err != nil {
-			return "", fmt.Sprintf("file_mounts target %s: %v", mt.Target, err)
+			return "", fmt.Sprintf("give the file_mounts in %s to replica user %s: %v", owned, a.user.name, err)
 		}
 	}
 	if r.stopping() {

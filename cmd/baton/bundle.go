@@ -57,7 +57,7 @@ func shipCode(ctx context.Context, cl *apiClient, file string, spec *protocol.Ta
 	for _, s := range m.Skipped {
 		fmt.Fprintf(progress, "warning: %s left out of the bundle (only files, directories and symlinks travel)\n", s)
 	}
-	what := fmt.Sprintf("%d files, %s", m.Files, humanSize(m.Bytes))
+	what := fmt.Sprintf("%d files, %s", m.Files, bundle.HumanBytes(m.Bytes))
 	have, err := cl.bundleExists(ctx, digest)
 	if err != nil {
 		return "", err
@@ -75,7 +75,7 @@ func shipCode(ctx context.Context, cl *apiClient, file string, spec *protocol.Ta
 	} else {
 		took = took.Round(100 * time.Millisecond)
 	}
-	fmt.Fprintf(out, "Uploaded bundle %s (%s; %s compressed) in %s\n", shortDigest(digest), what, humanSize(size), took)
+	fmt.Fprintf(out, "Uploaded bundle %s (%s; %s compressed) in %s\n", shortDigest(digest), what, bundle.HumanBytes(size), took)
 	return digest, nil
 }
 
@@ -276,7 +276,7 @@ func showProgress(w io.Writer, terminal bool, digest string, c *countingReader, 
 		const width = 30
 		filled := int(int64(width) * n / size)
 		fmt.Fprintf(w, "\rUploading %s [%s%s] %s / %s %3d%%", shortDigest(digest),
-			strings.Repeat("=", filled), strings.Repeat(" ", width-filled), humanSize(n), humanSize(size), 100*n/size)
+			strings.Repeat("=", filled), strings.Repeat(" ", width-filled), bundle.HumanBytes(n), bundle.HumanBytes(size), 100*n/size)
 	}
 	for {
 		select {
@@ -296,20 +296,6 @@ func shortDigest(d string) string {
 		return d[:len("sha256:")+12]
 	}
 	return d
-}
-
-// humanSize formats n bytes as "512 B", "3.4 MiB", "1.0 GiB".
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // addNoUploadFlag adds --no-upload to serve up and update.

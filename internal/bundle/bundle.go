@@ -30,9 +30,12 @@
 package bundle
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -156,8 +159,8 @@ func checkTarget(t string) error {
 	return nil
 }
 
-// humanBytes formats n as "512 B", "3.4 MiB", "1 GiB".
-func humanBytes(n int64) string {
+// HumanBytes formats n as "512 B", "3.4 MiB", "1 GiB".
+func HumanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return strconv.FormatInt(n, 10) + " B"
@@ -170,4 +173,26 @@ func humanBytes(n int64) string {
 	s := strconv.FormatFloat(v, 'f', 1, 64)
 	s = strings.TrimSuffix(s, ".0")
 	return s + " " + [...]string{"KiB", "MiB", "GiB", "TiB", "PiB"}[i]
+}
+
+// ReadManifest reads the manifest of a directory that Unpack filled: its
+// counts and mount targets (mount i is at MountDir(i) under dir). Unpack
+// checked that the archive's mounts are where MountDir says.
+func ReadManifest(dir string) (Manifest, error) {
+	data, err := os.ReadFile(filepath.Join(dir, ManifestName))
+	if err != nil {
+		return Manifest{}, err
+	}
+	var mj manifestJSON
+	if err := json.Unmarshal(data, &mj); err != nil {
+		return Manifest{}, fmt.Errorf("%s: %w", ManifestName, err)
+	}
+	m := Manifest{Files: mj.Files, Bytes: mj.Bytes}
+	for i, mt := range mj.Mounts {
+		if mt.Path != MountDir(i) {
+			return Manifest{}, fmt.Errorf("%s: mount %d is at %q, not %s", ManifestName, i, mt.Path, MountDir(i))
+		}
+		m.Mounts = append(m.Mounts, mt.Target)
+	}
+	return m, nil
 }

@@ -550,8 +550,8 @@ func TestHumanBytes(t *testing.T) {
 		0: "0 B", 1023: "1023 B", 1024: "1 KiB", 1536: "1.5 KiB",
 		1 << 30: "1 GiB", 1288490189: "1.2 GiB", 5 << 40: "5 TiB",
 	} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		if got := HumanBytes(n); got != want {
+			t.Errorf("HumanBytes(%d) = %q, want %q", n, got, want)
 		}
 	}
 }

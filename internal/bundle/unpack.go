@@ -164,7 +164,7 @@ func (u *unpacker) readManifest(tr *tar.Reader) error {
 			ErrUnsafeArchive, mj.Version, manifestFormat)
 	case mj.Bytes > u.opts.MaxBytes || mj.Files > u.opts.MaxFiles:
 		return kindErrorf(ErrTooLarge, "the bundle holds %d files of %s, over the agent's limits (%d entries, %s)",
-			mj.Files, humanBytes(mj.Bytes), u.opts.MaxFiles, humanBytes(u.opts.MaxBytes))
+			mj.Files, HumanBytes(mj.Bytes), u.opts.MaxFiles, HumanBytes(u.opts.MaxBytes))
 	}
 	seen := make(map[string]bool, len(mj.Mounts))
 	for i, mt := range mj.Mounts {
@@ -213,7 +213,7 @@ func (u *unpacker) extract(h *tar.Header, r io.Reader) error {
 	case tar.TypeReg:
 		if h.Size < 0 || h.Size > u.opts.MaxBytes-u.bytes {
 			return kindErrorf(ErrTooLarge, "entry %q (%s) takes the bundle past the agent's limit of %s",
-				name, humanBytes(h.Size), humanBytes(u.opts.MaxBytes))
+				name, HumanBytes(h.Size), HumanBytes(u.opts.MaxBytes))
 		}
 		u.kinds[name] = 0 // before creating it, so that cleanup sees it
 		if err := u.writeFile(name, r, h.Size, perm); err != nil {
@@ -306,7 +306,7 @@ func (u *unpacker) finish() error {
 	}
 	if u.files != u.manifest.Files || u.bytes != u.manifest.Bytes {
 		return fmt.Errorf("%w: it holds %d files of %s, its manifest says %d files of %s",
-			ErrUnsafeArchive, u.files, humanBytes(u.bytes), u.manifest.Files, humanBytes(u.manifest.Bytes))
+			ErrUnsafeArchive, u.files, HumanBytes(u.bytes), u.manifest.Files, HumanBytes(u.manifest.Bytes))
 	}
 	for i := len(u.dirs) - 1; i >= 0; i-- {
 		if err := u.root.Chmod(u.dirs[i].name, u.dirs[i].perm); err != nil {

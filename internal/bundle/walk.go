@@ -192,7 +192,7 @@ func readRules(p, rel string) ([]rule, error) {
 		return nil, err
 	}
 	if len(data) > maxIgnoreFile {
-		return nil, fmt.Errorf("over %s; an ignore file should hold patterns, not a file list", humanBytes(maxIgnoreFile))
+		return nil, fmt.Errorf("over %s; an ignore file should hold patterns, not a file list", HumanBytes(maxIgnoreFile))
 	}
 	return parseRules(data, rel), nil
 }
@@ -244,18 +244,18 @@ func (w *walker) overLimit(stopped bool) error {
 	slices.SortFunc(files, func(a, b entry) int { return cmp.Compare(b.size, a.size) })
 	var largest []string
 	for _, e := range files[:min(3, len(files))] {
-		largest = append(largest, e.src+" "+humanBytes(e.size))
+		largest = append(largest, e.src+" "+HumanBytes(e.size))
 	}
 	first := w.trees[0]
 	what := first.label
 	if len(w.trees) > 1 {
 		what += " with its file_mounts"
 	}
-	size := humanBytes(w.bytes)
+	size := HumanBytes(w.bytes)
 	if stopped {
-		size = "over " + humanBytes(stopFactor*w.limit)
+		size = "over " + HumanBytes(stopFactor*w.limit)
 	}
 	return kindErrorf(ErrTooLarge,
 		"%s is %s%s, over the %s limit (largest: %s); ignore large files in %s, or use --no-upload with a path the agents share",
-		what, size, first.after(), humanBytes(w.limit), strings.Join(largest, ", "), first.hint)
+		what, size, first.after(), HumanBytes(w.limit), strings.Join(largest, ", "), first.hint)
 }
